@@ -1,0 +1,27 @@
+//! The per-request state plugins share with the core and with each other.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+
+/// What a plugin may know about, and record for, the request being processed.
+///
+/// The core fills the routing facts before the first plugin runs; plugins fill the
+/// identity and policy facts (consumer, the rule that rejected) that later phases and the
+/// access log read.
+#[derive(Debug, Default)]
+pub struct PluginCtx {
+    /// The name of the matched route.
+    pub route: Arc<str>,
+    /// The client's address (the TCP peer).
+    pub client_ip: Option<IpAddr>,
+    /// The authenticated consumer, once an auth plugin accepted the request.
+    pub consumer: Option<Arc<str>>,
+    /// Headers to add to the response sent to the client, whatever its origin.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The name of the rate-limit rule that rejected the request, for the access log.
+    pub rate_limit_rule: Option<Arc<str>>,
+    /// Plugin-private per-request state, keyed by type.
+    pub extensions: http::Extensions,
+}

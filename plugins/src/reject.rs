@@ -1,0 +1,102 @@
+//! The errors the gateway answers itself (SPEC §4), and a plugin's way of asking for one.
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+/// Every error code of SPEC §4 with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    RouteNotFound,
+    PayloadTooLarge,
+    /// 431: the request's header block is over `request_size.max_header`.
+    HeadersTooLarge,
+    RateLimited,
+    ConcurrencyLimited,
+    UpstreamError,
+    UpstreamUnavailable,
+    UpstreamOverloaded,
+    RateLimitBackendDown,
+    UpstreamTimeout,
+    /// A failure inside the gateway itself (a bug, never expected).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The machine-readable code sent in the error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "BAD_REQUEST",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::RouteNotFound => "ROUTE_NOT_FOUND",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::HeadersTooLarge => "REQUEST_HEADERS_TOO_LARGE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::ConcurrencyLimited => "CONCURRENCY_LIMITED",
+            Self::UpstreamError => "UPSTREAM_ERROR",
+            Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            Self::UpstreamOverloaded => "UPSTREAM_OVERLOADED",
+            Self::RateLimitBackendDown => "RATE_LIMIT_BACKEND_DOWN",
+            Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Self::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RateLimited | Self::ConcurrencyLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamError => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable | Self::UpstreamOverloaded | Self::RateLimitBackendDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A request refused by the gateway: the error response to send instead of proxying.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The error code (and so the status).
+    pub code: ErrorCode,
+    /// A human-readable explanation; never echoes credentials.
+    pub message: String,
+    /// Seconds after which a retry may succeed (`Retry-After` and the body's `retry_after`).
+    pub retry_after: Option<u64>,
+    /// Extra response headers (e.g. `WWW-Authenticate`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Rejection {
+    /// A rejection with no extra headers.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}

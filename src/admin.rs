@@ -1,0 +1,188 @@
+//! The admin listener (SPEC §6): metrics, liveness, readiness, status and reload.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::reload::reload;
+use crate::state::State;
+
+/// Largest admin request body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The admin endpoints.
+pub struct Admin {
+    state: Arc<State>,
+}
+
+impl Admin {
+    /// Admin endpoints over `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let gateway = self.state.gateway();
+        let routes: Vec<_> = gateway
+            .router
+            .iter()
+            .map(|route| {
+                let (upstream, fallback) = match &route.action {
+                    crate::gateway::RouteAction::Proxy { upstream, fallback } => (
+                        Some(upstream.name.to_string()),
+                        fallback.as_ref().map(|f| f.name.to_string()),
+                    ),
+                    crate::gateway::RouteAction::Respond(_) => (None, None),
+                };
+                json!({
+                    "name": &*route.name,
+                    "upstream": upstream,
+                    "fallback_upstream": fallback,
+                    "plugins": route.plugins.names().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let upstreams: serde_json::Map<String, serde_json::Value> = gateway
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| {
+                let targets: Vec<_> = upstream
+                    .targets
+                    .iter()
+                    .map(|target| {
+                        json!({
+                            "address": &*target.label,
+                            "weight": target.weight,
+                            "healthy": upstream.target_healthy(target),
+                            "ejected": false,
+                            "in_flight": target.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                        })
+                    })
+                    .collect();
+                let pool = json!({
+                    "in_flight": upstream.in_flight(),
+                    "max_requests": upstream.max_requests,
+                    "targets": targets,
+                });
+                (name.clone(), pool)
+            })
+            .collect();
+        json!({
+            "version": gateway.version,
+            "hash": gateway.hash,
+            "loaded_at": gateway.loaded_at.to_rfc3339(),
+            "ready": self.state.ready(),
+            "routes": routes,
+            "upstreams": upstreams,
+        })
+    }
+
+    /// Whether a POST may proceed: with `admin.token` set, the request must carry it as a
+    /// bearer token.
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let gateway = self.state.gateway();
+        let Some(token) = gateway.admin_token.as_deref() else {
+            return true;
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(presented.as_bytes(), token.as_bytes())
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.state.metrics.render(),
+            ),
+            (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+            (Method::GET, "/readyz") if self.state.ready() => text(StatusCode::OK, "ready"),
+            (Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+            (Method::GET, "/status") => json_reply(StatusCode::OK, &self.status()),
+            (Method::POST, "/reload") => {
+                if !self.authorized(session) {
+                    return unauthorized();
+                }
+                // Drain (and bound) the body so the connection stays usable.
+                let _ = read_body(session).await;
+                match reload(&self.state) {
+                    Ok(version) => json_reply(
+                        StatusCode::OK,
+                        &json!({"result": "reloaded", "version": version}),
+                    ),
+                    Err(problems) => json_reply(
+                        StatusCode::BAD_REQUEST,
+                        &json!({
+                            "result": "rejected",
+                            "version": self.state.gateway().version,
+                            "problems": problems.to_string().lines().collect::<Vec<_>>(),
+                        }),
+                    ),
+                }
+            }
+            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => {
+                json_reply(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}))
+            }
+            _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such admin endpoint"})),
+        }
+    }
+}
+
+async fn read_body(session: &mut ServerSession) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = session.read_request_body().await {
+        if body.len() + chunk.len() > MAX_BODY {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    body
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    reply(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+}
+
+fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", value.to_string().into_bytes())
+}
+
+fn unauthorized() -> Response<Vec<u8>> {
+    let mut response = json_reply(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "admin POST needs Authorization: Bearer <admin.token>"}),
+    );
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}

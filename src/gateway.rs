@@ -1,0 +1,369 @@
+//! The compiled configuration: everything the request path reads, built once per load.
+//!
+//! Loading is parse → compile → swap: [`Gateway::compile`] checks the whole configuration
+//! and reports every problem, and only a fully compiled `Gateway` is ever put in service.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::{HeaderName, HeaderValue, StatusCode};
+use portcullis_plugins::{build_chain, PluginChain};
+use prometheus::Histogram;
+use sha2::{Digest, Sha256};
+
+use crate::config::schema::{RespondConfig, RouteConfig};
+use crate::config::{Config, Problem};
+use crate::metrics::Metrics;
+use crate::router::{Matcher, Router};
+use crate::upstream::{compile_upstream, Upstream};
+
+/// A route, compiled.
+pub struct Route {
+    /// The route's name (metric and log label).
+    pub name: Arc<str>,
+    /// What the route does with a request.
+    pub action: RouteAction,
+    /// Remove the matched prefix before proxying.
+    pub strip_prefix: bool,
+    /// The route's plugins, global ones included.
+    pub plugins: PluginChain,
+    /// `portcullis_request_duration_seconds{route}`.
+    pub duration: Histogram,
+}
+
+/// What a route does.
+pub enum RouteAction {
+    /// Proxy to a pool, or to the fallback pool when the first has no available target.
+    Proxy {
+        /// The pool.
+        upstream: Arc<Upstream>,
+        /// Used when every target of `upstream` is unavailable.
+        fallback: Option<Arc<Upstream>>,
+    },
+    /// Answer from the gateway.
+    Respond(FixedResponse),
+}
+
+/// A `respond:` answer, prepared at load.
+pub struct FixedResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Body.
+    pub body: Bytes,
+    /// Headers (besides Content-Length).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Request id and trace propagation settings.
+pub struct Tracing {
+    /// Continue or start `traceparent`.
+    pub traceparent: bool,
+    /// The request id header name.
+    pub request_id_header: HeaderName,
+}
+
+/// Settings that only a restart (or graceful upgrade) can change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSettings {
+    /// Public listener addresses.
+    pub listeners: Vec<SocketAddr>,
+    /// Admin listener address.
+    pub admin: Option<SocketAddr>,
+    /// Worker threads.
+    pub threads: Option<usize>,
+    /// Access log target.
+    pub access_log: String,
+}
+
+/// One loaded configuration, compiled.
+pub struct Gateway {
+    /// 1 for the configuration loaded at start, +1 per successful reload.
+    pub version: u64,
+    /// SHA-256 of the configuration file, hex.
+    pub hash: String,
+    /// When it was loaded.
+    pub loaded_at: DateTime<Utc>,
+    /// Routes in precedence order.
+    pub router: Router<Arc<Route>>,
+    /// Pools by name.
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Request id and traceparent settings.
+    pub tracing: Tracing,
+    /// Bearer token for admin POSTs.
+    pub admin_token: Option<String>,
+    /// Settings that need a restart to change.
+    pub process: ProcessSettings,
+}
+
+impl Gateway {
+    /// Checks and compiles `config` (whose file text is `source`), reporting every problem.
+    pub fn compile(
+        config: &Config,
+        source: &str,
+        version: u64,
+        metrics: &Metrics,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let process = compile_process(config, &mut problems);
+        let tracing = match HeaderName::from_bytes(config.tracing.request_id_header.as_bytes()) {
+            Ok(request_id_header) => Tracing {
+                traceparent: config.tracing.traceparent,
+                request_id_header,
+            },
+            Err(_) => {
+                problems.push(Problem::new(
+                    "tracing.request_id_header",
+                    "not a valid header name",
+                ));
+                Tracing {
+                    traceparent: config.tracing.traceparent,
+                    request_id_header: HeaderName::from_static("x-request-id"),
+                }
+            }
+        };
+        if config.redis.is_some() {
+            problems.push(Problem::new("redis", "not supported yet (planned in issue #4); remove it"));
+        }
+        if !config.consumers.is_empty() {
+            problems.push(Problem::new(
+                "consumers",
+                "not supported yet (planned in issue #3); remove it",
+            ));
+        }
+        for problem in config.plugins.problems() {
+            problems.push(Problem::new(format!("plugins.{}", problem.path), problem.message));
+        }
+
+        let mut upstreams = BTreeMap::new();
+        for (name, upstream) in &config.upstreams {
+            let path = format!("upstreams.{name}");
+            if !is_config_name(name) {
+                problems.push(Problem::new(&path, "names use letters, digits, '-', '_' and '.'"));
+            }
+            match compile_upstream(name, upstream, &path, metrics) {
+                Ok(compiled) => {
+                    upstreams.insert(name.clone(), Arc::new(compiled));
+                }
+                Err(mut more) => problems.append(&mut more),
+            }
+        }
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut names = std::collections::HashSet::new();
+        for (i, route) in config.routes.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            if !names.insert(route.name.as_str()) {
+                problems.push(Problem::new(format!("{path}.name"), "another route has this name"));
+            }
+            match compile_route(config, route, &path, &upstreams, metrics) {
+                Ok(compiled) => routes.push(compiled),
+                Err(mut more) => problems.append(&mut more),
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            version,
+            hash: hex(&Sha256::digest(source.as_bytes())),
+            loaded_at: Utc::now(),
+            router: Router::new(routes),
+            upstreams,
+            tracing,
+            admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
+            process,
+        })
+    }
+}
+
+fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSettings {
+    if config.listeners.is_empty() {
+        problems.push(Problem::new("listeners", "needs at least one listener"));
+    }
+    let mut listeners = Vec::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        match listener.address.parse::<SocketAddr>() {
+            Ok(address) => listeners.push(address),
+            Err(_) => problems.push(Problem::new(
+                format!("listeners[{i}].address"),
+                format!("{:?} is not an IP:PORT address", listener.address),
+            )),
+        }
+        if listener.tls.is_some() {
+            problems.push(Problem::new(
+                format!("listeners[{i}].tls"),
+                "not supported yet (planned in issue #8); remove it",
+            ));
+        }
+    }
+    let admin = config.admin.as_ref().and_then(|admin| match admin.address.parse() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            problems.push(Problem::new(
+                "admin.address",
+                format!("{:?} is not an IP:PORT address", admin.address),
+            ));
+            None
+        }
+    });
+    if config.server.threads == Some(0) {
+        problems.push(Problem::new("server.threads", "must be at least 1"));
+    }
+    if config.access_log.format != "json" {
+        problems.push(Problem::new("access_log.format", "only json is supported"));
+    }
+    if config.access_log.target.trim().is_empty() {
+        problems.push(Problem::new("access_log.target", "use stdout, off or a file path"));
+    }
+    ProcessSettings {
+        listeners,
+        admin,
+        threads: config.server.threads,
+        access_log: config.access_log.target.clone(),
+    }
+}
+
+fn compile_route(
+    config: &Config,
+    route: &RouteConfig,
+    path: &str,
+    upstreams: &BTreeMap<String, Arc<Upstream>>,
+    metrics: &Metrics,
+) -> Result<(Matcher, Arc<Route>), Vec<Problem>> {
+    let mut problems = Vec::new();
+    if !is_config_name(&route.name) {
+        problems.push(Problem::new(
+            format!("{path}.name"),
+            "names use letters, digits, '-', '_' and '.'",
+        ));
+    }
+    let matcher = Matcher::compile(&route.matcher, &format!("{path}.match"));
+    if route.strip_prefix && route.matcher.path_prefix.is_none() {
+        problems.push(Problem::new(
+            format!("{path}.strip_prefix"),
+            "needs match.path_prefix",
+        ));
+    }
+    for (field, set, issue) in [("canary", route.canary.is_some(), 5), ("cache", route.cache.is_some(), 8)] {
+        if set {
+            problems.push(Problem::new(
+                format!("{path}.{field}"),
+                format!("not supported yet (planned in issue #{issue}); remove it"),
+            ));
+        }
+    }
+    let plugins = match build_chain(&config.plugins, &route.plugins) {
+        Ok(chain) => chain,
+        Err(more) => {
+            // Problems of the global section are reported once, under `plugins`.
+            let global = config.plugins.problems();
+            for problem in more.into_iter().filter(|p| !global.contains(p)) {
+                problems.push(Problem::new(
+                    format!("{path}.plugins.{}", problem.path),
+                    problem.message,
+                ));
+            }
+            PluginChain::default()
+        }
+    };
+
+    let lookup = |field: &str, name: &str, problems: &mut Vec<Problem>| {
+        let found = upstreams.get(name).cloned();
+        if found.is_none() && !config.upstreams.contains_key(name) {
+            problems.push(Problem::new(
+                format!("{path}.{field}"),
+                format!("no upstream named {name:?}"),
+            ));
+        }
+        found
+    };
+    let action = match (&route.upstream, &route.respond) {
+        (Some(upstream), None) => {
+            let upstream = lookup("upstream", upstream, &mut problems);
+            let fallback = route
+                .fallback_upstream
+                .as_deref()
+                .and_then(|name| lookup("fallback_upstream", name, &mut problems));
+            upstream.map(|upstream| RouteAction::Proxy { upstream, fallback })
+        }
+        (None, Some(respond)) => compile_respond(respond, &format!("{path}.respond"), &mut problems)
+            .map(RouteAction::Respond),
+        _ => {
+            problems.push(Problem::new(path, "set exactly one of upstream and respond"));
+            None
+        }
+    };
+
+    let matcher = match matcher {
+        Ok(matcher) => Some(matcher),
+        Err(mut more) => {
+            problems.append(&mut more);
+            None
+        }
+    };
+    match (matcher, action) {
+        (Some(matcher), Some(action)) if problems.is_empty() => Ok((
+            matcher,
+            Arc::new(Route {
+                name: route.name.as_str().into(),
+                action,
+                strip_prefix: route.strip_prefix,
+                plugins,
+                duration: metrics.request_duration.with_label_values(&[route.name.as_str()]),
+            }),
+        )),
+        _ => Err(problems),
+    }
+}
+
+fn compile_respond(
+    respond: &RespondConfig,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<FixedResponse> {
+    let status = match StatusCode::from_u16(respond.status) {
+        Ok(status) if status.as_u16() >= 200 => Some(status),
+        _ => {
+            problems.push(Problem::new(format!("{path}.status"), "must be 200-999"));
+            None
+        }
+    };
+    let mut headers = Vec::new();
+    for (name, value) in &respond.headers {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(name), Ok(value)) => headers.push((name, value)),
+            _ => problems.push(Problem::new(
+                format!("{path}.headers.{name}"),
+                "not a valid header",
+            )),
+        }
+    }
+    if !headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE) {
+        headers.push((
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ));
+    }
+    Some(FixedResponse {
+        status: status?,
+        body: Bytes::from(respond.body.clone()),
+        headers,
+    })
+}
+
+/// Route and upstream names become metric labels and log fields: keep them plain.
+fn is_config_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

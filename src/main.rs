@@ -1,0 +1,89 @@
+//! The `portcullis` command line (SPEC §2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use portcullis::metrics::Metrics;
+use portcullis::server::{self, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "API gateway and edge proxy on Pingora")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run(RunArgs),
+    /// Validate a configuration file and exit.
+    Check {
+        /// The configuration file.
+        #[arg(short, long)]
+        conf: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Default)]
+struct RunArgs {
+    /// The configuration file.
+    #[arg(short, long)]
+    conf: Option<PathBuf>,
+    /// Run in the background.
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take over the listening sockets of a running process (graceful upgrade).
+    #[arg(short, long)]
+    upgrade: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Version) => {
+            println!("portcullis {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some(Command::Check { conf }) => check(&conf),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match server::load_gateway(path, &Metrics::new()) {
+        Ok(_) => {
+            println!("configuration ok");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            println!("{problems}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let Some(conf) = args.conf else {
+        eprintln!("portcullis: -c FILE is required (see portcullis --help)");
+        return ExitCode::from(2);
+    };
+    let options = RunOptions {
+        daemon: args.daemon,
+        upgrade: args.upgrade,
+    };
+    match server::run(&conf, options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problems) => {
+            eprintln!("{problems}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The Prometheus metrics of SPEC §7, in a registry of their own that outlives reloads.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the gateway exports. Label values always come from configuration names
+/// (routes, upstreams, targets) or small closed sets (methods, statuses), never from raw
+/// request data.
+pub struct Metrics {
+    registry: Registry,
+    /// `portcullis_requests_total{route,method,status,upstream,variant}`
+    pub requests: IntCounterVec,
+    /// `portcullis_request_duration_seconds{route}`
+    pub request_duration: HistogramVec,
+    /// `portcullis_upstream_duration_seconds{upstream,target}`
+    pub upstream_duration: HistogramVec,
+    /// `portcullis_upstream_target_healthy{upstream,target}`
+    pub target_healthy: IntGaugeVec,
+    /// `portcullis_upstream_in_flight{upstream}`
+    pub upstream_in_flight: IntGaugeVec,
+    /// `portcullis_retries_total{upstream,reason}`
+    pub retries: IntCounterVec,
+    /// `portcullis_config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+    /// `portcullis_config_version`
+    pub config_version: IntGauge,
+    /// `portcullis_access_log_dropped_total`: lines dropped because the writer fell behind.
+    pub access_log_dropped: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ];
+        let requests = IntCounterVec::new(
+            Opts::new("portcullis_requests_total", "Requests answered, by route and outcome."),
+            &["route", "method", "status", "upstream", "variant"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_request_duration_seconds",
+                "Whole request duration as the client sees it.",
+            )
+            .buckets(latency_buckets.clone()),
+            &["route"],
+        );
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_upstream_duration_seconds",
+                "Time from sending the request to receiving the upstream's response headers.",
+            )
+            .buckets(latency_buckets),
+            &["upstream", "target"],
+        );
+        let target_healthy = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_upstream_target_healthy",
+                "1 when the target passes its active health checks.",
+            ),
+            &["upstream", "target"],
+        );
+        let upstream_in_flight = IntGaugeVec::new(
+            Opts::new("portcullis_upstream_in_flight", "Requests in flight to the upstream."),
+            &["upstream"],
+        );
+        let retries = IntCounterVec::new(
+            Opts::new("portcullis_retries_total", "Retries sent to an upstream, by reason."),
+            &["upstream", "reason"],
+        );
+        let config_reloads = IntCounterVec::new(
+            Opts::new("portcullis_config_reloads_total", "Configuration reloads by result."),
+            &["result"],
+        );
+        let config_version = IntGauge::new(
+            "portcullis_config_version",
+            "Version of the configuration in use (1 at start, +1 per successful reload).",
+        );
+        let access_log_dropped = IntGauge::new(
+            "portcullis_access_log_dropped_total",
+            "Access log lines dropped because the log writer could not keep up.",
+        );
+        let metrics = Self {
+            registry,
+            requests: requests.expect("valid metric definition"),
+            request_duration: request_duration.expect("valid metric definition"),
+            upstream_duration: upstream_duration.expect("valid metric definition"),
+            target_healthy: target_healthy.expect("valid metric definition"),
+            upstream_in_flight: upstream_in_flight.expect("valid metric definition"),
+            retries: retries.expect("valid metric definition"),
+            config_reloads: config_reloads.expect("valid metric definition"),
+            config_version: config_version.expect("valid metric definition"),
+            access_log_dropped: access_log_dropped.expect("valid metric definition"),
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.request_duration.clone()),
+            Box::new(metrics.upstream_duration.clone()),
+            Box::new(metrics.target_healthy.clone()),
+            Box::new(metrics.upstream_in_flight.clone()),
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.config_reloads.clone()),
+            Box::new(metrics.config_version.clone()),
+            Box::new(metrics.access_log_dropped.clone()),
+        ];
+        for collector in collectors {
+            metrics
+                .registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The `method` label: the standard methods by name, anything else as `OTHER`, so a client
+/// cannot create label values.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}

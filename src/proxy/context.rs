@@ -1,0 +1,81 @@
+//! What one request carries from phase to phase.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
+
+use super::trace::TraceContext;
+use crate::gateway::{Gateway, Route};
+use crate::upstream::{TargetSlot, Upstream, UpstreamSlot};
+
+/// Per-request state: each phase records what it learnt here and later phases read it.
+/// Dropping it releases the request's bulkhead and target slots, whatever path ended it.
+pub struct RequestCtx {
+    /// When the request's header was received.
+    pub started: Instant,
+    /// The configuration the request started on (kept for its whole life).
+    pub gateway: Option<Arc<Gateway>>,
+    /// The matched route.
+    pub route: Option<Arc<Route>>,
+    /// Bytes of the matched prefix that `strip_prefix` removes.
+    pub strip_len: Option<usize>,
+    /// The request id (kept from the client or generated).
+    pub request_id: String,
+    /// The W3C trace context.
+    pub trace: Option<TraceContext>,
+    /// The state plugins share.
+    pub plugins: PluginCtx,
+    /// The pool serving the request (the route's, or its fallback).
+    pub upstream: Option<Arc<Upstream>>,
+    /// The request's place in the pool's bulkhead.
+    pub upstream_slot: Option<UpstreamSlot>,
+    /// The target of the current attempt.
+    pub target: Option<TargetSlot>,
+    /// Targets already tried (bit set over target indexes).
+    pub tried: u64,
+    /// Attempts made so far (1 after the first `upstream_peer`).
+    pub attempts: u32,
+    /// When the request was handed to the upstream connection.
+    pub upstream_sent_at: Option<Instant>,
+    /// Time to the upstream's response headers, in milliseconds.
+    pub upstream_ms: Option<f64>,
+    /// Request body bytes received so far.
+    pub body_bytes: u64,
+    /// A refusal decided in a phase that can only fail with a bare error (the body
+    /// filter); the error handler answers with it.
+    pub rejection: Option<Rejection>,
+    /// The error code the gateway answered with, if any.
+    pub error: Option<ErrorCode>,
+}
+
+impl RequestCtx {
+    /// A fresh context for a new request.
+    pub fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            gateway: None,
+            route: None,
+            strip_len: None,
+            request_id: String::new(),
+            trace: None,
+            plugins: PluginCtx::default(),
+            upstream: None,
+            upstream_slot: None,
+            target: None,
+            tried: 0,
+            attempts: 0,
+            upstream_sent_at: None,
+            upstream_ms: None,
+            body_bytes: 0,
+            rejection: None,
+            error: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,125 @@
+//! Header work on the request sent upstream: hop-by-hop removal and `X-Forwarded-*`.
+
+use http::header::{CONNECTION, HOST, TE, TRAILER, UPGRADE};
+use http::HeaderName;
+use pingora_http::RequestHeader;
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it
+/// names, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE` and `Trailer`.
+/// A protocol upgrade keeps `Upgrade` and `Connection: upgrade`; framing headers
+/// (`Content-Length`, `Transfer-Encoding`) are left to Pingora.
+pub fn remove_hop_by_hop(req: &mut RequestHeader) {
+    let listed: Vec<HeaderName> = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !matches!(name.as_str(), "upgrade" | "close" | "keep-alive"))
+        .filter(|name| name != HOST && name != UPGRADE)
+        .collect();
+    for name in &listed {
+        req.remove_header(name);
+    }
+    for name in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, PROXY_AUTHORIZATION, TE, TRAILER] {
+        req.remove_header(&name);
+    }
+    if req.headers.contains_key(UPGRADE) {
+        let _ = req.insert_header(CONNECTION, "upgrade");
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (the Host the client asked for, unless a previous proxy set it).
+pub fn add_forwarded(req: &mut RequestHeader, client_ip: Option<std::net::IpAddr>, proto: &str) {
+    if let Some(ip) = client_ip {
+        let chain = match req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(previous) if !previous.trim().is_empty() => format!("{previous}, {ip}"),
+            _ => ip.to_string(),
+        };
+        let _ = req.insert_header(X_FORWARDED_FOR, chain);
+    }
+    let _ = req.insert_header(X_FORWARDED_PROTO, proto);
+    let host = req.headers.get(HOST).cloned();
+    if let Some(host) = host.filter(|_| !req.headers.contains_key(&X_FORWARDED_HOST)) {
+        let _ = req.insert_header(X_FORWARDED_HOST, host);
+    }
+}
+
+/// The upstream path after `strip_prefix` removed `strip_len` bytes of the path (the query
+/// string is kept).
+pub fn stripped_path_and_query(uri: &http::Uri, strip_len: usize) -> String {
+    let path = uri.path();
+    let rest = path.get(strip_len..).unwrap_or("");
+    let rest = if rest.starts_with('/') { rest } else { "/" };
+    match uri.query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).expect("header");
+        }
+        req
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut req = request(&[
+            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("X-Secret-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("X-Kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut req);
+        let names: Vec<_> = req.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_connection_header() {
+        let mut req = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
+        remove_hop_by_hop(&mut req);
+        assert_eq!(req.headers.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+        assert!(req.headers.contains_key("upgrade"));
+    }
+
+    #[test]
+    fn forwarded_headers_extend_the_chain() {
+        let mut req = request(&[("Host", "api.example.com:8080"), ("X-Forwarded-For", "203.0.113.9")]);
+        add_forwarded(&mut req, Some("127.0.0.1".parse().expect("ip")), "http");
+        let get = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(get("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+        assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
+        assert_eq!(get("x-forwarded-host").as_deref(), Some("api.example.com:8080"));
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_rooted_path_and_the_query() {
+        let uri = |s: &str| s.parse::<http::Uri>().expect("uri");
+        assert_eq!(stripped_path_and_query(&uri("/api/users?x=1"), 4), "/users?x=1");
+        assert_eq!(stripped_path_and_query(&uri("/api"), 4), "/");
+        assert_eq!(stripped_path_and_query(&uri("/api?x=1"), 4), "/?x=1");
+        assert_eq!(stripped_path_and_query(&uri("/anything"), 0), "/anything");
+    }
+}

@@ -1,0 +1,422 @@
+//! The request's walk: Pingora's `ProxyHttp` phases, in order, each short and delegating
+//! to the router, the plugins and the upstream pools.
+
+mod context;
+mod errors;
+mod forwarding;
+mod respond;
+pub mod trace;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use portcullis_plugins::{ErrorCode, Rejection};
+
+pub use context::RequestCtx;
+pub use errors::error_response;
+
+use crate::access_log::Entry;
+use crate::gateway::RouteAction;
+use crate::metrics::method_label;
+use crate::state::State;
+use crate::upstream::{bit, HashOn, Upstream};
+use trace::TraceContext;
+
+/// The proxy service logic.
+pub struct Proxy {
+    state: Arc<State>,
+}
+
+impl Proxy {
+    /// Proxy logic serving whatever configuration `state` holds.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Route match, plugins, local answers, pool and target choice. Returns `true` when
+    /// the gateway has answered itself.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let gateway = self.state.gateway();
+        identify(session, ctx, &gateway.tracing);
+        ctx.plugins.client_ip = client_ip(session);
+
+        let Some((matcher, route)) = gateway.router.find(session.req_header()) else {
+            ctx.gateway = Some(gateway);
+            let rejection = Rejection::new(ErrorCode::RouteNotFound, "no route matches the request");
+            return respond::reject(session, ctx, rejection).await;
+        };
+        let route = Arc::clone(route);
+        ctx.strip_len = route
+            .strip_prefix
+            .then(|| matcher.prefix().map(|p| p.trim_end_matches('/').len()))
+            .flatten();
+        ctx.plugins.route = Arc::clone(&route.name);
+        ctx.route = Some(Arc::clone(&route));
+        ctx.gateway = Some(gateway);
+
+        if !route.plugins.is_empty() {
+            if let Err(rejection) = route.plugins.request(session.req_header_mut(), &mut ctx.plugins).await {
+                return respond::reject(session, ctx, rejection).await;
+            }
+        }
+
+        match &route.action {
+            RouteAction::Respond(fixed) => respond::fixed(session, ctx, fixed).await,
+            RouteAction::Proxy { upstream, fallback } => {
+                if let Err(rejection) = choose_target(session, ctx, upstream, fallback.as_ref()) {
+                    return respond::reject(session, ctx, rejection).await;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(chunk) = body else { return Ok(()) };
+        ctx.body_bytes += chunk.len() as u64;
+        let Some(route) = &ctx.route else { return Ok(()) };
+        if let Err(rejection) = route.plugins.request_body(ctx.body_bytes, &mut ctx.plugins) {
+            let status = rejection.code.status().as_u16();
+            ctx.rejection = Some(rejection);
+            return Error::e_explain(ErrorType::HTTPStatus(status), "request body refused");
+        }
+        Ok(())
+    }
+
+    /// The peer for this attempt: the target chosen in `request_filter`, or, on a retry,
+    /// another target of the pool after the backoff.
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        ctx.attempts += 1;
+        if ctx.attempts > 1 {
+            let Some(upstream) = ctx.upstream.clone() else {
+                return Error::e_explain(ErrorType::InternalError, "retry without an upstream");
+            };
+            if !upstream.retries.backoff.is_zero() {
+                tokio::time::sleep(backoff(upstream.retries.backoff, ctx.attempts - 1)).await;
+            }
+            let key = balancing_key(session, &upstream.hash_on);
+            let retry_target = upstream
+                .select(&key, ctx.tried)
+                // With every other target tried, go back to one already tried.
+                .or_else(|| upstream.select(&key, 0));
+            ctx.target = retry_target;
+        }
+        let Some(target) = &ctx.target else {
+            ctx.error = Some(ErrorCode::UpstreamUnavailable);
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no available target");
+        };
+        ctx.tried |= bit(target.index());
+        Ok(target.peer())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(upstream) = &ctx.upstream {
+            if ctx.attempts <= upstream.retries.attempts {
+                e.set_retry(true);
+                self.state
+                    .metrics
+                    .retries
+                    .with_label_values(&[&upstream.name, "connect_failure"])
+                    .inc();
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(strip_len) = ctx.strip_len {
+            let path = forwarding::stripped_path_and_query(&upstream_request.uri, strip_len);
+            upstream_request.set_raw_path(path.as_bytes())?;
+        }
+        forwarding::remove_hop_by_hop(upstream_request);
+        forwarding::add_forwarded(upstream_request, ctx.plugins.client_ip, forwarded_proto(session));
+        if let Some(gateway) = &ctx.gateway {
+            upstream_request.insert_header(gateway.tracing.request_id_header.clone(), ctx.request_id.as_str())?;
+        }
+        if let Some(trace) = &ctx.trace {
+            upstream_request.insert_header("traceparent", trace.header())?;
+        }
+        if let Some(route) = &ctx.route {
+            route.plugins.upstream_request(upstream_request, &ctx.plugins);
+        }
+        ctx.upstream_sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(sent), Some(target)) = (ctx.upstream_sent_at, &ctx.target) {
+            let elapsed = sent.elapsed();
+            target.target().duration.observe(elapsed.as_secs_f64());
+            ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        respond::decorate(upstream_response, ctx);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let rejection = ctx.rejection.take().unwrap_or_else(|| rejection_for(e, ctx));
+        let code = rejection.code.status().as_u16();
+        let client_gone = e.esource() == &ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
+        if client_gone {
+            ctx.error = Some(rejection.code);
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if session.response_written().is_none() {
+            let _ = respond::reject(session, ctx, rejection).await;
+        } else {
+            ctx.error = Some(rejection.code);
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map_or(0, |resp| resp.status.as_u16());
+        let route_name = ctx.route.as_ref().map(|route| &*route.name);
+        let upstream_name = ctx.upstream.as_ref().map(|upstream| &*upstream.name);
+        let variant = upstream_name.map(|_| "stable");
+        let req = session.req_header();
+        let elapsed = ctx.started.elapsed();
+
+        let metrics = &self.state.metrics;
+        let mut status_buf = itoa_status(status);
+        metrics
+            .requests
+            .with_label_values(&[
+                route_name.unwrap_or(""),
+                method_label(&req.method),
+                status_text(&mut status_buf),
+                upstream_name.unwrap_or(""),
+                variant.unwrap_or(""),
+            ])
+            .inc();
+        if let Some(route) = &ctx.route {
+            route.duration.observe(elapsed.as_secs_f64());
+            route.plugins.log(&mut ctx.plugins, status);
+        }
+
+        let log = &self.state.access_log;
+        if log.enabled() {
+            let target = ctx.target.as_ref().map(|slot| &*slot.target().label);
+            log.write(&Entry {
+                ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                request_id: &ctx.request_id,
+                trace_id: ctx.trace.as_ref().map_or("", |trace| trace.trace_id.as_str()),
+                client_ip: ctx.plugins.client_ip.map(|ip| ip.to_string()),
+                method: req.method.as_str(),
+                host: crate::router::request_host(req),
+                path: req.uri.path(),
+                route: route_name,
+                consumer: ctx.plugins.consumer.as_deref(),
+                upstream: upstream_name,
+                target,
+                variant,
+                status,
+                bytes_sent: session.body_bytes_sent(),
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_ms: ctx.upstream_ms,
+                cache: None,
+                rate_limit: ctx.plugins.rate_limit_rule.as_deref(),
+                error: ctx.error.map(ErrorCode::as_str),
+            });
+        }
+    }
+}
+
+/// Sets the request id (kept when valid, else generated) and the trace context.
+fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::Tracing) {
+    let req = session.req_header();
+    ctx.request_id = match req.headers.get(&tracing.request_id_header) {
+        Some(id) if trace::valid_request_id(id.as_bytes()) => {
+            String::from_utf8_lossy(id.as_bytes()).into_owned()
+        }
+        _ => trace::new_request_id(),
+    };
+    if tracing.traceparent {
+        let incoming = req.headers.get("traceparent").map(|value| value.as_bytes());
+        ctx.trace = Some(TraceContext::continue_or_start(incoming));
+    }
+}
+
+/// Picks the pool (the route's, or its fallback when the route's has no available
+/// target), takes a bulkhead slot and chooses the target.
+fn choose_target(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    upstream: &Arc<Upstream>,
+    fallback: Option<&Arc<Upstream>>,
+) -> Result<(), Rejection> {
+    let pool = match fallback {
+        Some(fallback) if !upstream.any_healthy() => fallback,
+        _ => upstream,
+    };
+    ctx.upstream = Some(Arc::clone(pool));
+    let Some(slot) = pool.try_acquire() else {
+        return Err(Rejection::new(
+            ErrorCode::UpstreamOverloaded,
+            format!("upstream {} has too many requests in flight", pool.name),
+        )
+        .retry_after(1));
+    };
+    ctx.upstream_slot = Some(slot);
+    let key = balancing_key(session, &pool.hash_on);
+    match pool.select(&key, 0) {
+        Some(target) => {
+            ctx.target = Some(target);
+            Ok(())
+        }
+        None => Err(Rejection::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("upstream {} has no healthy target", pool.name),
+        )
+        .retry_after(1)),
+    }
+}
+
+/// The bytes `consistent_hash` hashes (empty for the other algorithms).
+fn balancing_key(session: &Session, hash_on: &HashOn) -> Vec<u8> {
+    let req = session.req_header();
+    match hash_on {
+        HashOn::Nothing => Vec::new(),
+        HashOn::ClientIp => client_ip(session)
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default(),
+        HashOn::Header(name) => req
+            .headers
+            .get(name)
+            .map(|value| value.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Cookie(name) => req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_bytes().to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map(|addr| addr.ip())
+}
+
+fn forwarded_proto(session: &Session) -> &'static str {
+    let tls = session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some());
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Jittered exponential backoff: `base × 2^(retry-1)`, scaled by a random 50–100%.
+fn backoff(base: Duration, retry: u32) -> Duration {
+    use rand::Rng;
+    let exponential = base.saturating_mul(1u32 << retry.saturating_sub(1).min(10));
+    exponential.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+/// The client-facing error for a proxy failure.
+fn rejection_for(e: &Error, ctx: &RequestCtx) -> Rejection {
+    let upstream = ctx.upstream.as_ref().map_or("upstream", |u| &*u.name);
+    let (code, message) = match e.etype() {
+        ErrorType::HTTPStatus(503) if ctx.error == Some(ErrorCode::UpstreamUnavailable) => {
+            (ErrorCode::UpstreamUnavailable, format!("{upstream} has no healthy target"))
+        }
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            (ErrorCode::UpstreamTimeout, format!("{upstream} did not answer in time"))
+        }
+        ErrorType::HTTPStatus(400) | ErrorType::InvalidHTTPHeader => {
+            (ErrorCode::BadRequest, "malformed request".to_string())
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => (ErrorCode::UpstreamError, format!("{upstream} failed: {}", e.etype().as_str())),
+            ErrorSource::Downstream => (ErrorCode::BadRequest, "malformed request".to_string()),
+            ErrorSource::Internal | ErrorSource::Unset => {
+                log::error!("request {} failed inside the gateway: {e}", ctx.request_id);
+                (ErrorCode::Internal, "internal error".to_string())
+            }
+        },
+    };
+    Rejection::new(code, message)
+}
+
+/// A status as decimal text without allocating.
+fn itoa_status(status: u16) -> [u8; 3] {
+    let status = status.min(999);
+    [
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]
+}
+
+fn status_text(buf: &mut [u8; 3]) -> &str {
+    std::str::from_utf8(buf).unwrap_or("000")
+}

@@ -1,0 +1,59 @@
+//! Responses the gateway writes itself: fixed `respond:` answers and errors. Both get the
+//! same decoration (request id, plugin response hooks) as proxied responses.
+
+use http::header::CONTENT_LENGTH;
+use pingora::proxy::Session;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use portcullis_plugins::Rejection;
+
+use super::context::RequestCtx;
+use super::errors::error_response;
+use crate::gateway::FixedResponse;
+
+/// Adds what every response carries: the request id, the plugins' response headers and
+/// the route plugins' response hooks.
+pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    if let Some(gateway) = &ctx.gateway {
+        let _ = resp.insert_header(gateway.tracing.request_id_header.clone(), ctx.request_id.as_str());
+    }
+    for (name, value) in ctx.plugins.response_headers.drain(..) {
+        let _ = resp.append_header(name, value);
+    }
+    if let Some(route) = &ctx.route {
+        route.plugins.response(resp, &mut ctx.plugins);
+    }
+}
+
+/// Answers with the error for `rejection`; always returns `Ok(true)` ("answered") unless
+/// the client is gone.
+pub(super) async fn reject(session: &mut Session, ctx: &mut RequestCtx, rejection: Rejection) -> Result<bool> {
+    ctx.error = Some(rejection.code);
+    let (header, body) = error_response(&rejection, &ctx.request_id);
+    send(session, ctx, header, body).await
+}
+
+/// Answers with a route's fixed response.
+pub(super) async fn fixed(session: &mut Session, ctx: &mut RequestCtx, fixed: &FixedResponse) -> Result<bool> {
+    let mut header = ResponseHeader::build(fixed.status, Some(fixed.headers.len() + 2))?;
+    for (name, value) in &fixed.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.insert_header(CONTENT_LENGTH, fixed.body.len())?;
+    send(session, ctx, header, fixed.body.clone()).await
+}
+
+async fn send(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut header: ResponseHeader,
+    body: bytes::Bytes,
+) -> Result<bool> {
+    decorate(&mut header, ctx);
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session.write_response_header(Box::new(header), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,99 @@
+//! Process bootstrap: the Pingora server, its listening services and background services.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::admin::Admin;
+use crate::config::{self, Problems};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::state::State;
+use crate::upstream::HealthChecker;
+
+/// How the process was asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Detach and run in the background.
+    pub daemon: bool,
+    /// Take the listening sockets over from a running process (graceful upgrade).
+    pub upgrade: bool,
+}
+
+/// Loads and compiles the configuration at `path` (what `portcullis check` runs).
+pub fn load_gateway(path: &Path, metrics: &Metrics) -> Result<(config::Config, Gateway), Problems> {
+    let loaded = config::load(path)?;
+    let gateway = Gateway::compile(&loaded.config, &loaded.source, 1, metrics).map_err(|problems| Problems {
+        file: path.display().to_string(),
+        problems,
+    })?;
+    Ok((loaded.config, gateway))
+}
+
+/// Starts the gateway on the configuration at `path` and serves until shut down.
+pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
+    let metrics = Arc::new(Metrics::new());
+    let (config, gateway) = load_gateway(path, &metrics)?;
+    let access_log = AccessLog::new(&config.access_log.target, metrics.access_log_dropped.clone());
+    let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let state = Arc::new(State::new(gateway, config_path, metrics, access_log.clone()));
+
+    let mut server = Server::new_with_opt_and_conf(
+        Opt {
+            upgrade: options.upgrade,
+            daemon: options.daemon,
+            ..Opt::default()
+        },
+        server_conf(&config),
+    );
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&state)));
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2c = true;
+    proxy.server_options = Some(server_options);
+    let mut proxy_service = Service::new("portcullis proxy".to_string(), proxy);
+    for listener in &config.listeners {
+        proxy_service.add_tcp(listener.address.trim());
+    }
+    server.add_service(proxy_service);
+
+    if let Some(admin) = &config.admin {
+        let mut admin_service = Service::new(
+            "portcullis admin".to_string(),
+            HttpServer::new_app(Admin::new(Arc::clone(&state))),
+        );
+        admin_service.add_tcp(admin.address.trim());
+        server.add_service(admin_service);
+    }
+    server.add_service(background_service("health checks", HealthChecker::new(Arc::clone(&state))));
+    server.add_service(background_service("access log", access_log.writer()));
+    server.add_service(background_service("reload on SIGHUP", crate::reload::SighupReloader::new(state)));
+
+    log::info!("portcullis {} starting", env!("CARGO_PKG_VERSION"));
+    server.run_forever()
+}
+
+fn server_conf(config: &config::Config) -> ServerConf {
+    let server = &config.server;
+    let defaults = ServerConf::default();
+    ServerConf {
+        threads: server.threads.unwrap_or(defaults.threads),
+        pid_file: server.pid_file.clone().unwrap_or(defaults.pid_file),
+        upgrade_sock: server.upgrade_sock.clone().unwrap_or(defaults.upgrade_sock),
+        error_log: server.error_log.clone(),
+        grace_period_seconds: server.grace_period_seconds.or(defaults.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: server
+            .graceful_shutdown_timeout_seconds
+            .or(defaults.graceful_shutdown_timeout_seconds),
+        ..defaults
+    }
+}

@@ -1,0 +1,88 @@
+//! The process-wide state every service shares: the current compiled configuration and
+//! the process's lifecycle flags.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::access_log::AccessLog;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+
+/// Shared by the proxy, the admin endpoints and the background services.
+pub struct State {
+    gateway: ArcSwap<Gateway>,
+    /// The configuration file, re-read on reload.
+    pub config_path: PathBuf,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// The access log sink.
+    pub access_log: AccessLog,
+    /// When the process started (the clock of background schedules).
+    pub started: Instant,
+    health_checked: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl State {
+    /// State serving `gateway`.
+    pub fn new(
+        gateway: Gateway,
+        config_path: PathBuf,
+        metrics: Arc<Metrics>,
+        access_log: AccessLog,
+    ) -> Self {
+        publish(&gateway, &metrics);
+        Self {
+            gateway: ArcSwap::from_pointee(gateway),
+            config_path,
+            metrics,
+            access_log,
+            started: Instant::now(),
+            health_checked: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The configuration in force; one atomic load, held for the request's lifetime.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.load_full()
+    }
+
+    /// Replaces the configuration in force; requests already running keep the old one.
+    pub fn swap(&self, gateway: Gateway) {
+        publish(&gateway, &self.metrics);
+        self.gateway.store(Arc::new(gateway));
+    }
+
+    /// Records that every pool has had its first active health check.
+    pub fn mark_health_checked(&self) {
+        self.health_checked.store(true, Ordering::Release);
+    }
+
+    /// Records that the process is shutting down.
+    pub fn mark_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Ready to take traffic: first health checks done and not draining.
+    pub fn ready(&self) -> bool {
+        self.health_checked.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Sets the gauges that describe the configuration about to be served.
+fn publish(gateway: &Gateway, metrics: &Metrics) {
+    metrics.config_version.set(i64::try_from(gateway.version).unwrap_or(i64::MAX));
+    for upstream in gateway.upstreams.values() {
+        for target in &upstream.targets {
+            metrics
+                .target_healthy
+                .with_label_values(&[&upstream.name, &target.label])
+                .set(i64::from(upstream.target_healthy(target)));
+        }
+    }
+}
