@@ -77,7 +77,9 @@ impl AccessLog {
     /// Queues one entry; drops it (and counts the drop) if the writer is behind.
     pub fn write(&self, entry: &Entry<'_>) {
         let Some(sender) = &self.sender else { return };
-        let Ok(line) = serde_json::to_string(entry) else { return };
+        let Ok(line) = serde_json::to_string(entry) else {
+            return;
+        };
         match sender.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
@@ -106,7 +108,11 @@ impl BackgroundService for AccessLogWriter {
         let sink: Box<dyn Write + Send> = if self.log.target == "stdout" {
             Box::new(std::io::stdout())
         } else {
-            match OpenOptions::new().create(true).append(true).open(&self.log.target) {
+            match OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log.target)
+            {
                 Ok(file) => Box::new(file),
                 Err(e) => {
                     log::error!("access log {}: {e}; access logging is off", self.log.target);

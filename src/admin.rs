@@ -135,10 +135,14 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => {
-                json_reply(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}))
-            }
-            _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "no such admin endpoint"})),
+            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => json_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method not allowed"}),
+            ),
+            _ => json_reply(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no such admin endpoint"}),
+            ),
         }
     }
 }
@@ -168,7 +172,11 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
-    reply(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
+    reply(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 fn json_reply(status: StatusCode, value: &serde_json::Value) -> Response<Vec<u8>> {

@@ -125,7 +125,10 @@ impl Gateway {
             }
         };
         if config.redis.is_some() {
-            problems.push(Problem::new("redis", "not supported yet (planned in issue #4); remove it"));
+            problems.push(Problem::new(
+                "redis",
+                "not supported yet (planned in issue #4); remove it",
+            ));
         }
         if !config.consumers.is_empty() {
             problems.push(Problem::new(
@@ -134,14 +137,20 @@ impl Gateway {
             ));
         }
         for problem in config.plugins.problems() {
-            problems.push(Problem::new(format!("plugins.{}", problem.path), problem.message));
+            problems.push(Problem::new(
+                format!("plugins.{}", problem.path),
+                problem.message,
+            ));
         }
 
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let path = format!("upstreams.{name}");
             if !is_config_name(name) {
-                problems.push(Problem::new(&path, "names use letters, digits, '-', '_' and '.'"));
+                problems.push(Problem::new(
+                    &path,
+                    "names use letters, digits, '-', '_' and '.'",
+                ));
             }
             match compile_upstream(name, upstream, &path, metrics) {
                 Ok(compiled) => {
@@ -156,7 +165,10 @@ impl Gateway {
         for (i, route) in config.routes.iter().enumerate() {
             let path = format!("routes[{i}]");
             if !names.insert(route.name.as_str()) {
-                problems.push(Problem::new(format!("{path}.name"), "another route has this name"));
+                problems.push(Problem::new(
+                    format!("{path}.name"),
+                    "another route has this name",
+                ));
             }
             match compile_route(config, route, &path, &upstreams, metrics) {
                 Ok(compiled) => routes.push(compiled),
@@ -200,16 +212,19 @@ fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSetti
             ));
         }
     }
-    let admin = config.admin.as_ref().and_then(|admin| match admin.address.parse() {
-        Ok(address) => Some(address),
-        Err(_) => {
-            problems.push(Problem::new(
-                "admin.address",
-                format!("{:?} is not an IP:PORT address", admin.address),
-            ));
-            None
-        }
-    });
+    let admin = config
+        .admin
+        .as_ref()
+        .and_then(|admin| match admin.address.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                problems.push(Problem::new(
+                    "admin.address",
+                    format!("{:?} is not an IP:PORT address", admin.address),
+                ));
+                None
+            }
+        });
     if config.server.threads == Some(0) {
         problems.push(Problem::new("server.threads", "must be at least 1"));
     }
@@ -217,7 +232,10 @@ fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSetti
         problems.push(Problem::new("access_log.format", "only json is supported"));
     }
     if config.access_log.target.trim().is_empty() {
-        problems.push(Problem::new("access_log.target", "use stdout, off or a file path"));
+        problems.push(Problem::new(
+            "access_log.target",
+            "use stdout, off or a file path",
+        ));
     }
     ProcessSettings {
         listeners,
@@ -248,7 +266,10 @@ fn compile_route(
             "needs match.path_prefix",
         ));
     }
-    for (field, set, issue) in [("canary", route.canary.is_some(), 5), ("cache", route.cache.is_some(), 8)] {
+    for (field, set, issue) in [
+        ("canary", route.canary.is_some(), 5),
+        ("cache", route.cache.is_some(), 8),
+    ] {
         if set {
             problems.push(Problem::new(
                 format!("{path}.{field}"),
@@ -290,10 +311,15 @@ fn compile_route(
                 .and_then(|name| lookup("fallback_upstream", name, &mut problems));
             upstream.map(|upstream| RouteAction::Proxy { upstream, fallback })
         }
-        (None, Some(respond)) => compile_respond(respond, &format!("{path}.respond"), &mut problems)
-            .map(RouteAction::Respond),
+        (None, Some(respond)) => {
+            compile_respond(respond, &format!("{path}.respond"), &mut problems)
+                .map(RouteAction::Respond)
+        }
         _ => {
-            problems.push(Problem::new(path, "set exactly one of upstream and respond"));
+            problems.push(Problem::new(
+                path,
+                "set exactly one of upstream and respond",
+            ));
             None
         }
     };
@@ -313,7 +339,9 @@ fn compile_route(
                 action,
                 strip_prefix: route.strip_prefix,
                 plugins,
-                duration: metrics.request_duration.with_label_values(&[route.name.as_str()]),
+                duration: metrics
+                    .request_duration
+                    .with_label_values(&[route.name.as_str()]),
             }),
         )),
         _ => Err(problems),
@@ -334,7 +362,10 @@ fn compile_respond(
     };
     let mut headers = Vec::new();
     for (name, value) in &respond.headers {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             (Ok(name), Ok(value)) => headers.push((name, value)),
             _ => problems.push(Problem::new(
                 format!("{path}.headers.{name}"),
@@ -342,7 +373,10 @@ fn compile_respond(
             )),
         }
     }
-    if !headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name == http::header::CONTENT_TYPE)
+    {
         headers.push((
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),

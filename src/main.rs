@@ -8,7 +8,11 @@ use portcullis::metrics::Metrics;
 use portcullis::server::{self, RunOptions};
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "API gateway and edge proxy on Pingora")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "API gateway and edge proxy on Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

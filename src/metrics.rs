@@ -39,7 +39,10 @@ impl Metrics {
             30.0,
         ];
         let requests = IntCounterVec::new(
-            Opts::new("portcullis_requests_total", "Requests answered, by route and outcome."),
+            Opts::new(
+                "portcullis_requests_total",
+                "Requests answered, by route and outcome.",
+            ),
             &["route", "method", "status", "upstream", "variant"],
         );
         let request_duration = HistogramVec::new(
@@ -66,15 +69,24 @@ impl Metrics {
             &["upstream", "target"],
         );
         let upstream_in_flight = IntGaugeVec::new(
-            Opts::new("portcullis_upstream_in_flight", "Requests in flight to the upstream."),
+            Opts::new(
+                "portcullis_upstream_in_flight",
+                "Requests in flight to the upstream.",
+            ),
             &["upstream"],
         );
         let retries = IntCounterVec::new(
-            Opts::new("portcullis_retries_total", "Retries sent to an upstream, by reason."),
+            Opts::new(
+                "portcullis_retries_total",
+                "Retries sent to an upstream, by reason.",
+            ),
             &["upstream", "reason"],
         );
         let config_reloads = IntCounterVec::new(
-            Opts::new("portcullis_config_reloads_total", "Configuration reloads by result."),
+            Opts::new(
+                "portcullis_config_reloads_total",
+                "Configuration reloads by result.",
+            ),
             &["result"],
         );
         let config_version = IntGauge::new(

@@ -9,7 +9,11 @@ use crate::state::State;
 pub fn reload(state: &State) -> Result<u64, Problems> {
     let result = try_reload(state);
     let outcome = if result.is_ok() { "success" } else { "failure" };
-    state.metrics.config_reloads.with_label_values(&[outcome]).inc();
+    state
+        .metrics
+        .config_reloads
+        .with_label_values(&[outcome])
+        .inc();
     match &result {
         Ok(version) => log::warn!("configuration reloaded: version {version}"),
         Err(problems) => log::error!("configuration reload rejected:\n{problems}"),

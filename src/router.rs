@@ -33,7 +33,8 @@ impl HostPattern {
             Self::Exact(name) => name.eq_ignore_ascii_case(host),
             Self::Suffix(suffix) => {
                 host.len() > suffix.len()
-                    && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
             }
         }
     }
@@ -199,7 +200,11 @@ impl Matcher {
 
     /// The sort key of the precedence rule (greater is more specific).
     fn specificity(&self) -> (u8, u8, usize, usize) {
-        let host_rank = if self.hosts.iter().any(|h| matches!(h, HostPattern::Exact(_))) {
+        let host_rank = if self
+            .hosts
+            .iter()
+            .any(|h| matches!(h, HostPattern::Exact(_)))
+        {
             2
         } else if self.hosts.is_empty() {
             0
@@ -219,9 +224,12 @@ fn compile_host(host: &str) -> Result<HostPattern, String> {
         None => (false, host.as_str()),
     };
     let valid = !name.is_empty()
-        && name
-            .split('.')
-            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
     if !valid {
         return Err(format!("{host:?} is not a host name or *.wildcard"));
     }
@@ -274,7 +282,11 @@ pub fn request_host(req: &RequestHeader) -> &str {
     let raw = req
         .uri
         .host()
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
         .unwrap_or("");
     strip_port(raw)
 }
@@ -294,8 +306,11 @@ mod tests {
     use super::*;
 
     fn matcher(yaml: &str) -> Matcher {
-        Matcher::compile(&serde_yaml::from_str(yaml).expect("yaml"), "routes[0].match")
-            .expect("valid")
+        Matcher::compile(
+            &serde_yaml::from_str(yaml).expect("yaml"),
+            "routes[0].match",
+        )
+        .expect("valid")
     }
 
     fn request(method: &str, host: &str, path: &str) -> RequestHeader {
@@ -305,7 +320,12 @@ mod tests {
     }
 
     fn router(routes: &[(&'static str, &str)]) -> Router<&'static str> {
-        Router::new(routes.iter().map(|(name, yaml)| (matcher(yaml), *name)).collect())
+        Router::new(
+            routes
+                .iter()
+                .map(|(name, yaml)| (matcher(yaml), *name))
+                .collect(),
+        )
     }
 
     fn route_of(router: &Router<&'static str>, req: &RequestHeader) -> Option<&'static str> {
@@ -315,7 +335,12 @@ mod tests {
     #[test]
     fn prefixes_match_on_segment_boundaries() {
         let m = matcher("{path_prefix: /api}");
-        for (path, expected) in [("/api", true), ("/api/x", true), ("/apix", false), ("/", false)] {
+        for (path, expected) in [
+            ("/api", true),
+            ("/api/x", true),
+            ("/apix", false),
+            ("/", false),
+        ] {
             let req = request("GET", "h", path);
             assert_eq!(m.matches(&req, "h", req.uri.path()), expected, "{path}");
         }
@@ -342,14 +367,20 @@ mod tests {
         assert_eq!(find("GET", "other", "/api/v1/x"), Some("long"));
         assert_eq!(find("GET", "other", "/api/v1/7"), Some("regex"));
         assert_eq!(find("GET", "other", "/api/v1/42"), Some("exact"));
-        assert_eq!(find("GET", "api.example.com:8080", "/api/v1/42"), Some("host"));
+        assert_eq!(
+            find("GET", "api.example.com:8080", "/api/v1/42"),
+            Some("host")
+        );
         assert_eq!(find("GET", "www.EXAMPLE.com", "/"), Some("wildcard"));
         assert_eq!(find("GET", "example.com", "/"), Some("catch-all"));
     }
 
     #[test]
     fn ties_go_to_the_earlier_route() {
-        let router = router(&[("first", "{path_prefix: /a}"), ("second", "{path_prefix: /a}")]);
+        let router = router(&[
+            ("first", "{path_prefix: /a}"),
+            ("second", "{path_prefix: /a}"),
+        ]);
         assert_eq!(route_of(&router, &request("GET", "h", "/a")), Some("first"));
     }
 
@@ -365,12 +396,17 @@ mod tests {
     #[test]
     fn invalid_conditions_are_reported_with_their_paths() {
         let config: MatchConfig =
-            serde_yaml::from_str("{path_regex: '(', methods: ['G E T'], hosts: ['a..b']}").expect("yaml");
+            serde_yaml::from_str("{path_regex: '(', methods: ['G E T'], hosts: ['a..b']}")
+                .expect("yaml");
         let problems = Matcher::compile(&config, "routes[2].match").expect_err("invalid");
         let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["routes[2].match.hosts[0]", "routes[2].match.path_regex", "routes[2].match.methods[0]"]
+            [
+                "routes[2].match.hosts[0]",
+                "routes[2].match.path_regex",
+                "routes[2].match.methods[0]"
+            ]
         );
     }
 }

@@ -31,10 +31,13 @@ pub struct RunOptions {
 /// Loads and compiles the configuration at `path` (what `portcullis check` runs).
 pub fn load_gateway(path: &Path, metrics: &Metrics) -> Result<(config::Config, Gateway), Problems> {
     let loaded = config::load(path)?;
-    let gateway = Gateway::compile(&loaded.config, &loaded.source, 1, metrics).map_err(|problems| Problems {
-        file: path.display().to_string(),
-        problems,
-    })?;
+    let gateway =
+        Gateway::compile(&loaded.config, &loaded.source, 1, metrics).map_err(|problems| {
+            Problems {
+                file: path.display().to_string(),
+                problems,
+            }
+        })?;
     Ok((loaded.config, gateway))
 }
 
@@ -42,9 +45,17 @@ pub fn load_gateway(path: &Path, metrics: &Metrics) -> Result<(config::Config, G
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let metrics = Arc::new(Metrics::new());
     let (config, gateway) = load_gateway(path, &metrics)?;
-    let access_log = AccessLog::new(&config.access_log.target, metrics.access_log_dropped.clone());
+    let access_log = AccessLog::new(
+        &config.access_log.target,
+        metrics.access_log_dropped.clone(),
+    );
     let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let state = Arc::new(State::new(gateway, config_path, metrics, access_log.clone()));
+    let state = Arc::new(State::new(
+        gateway,
+        config_path,
+        metrics,
+        access_log.clone(),
+    ));
 
     let mut server = Server::new_with_opt_and_conf(
         Opt {
@@ -56,7 +67,8 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     );
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&state)));
+    let mut proxy =
+        pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&state)));
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
     proxy.server_options = Some(server_options);
@@ -74,9 +86,15 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         admin_service.add_tcp(admin.address.trim());
         server.add_service(admin_service);
     }
-    server.add_service(background_service("health checks", HealthChecker::new(Arc::clone(&state))));
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker::new(Arc::clone(&state)),
+    ));
     server.add_service(background_service("access log", access_log.writer()));
-    server.add_service(background_service("reload on SIGHUP", crate::reload::SighupReloader::new(state)));
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        crate::reload::SighupReloader::new(state),
+    ));
 
     log::info!("portcullis {} starting", env!("CARGO_PKG_VERSION"));
     server.run_forever()
@@ -90,7 +108,9 @@ fn server_conf(config: &config::Config) -> ServerConf {
         pid_file: server.pid_file.clone().unwrap_or(defaults.pid_file),
         upgrade_sock: server.upgrade_sock.clone().unwrap_or(defaults.upgrade_sock),
         error_log: server.error_log.clone(),
-        grace_period_seconds: server.grace_period_seconds.or(defaults.grace_period_seconds),
+        grace_period_seconds: server
+            .grace_period_seconds
+            .or(defaults.grace_period_seconds),
         graceful_shutdown_timeout_seconds: server
             .graceful_shutdown_timeout_seconds
             .or(defaults.graceful_shutdown_timeout_seconds),

@@ -23,7 +23,7 @@ pub struct State {
     pub access_log: AccessLog,
     /// When the process started (the clock of background schedules).
     pub started: Instant,
-    health_checked: AtomicBool,
+    serving: AtomicBool,
     draining: AtomicBool,
 }
 
@@ -42,7 +42,7 @@ impl State {
             metrics,
             access_log,
             started: Instant::now(),
-            health_checked: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
     }
@@ -58,9 +58,9 @@ impl State {
         self.gateway.store(Arc::new(gateway));
     }
 
-    /// Records that every pool has had its first active health check.
-    pub fn mark_health_checked(&self) {
-        self.health_checked.store(true, Ordering::Release);
+    /// Records that the listeners accept and every pool has had its first health check.
+    pub fn mark_serving(&self) {
+        self.serving.store(true, Ordering::Release);
     }
 
     /// Records that the process is shutting down.
@@ -68,15 +68,17 @@ impl State {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Ready to take traffic: first health checks done and not draining.
+    /// Ready to take traffic: listeners accepting, first health checks done, not draining.
     pub fn ready(&self) -> bool {
-        self.health_checked.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+        self.serving.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 }
 
 /// Sets the gauges that describe the configuration about to be served.
 fn publish(gateway: &Gateway, metrics: &Metrics) {
-    metrics.config_version.set(i64::try_from(gateway.version).unwrap_or(i64::MAX));
+    metrics
+        .config_version
+        .set(i64::try_from(gateway.version).unwrap_or(i64::MAX));
     for upstream in gateway.upstreams.values() {
         for target in &upstream.targets {
             metrics

@@ -86,7 +86,9 @@ pub fn build_chain(
     if let Some(config) = route.headers.as_ref().or(global.headers.as_ref()) {
         add(Headers::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
     }
-    for ((name, on_route, issue), (_, on_global, _)) in route.planned().into_iter().zip(global.planned()) {
+    for ((name, on_route, issue), (_, on_global, _)) in
+        route.planned().into_iter().zip(global.planned())
+    {
         if on_route || on_global {
             problems.push(ConfigProblem::new(
                 name,

@@ -131,18 +131,26 @@ mod tests {
         req.insert_header("X-Gateway", "spoofed").expect("header");
         headers.upstream_request(&mut req, &ctx);
         assert!(req.headers.get("x-debug").is_none());
-        assert_eq!(req.headers.get("x-gateway").map(|v| v.as_bytes()), Some(&b"portcullis"[..]));
+        assert_eq!(
+            req.headers.get("x-gateway").map(|v| v.as_bytes()),
+            Some(&b"portcullis"[..])
+        );
 
         let mut resp = ResponseHeader::build(200, None).expect("response");
         resp.insert_header("Server", "nginx").expect("header");
         headers.response(&mut resp, &mut PluginCtx::default());
         assert!(resp.headers.get("server").is_none());
-        assert_eq!(resp.headers.get("x-frame-options").map(|v| v.as_bytes()), Some(&b"DENY"[..]));
+        assert_eq!(
+            resp.headers.get("x-frame-options").map(|v| v.as_bytes()),
+            Some(&b"DENY"[..])
+        );
     }
 
     #[test]
     fn invalid_names_are_reported_with_their_path() {
-        let problem = plugin("{response_remove: [Server, 'bad name']}").err().expect("invalid");
+        let problem = plugin("{response_remove: [Server, 'bad name']}")
+            .err()
+            .expect("invalid");
         assert_eq!(problem.path, "headers.response_remove[1]");
     }
 }

@@ -56,7 +56,11 @@ pub trait Plugin: Send + Sync {
 
     /// Request phase, after routing. Returning a [`Rejection`] ends the request with that
     /// error response; nothing is proxied.
-    async fn request(&self, _req: &mut RequestHeader, _ctx: &mut PluginCtx) -> Result<(), Rejection> {
+    async fn request(
+        &self,
+        _req: &mut RequestHeader,
+        _ctx: &mut PluginCtx,
+    ) -> Result<(), Rejection> {
         Ok(())
     }
 

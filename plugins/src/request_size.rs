@@ -61,7 +61,11 @@ impl Plugin for RequestSize {
         Phase::Admission
     }
 
-    async fn request(&self, req: &mut RequestHeader, _ctx: &mut PluginCtx) -> Result<(), Rejection> {
+    async fn request(
+        &self,
+        req: &mut RequestHeader,
+        _ctx: &mut PluginCtx,
+    ) -> Result<(), Rejection> {
         if let Some(limit) = self.max_header {
             let size: u64 = req
                 .headers
@@ -123,7 +127,10 @@ mod tests {
         let mut small = request_with(&[("Content-Length", "10")]);
         assert!(plugin.request(&mut small, &mut ctx).await.is_ok());
         let mut large = request_with(&[("Content-Length", "11")]);
-        let refusal = plugin.request(&mut large, &mut ctx).await.expect_err("too large");
+        let refusal = plugin
+            .request(&mut large, &mut ctx)
+            .await
+            .expect_err("too large");
         assert_eq!(refusal.code, ErrorCode::PayloadTooLarge);
     }
 
@@ -139,7 +146,10 @@ mod tests {
     async fn header_block_over_the_limit_is_refused() {
         let plugin = limits(10, 64);
         let mut req = request_with(&[("X-Long", &"a".repeat(100))]);
-        let refusal = plugin.request(&mut req, &mut PluginCtx::default()).await.expect_err("big");
+        let refusal = plugin
+            .request(&mut req, &mut PluginCtx::default())
+            .await
+            .expect_err("big");
         assert_eq!(refusal.code, ErrorCode::HeadersTooLarge);
     }
 }

@@ -56,13 +56,12 @@ fn substitute(text: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| format!("unterminated ${{...}} in {text:?}"))?;
         let name = &after[..end];
-        let valid = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             return Err(format!("invalid environment variable name {name:?}"));
         }
-        let value = std::env::var(name)
-            .map_err(|_| format!("environment variable {name} is not set"))?;
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -78,7 +77,8 @@ mod tests {
     fn expands_set_variables_and_reports_missing_ones() {
         std::env::set_var("PORTCULLIS_TEST_TOKEN", "s3cret");
         let mut value: Value =
-            serde_yaml::from_str("admin: {token: 'Bearer ${PORTCULLIS_TEST_TOKEN}'}").expect("yaml");
+            serde_yaml::from_str("admin: {token: 'Bearer ${PORTCULLIS_TEST_TOKEN}'}")
+                .expect("yaml");
         expand(&mut value, &mut String::new()).expect("expands");
         assert_eq!(value["admin"]["token"].as_str(), Some("Bearer s3cret"));
 

@@ -110,7 +110,10 @@ mod tests {
     fn unknown_fields_are_reported_with_their_path() {
         let text = format!("{MINIMAL}routes: [{{name: a, match: {{pathprefix: /x}}}}]");
         let problems = parse(&text).expect_err("unknown field");
-        assert!(problems[0].path.starts_with("routes[0].match"), "{problems:?}");
+        assert!(
+            problems[0].path.starts_with("routes[0].match"),
+            "{problems:?}"
+        );
         assert!(problems[0].message.contains("pathprefix"), "{problems:?}");
     }
 

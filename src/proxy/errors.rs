@@ -31,8 +31,9 @@ pub fn error_response(rejection: &Rejection, request_id: &str) -> (ResponseHeade
         },
     })
     .unwrap_or_default();
-    let mut header = ResponseHeader::build(rejection.code.status(), Some(4 + rejection.headers.len()))
-        .unwrap_or_else(|_| ResponseHeader::build(500, None).expect("500 is a valid status"));
+    let mut header =
+        ResponseHeader::build(rejection.code.status(), Some(4 + rejection.headers.len()))
+            .unwrap_or_else(|_| ResponseHeader::build(500, None).expect("500 is a valid status"));
     // Inserting well-formed static names and numeric values cannot fail.
     let _ = header.insert_header(CONTENT_TYPE, "application/json");
     let _ = header.insert_header(CONTENT_LENGTH, body.len());

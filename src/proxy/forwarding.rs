@@ -32,7 +32,14 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
     for name in &listed {
         req.remove_header(name);
     }
-    for name in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, PROXY_AUTHORIZATION, TE, TRAILER] {
+    for name in [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+    ] {
         req.remove_header(&name);
     }
     if req.headers.contains_key(UPGRADE) {
@@ -44,7 +51,11 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
 /// `X-Forwarded-Host` (the Host the client asked for, unless a previous proxy set it).
 pub fn add_forwarded(req: &mut RequestHeader, client_ip: Option<std::net::IpAddr>, proto: &str) {
     if let Some(ip) = client_ip {
-        let chain = match req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        let chain = match req
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(previous) if !previous.trim().is_empty() => format!("{previous}, {ip}"),
             _ => ip.to_string(),
         };
@@ -100,24 +111,44 @@ mod tests {
     fn upgrades_keep_their_connection_header() {
         let mut req = request(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]);
         remove_hop_by_hop(&mut req);
-        assert_eq!(req.headers.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+        assert_eq!(
+            req.headers.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
         assert!(req.headers.contains_key("upgrade"));
     }
 
     #[test]
     fn forwarded_headers_extend_the_chain() {
-        let mut req = request(&[("Host", "api.example.com:8080"), ("X-Forwarded-For", "203.0.113.9")]);
+        let mut req = request(&[
+            ("Host", "api.example.com:8080"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ]);
         add_forwarded(&mut req, Some("127.0.0.1".parse().expect("ip")), "http");
-        let get = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        assert_eq!(get("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+        let get = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            get("x-forwarded-for").as_deref(),
+            Some("203.0.113.9, 127.0.0.1")
+        );
         assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
-        assert_eq!(get("x-forwarded-host").as_deref(), Some("api.example.com:8080"));
+        assert_eq!(
+            get("x-forwarded-host").as_deref(),
+            Some("api.example.com:8080")
+        );
     }
 
     #[test]
     fn strip_prefix_keeps_a_rooted_path_and_the_query() {
         let uri = |s: &str| s.parse::<http::Uri>().expect("uri");
-        assert_eq!(stripped_path_and_query(&uri("/api/users?x=1"), 4), "/users?x=1");
+        assert_eq!(
+            stripped_path_and_query(&uri("/api/users?x=1"), 4),
+            "/users?x=1"
+        );
         assert_eq!(stripped_path_and_query(&uri("/api"), 4), "/");
         assert_eq!(stripped_path_and_query(&uri("/api?x=1"), 4), "/?x=1");
         assert_eq!(stripped_path_and_query(&uri("/anything"), 0), "/anything");

@@ -3,7 +3,7 @@
 
 mod context;
 mod errors;
-mod forwarding;
+pub mod forwarding;
 mod respond;
 pub mod trace;
 
@@ -58,7 +58,8 @@ impl ProxyHttp for Proxy {
 
         let Some((matcher, route)) = gateway.router.find(session.req_header()) else {
             ctx.gateway = Some(gateway);
-            let rejection = Rejection::new(ErrorCode::RouteNotFound, "no route matches the request");
+            let rejection =
+                Rejection::new(ErrorCode::RouteNotFound, "no route matches the request");
             return respond::reject(session, ctx, rejection).await;
         };
         let route = Arc::clone(route);
@@ -71,7 +72,11 @@ impl ProxyHttp for Proxy {
         ctx.gateway = Some(gateway);
 
         if !route.plugins.is_empty() {
-            if let Err(rejection) = route.plugins.request(session.req_header_mut(), &mut ctx.plugins).await {
+            if let Err(rejection) = route
+                .plugins
+                .request(session.req_header_mut(), &mut ctx.plugins)
+                .await
+            {
                 return respond::reject(session, ctx, rejection).await;
             }
         }
@@ -96,7 +101,9 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let Some(chunk) = body else { return Ok(()) };
         ctx.body_bytes += chunk.len() as u64;
-        let Some(route) = &ctx.route else { return Ok(()) };
+        let Some(route) = &ctx.route else {
+            return Ok(());
+        };
         if let Err(rejection) = route.plugins.request_body(ctx.body_bytes, &mut ctx.plugins) {
             let status = rejection.code.status().as_u16();
             ctx.rejection = Some(rejection);
@@ -107,7 +114,11 @@ impl ProxyHttp for Proxy {
 
     /// The peer for this attempt: the target chosen in `request_filter`, or, on a retry,
     /// another target of the pool after the backoff.
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         ctx.attempts += 1;
         if ctx.attempts > 1 {
             let Some(upstream) = ctx.upstream.clone() else {
@@ -162,15 +173,24 @@ impl ProxyHttp for Proxy {
             upstream_request.set_raw_path(path.as_bytes())?;
         }
         forwarding::remove_hop_by_hop(upstream_request);
-        forwarding::add_forwarded(upstream_request, ctx.plugins.client_ip, forwarded_proto(session));
+        forwarding::add_forwarded(
+            upstream_request,
+            ctx.plugins.client_ip,
+            forwarded_proto(session),
+        );
         if let Some(gateway) = &ctx.gateway {
-            upstream_request.insert_header(gateway.tracing.request_id_header.clone(), ctx.request_id.as_str())?;
+            upstream_request.insert_header(
+                gateway.tracing.request_id_header.clone(),
+                ctx.request_id.as_str(),
+            )?;
         }
         if let Some(trace) = &ctx.trace {
             upstream_request.insert_header("traceparent", trace.header())?;
         }
         if let Some(route) = &ctx.route {
-            route.plugins.upstream_request(upstream_request, &ctx.plugins);
+            route
+                .plugins
+                .upstream_request(upstream_request, &ctx.plugins);
         }
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())
@@ -200,8 +220,16 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let rejection = ctx.rejection.take().unwrap_or_else(|| rejection_for(e, ctx));
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let rejection = ctx
+            .rejection
+            .take()
+            .unwrap_or_else(|| rejection_for(e, ctx));
         let code = rejection.code.status().as_u16();
         let client_gone = e.esource() == &ErrorSource::Downstream
             && matches!(
@@ -259,7 +287,10 @@ impl ProxyHttp for Proxy {
             log.write(&Entry {
                 ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 request_id: &ctx.request_id,
-                trace_id: ctx.trace.as_ref().map_or("", |trace| trace.trace_id.as_str()),
+                trace_id: ctx
+                    .trace
+                    .as_ref()
+                    .map_or("", |trace| trace.trace_id.as_str()),
                 client_ip: ctx.plugins.client_ip.map(|ip| ip.to_string()),
                 method: req.method.as_str(),
                 host: crate::router::request_host(req),
@@ -386,17 +417,22 @@ fn backoff(base: Duration, retry: u32) -> Duration {
 fn rejection_for(e: &Error, ctx: &RequestCtx) -> Rejection {
     let upstream = ctx.upstream.as_ref().map_or("upstream", |u| &*u.name);
     let (code, message) = match e.etype() {
-        ErrorType::HTTPStatus(503) if ctx.error == Some(ErrorCode::UpstreamUnavailable) => {
-            (ErrorCode::UpstreamUnavailable, format!("{upstream} has no healthy target"))
-        }
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-            (ErrorCode::UpstreamTimeout, format!("{upstream} did not answer in time"))
-        }
+        ErrorType::HTTPStatus(503) if ctx.error == Some(ErrorCode::UpstreamUnavailable) => (
+            ErrorCode::UpstreamUnavailable,
+            format!("{upstream} has no healthy target"),
+        ),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => (
+            ErrorCode::UpstreamTimeout,
+            format!("{upstream} did not answer in time"),
+        ),
         ErrorType::HTTPStatus(400) | ErrorType::InvalidHTTPHeader => {
             (ErrorCode::BadRequest, "malformed request".to_string())
         }
         _ => match e.esource() {
-            ErrorSource::Upstream => (ErrorCode::UpstreamError, format!("{upstream} failed: {}", e.etype().as_str())),
+            ErrorSource::Upstream => (
+                ErrorCode::UpstreamError,
+                format!("{upstream} failed: {}", e.etype().as_str()),
+            ),
             ErrorSource::Downstream => (ErrorCode::BadRequest, "malformed request".to_string()),
             ErrorSource::Internal | ErrorSource::Unset => {
                 log::error!("request {} failed inside the gateway: {e}", ctx.request_id);

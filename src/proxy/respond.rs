@@ -15,7 +15,10 @@ use crate::gateway::FixedResponse;
 /// the route plugins' response hooks.
 pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     if let Some(gateway) = &ctx.gateway {
-        let _ = resp.insert_header(gateway.tracing.request_id_header.clone(), ctx.request_id.as_str());
+        let _ = resp.insert_header(
+            gateway.tracing.request_id_header.clone(),
+            ctx.request_id.as_str(),
+        );
     }
     for (name, value) in ctx.plugins.response_headers.drain(..) {
         let _ = resp.append_header(name, value);
@@ -27,14 +30,22 @@ pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
 
 /// Answers with the error for `rejection`; always returns `Ok(true)` ("answered") unless
 /// the client is gone.
-pub(super) async fn reject(session: &mut Session, ctx: &mut RequestCtx, rejection: Rejection) -> Result<bool> {
+pub(super) async fn reject(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    rejection: Rejection,
+) -> Result<bool> {
     ctx.error = Some(rejection.code);
     let (header, body) = error_response(&rejection, &ctx.request_id);
     send(session, ctx, header, body).await
 }
 
 /// Answers with a route's fixed response.
-pub(super) async fn fixed(session: &mut Session, ctx: &mut RequestCtx, fixed: &FixedResponse) -> Result<bool> {
+pub(super) async fn fixed(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    fixed: &FixedResponse,
+) -> Result<bool> {
     let mut header = ResponseHeader::build(fixed.status, Some(fixed.headers.len() + 2))?;
     for (name, value) in &fixed.headers {
         header.append_header(name.clone(), value.clone())?;
@@ -51,7 +62,9 @@ async fn send(
 ) -> Result<bool> {
     decorate(&mut header, ctx);
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
-    session.write_response_header(Box::new(header), head_only).await?;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }

@@ -63,9 +63,14 @@ pub fn compile_upstream(
                     )),
                 }
             }
-            let on_connect_failure = retries.on.is_empty() || retries.on.iter().any(|r| r == "connect_failure");
+            let on_connect_failure =
+                retries.on.is_empty() || retries.on.iter().any(|r| r == "connect_failure");
             RetryPolicy {
-                attempts: if on_connect_failure { retries.attempts } else { 0 },
+                attempts: if on_connect_failure {
+                    retries.attempts
+                } else {
+                    0
+                },
                 backoff: retries.backoff.map(|d| d.0).unwrap_or_default(),
             }
         }
@@ -97,10 +102,16 @@ pub fn compile_upstream(
     };
 
     if config.targets.is_empty() {
-        problems.push(Problem::new(format!("{path}.targets"), "needs at least one target"));
+        problems.push(Problem::new(
+            format!("{path}.targets"),
+            "needs at least one target",
+        ));
     }
     if config.max_requests == Some(0) {
-        problems.push(Problem::new(format!("{path}.max_requests"), "must be greater than 0"));
+        problems.push(Problem::new(
+            format!("{path}.max_requests"),
+            "must be greater than 0",
+        ));
     }
     let peer_template = peer_template(config);
     let mut seen = BTreeSet::new();
@@ -153,13 +164,15 @@ pub fn compile_upstream(
     }
 
     let health_check = match &config.health_check {
-        Some(health) => match build_health_check(name, health, &format!("{path}.health_check"), metrics) {
-            Ok(check) => Some((check, ActiveHealth::new(health.interval.0))),
-            Err(mut more) => {
-                problems.append(&mut more);
-                None
+        Some(health) => {
+            match build_health_check(name, health, &format!("{path}.health_check"), metrics) {
+                Ok(check) => Some((check, ActiveHealth::new(health.interval.0))),
+                Err(mut more) => {
+                    problems.append(&mut more);
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
 
@@ -209,7 +222,10 @@ where
 fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     use std::task::{Context, Poll, Waker};
     let mut future = std::pin::pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
     }
@@ -222,7 +238,8 @@ fn peer_template(config: &UpstreamConfig) -> HttpPeer {
     };
     let mut peer = HttpPeer::new("0.0.0.0:1", tls, sni);
     let timeouts = &config.timeouts;
-    peer.options.connection_timeout = Some(timeouts.connect.map_or(Duration::from_secs(5), |d| d.0));
+    peer.options.connection_timeout =
+        Some(timeouts.connect.map_or(Duration::from_secs(5), |d| d.0));
     peer.options.read_timeout = Some(timeouts.read.map_or(Duration::from_secs(60), |d| d.0));
     peer.options.write_timeout = Some(timeouts.write.map_or(Duration::from_secs(60), |d| d.0));
     peer.options.idle_timeout = Some(timeouts.idle.map_or(Duration::from_secs(60), |d| d.0));
@@ -240,8 +257,14 @@ fn parse_hash_on(key: &str) -> Result<HashOn, String> {
             .map(HashOn::Header)
             .map_err(|_| format!("{name:?} is not a valid header name")),
         Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_string())),
-        None if key == "consumer" => Err("hash_on: consumer is not supported yet (planned in issue #3)".into()),
-        Some(("jwt", _)) => Err("hash_on: jwt:CLAIM is not supported yet (planned in issue #3)".into()),
-        _ => Err(format!("{key:?} is not one of client_ip, header:NAME, cookie:NAME")),
+        None if key == "consumer" => {
+            Err("hash_on: consumer is not supported yet (planned in issue #3)".into())
+        }
+        Some(("jwt", _)) => {
+            Err("hash_on: jwt:CLAIM is not supported yet (planned in issue #3)".into())
+        }
+        _ => Err(format!(
+            "{key:?} is not one of client_ip, header:NAME, cookie:NAME"
+        )),
     }
 }

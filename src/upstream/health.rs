@@ -61,21 +61,33 @@ pub(super) fn build_health_check(
 ) -> Result<Box<dyn HealthCheck + Send + Sync>, Vec<Problem>> {
     let mut problems = Vec::new();
     if config.interval.0.is_zero() {
-        problems.push(Problem::new(format!("{path}.interval"), "must be greater than 0"));
+        problems.push(Problem::new(
+            format!("{path}.interval"),
+            "must be greater than 0",
+        ));
     }
     if config.timeout.0.is_zero() {
-        problems.push(Problem::new(format!("{path}.timeout"), "must be greater than 0"));
+        problems.push(Problem::new(
+            format!("{path}.timeout"),
+            "must be greater than 0",
+        ));
     }
     for (field, value) in [
         ("healthy_threshold", config.healthy_threshold),
         ("unhealthy_threshold", config.unhealthy_threshold),
     ] {
         if value == 0 {
-            problems.push(Problem::new(format!("{path}.{field}"), "must be at least 1"));
+            problems.push(Problem::new(
+                format!("{path}.{field}"),
+                "must be at least 1",
+            ));
         }
     }
     if config.expected_status.is_empty() {
-        problems.push(Problem::new(format!("{path}.expected_status"), "list at least one status"));
+        problems.push(Problem::new(
+            format!("{path}.expected_status"),
+            "list at least one status",
+        ));
     }
     for (i, status) in config.expected_status.iter().enumerate() {
         if !(100..=599).contains(status) {
@@ -89,7 +101,10 @@ pub(super) fn build_health_check(
         problems.push(Problem::new(format!("{path}.path"), "must start with '/'"));
     }
     let request = RequestHeader::build("GET", config.path.as_bytes(), None).map_err(|_| {
-        vec![Problem::new(format!("{path}.path"), "not a valid request path")]
+        vec![Problem::new(
+            format!("{path}.path"),
+            "not a valid request path",
+        )]
     });
     if !problems.is_empty() {
         return Err(problems);
@@ -113,9 +128,8 @@ pub(super) fn build_health_check(
             let host = config.host.as_deref().unwrap_or("localhost");
             let mut check = HttpHealthCheck::new(host, false);
             let mut req = request?;
-            req.insert_header("Host", host).map_err(|_| {
-                vec![Problem::new(format!("{path}.host"), "not a valid host")]
-            })?;
+            req.insert_header("Host", host)
+                .map_err(|_| vec![Problem::new(format!("{path}.host"), "not a valid host")])?;
             req.insert_header("User-Agent", "portcullis-health-check")
                 .map_err(|_| vec![Problem::new(path, "cannot build the check request")])?;
             check.req = req;
@@ -183,7 +197,9 @@ impl HealthChecker {
         let now_ms = self.now_ms();
         let mut started = Vec::new();
         for upstream in gateway.upstreams.values() {
-            let Some(health) = &upstream.health else { continue };
+            let Some(health) = &upstream.health else {
+                continue;
+            };
             if !health.claim(now_ms) {
                 continue;
             }
@@ -210,7 +226,16 @@ impl BackgroundService for HealthChecker {
             let _ = pass.await;
         }
         log::info!("first health-check pass done in {:?}", first_pass.elapsed());
-        self.state.mark_health_checked();
+        // Readiness also means the public listeners accept: Pingora may start the admin
+        // service before the proxy service has bound its sockets.
+        let listeners = self.state.gateway().process.listeners.clone();
+        tokio::select! {
+            _ = wait_until_accepting(&listeners) => self.state.mark_serving(),
+            _ = shutdown.changed() => {
+                self.state.mark_draining();
+                return;
+            }
+        }
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
@@ -221,6 +246,23 @@ impl BackgroundService for HealthChecker {
                     self.spawn_due();
                 }
             }
+        }
+    }
+}
+
+/// Returns once a TCP connect to every listener address succeeds (wildcard addresses are
+/// tried on loopback).
+async fn wait_until_accepting(listeners: &[std::net::SocketAddr]) {
+    for address in listeners {
+        let mut probe = *address;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match probe.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        while tokio::net::TcpStream::connect(probe).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

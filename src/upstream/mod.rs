@@ -154,7 +154,9 @@ impl Upstream {
         };
         let backend = self.balancer.select(key, &accept)?;
         let index = target_index(&backend)?;
-        self.targets[index].in_flight.fetch_add(1, Ordering::Relaxed);
+        self.targets[index]
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
         Some(TargetSlot {
             upstream: Arc::clone(self),
             index,
@@ -168,7 +170,9 @@ impl Upstream {
 
     /// Whether at least one target could take a request now.
     pub fn any_healthy(&self) -> bool {
-        self.targets.iter().any(|target| self.target_healthy(target))
+        self.targets
+            .iter()
+            .any(|target| self.target_healthy(target))
     }
 }
 

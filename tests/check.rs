@@ -1,0 +1,175 @@
+//! The command line (SPEC §2): `portcullis check -c FILE` reports every problem as
+//! `FILE: path.to.field: message`, and `portcullis version`.
+
+mod common;
+
+use std::process::Output;
+
+use common::{free_port, render_config, run_portcullis, TestDir, BASE_CONFIG};
+
+/// A valid config; each test breaks one or two things in it.
+const VALID: &str = r#"
+upstreams:
+  app:
+    targets:
+      - address: "127.0.0.1:9001"
+        weight: 3
+      - address: "127.0.0.1:9002"
+        weight: 1
+    load_balancing: round_robin
+    timeouts: { connect: 1s, read: 2s }
+    health_check: { type: http, path: /healthz, interval: 2s, timeout: 1s }
+routes:
+  - name: api
+    match: { path_prefix: /api, methods: [GET] }
+    strip_prefix: true
+    upstream: app
+  - name: users
+    match: { path_regex: "^/users/[0-9]+$" }
+    upstream: app
+  - name: ping
+    match: { path: /ping }
+    respond: { status: 200, body: pong }
+"#;
+
+/// [`VALID`] with the first occurrence of each `from` replaced by its `to`.
+fn valid_except(edits: &[(&str, &str)]) -> String {
+    edits.iter().fold(VALID.to_string(), |config, (from, to)| {
+        assert!(config.contains(from), "{from:?} is not in the config");
+        config.replacen(from, to, 1)
+    })
+}
+
+/// One run of `portcullis check -c FILE`.
+struct Check {
+    file: String,
+    output: Output,
+}
+
+impl Check {
+    fn run(sections: &str) -> Check {
+        let dir = TestDir::new();
+        let config = render_config(
+            &format!("{BASE_CONFIG}{sections}"),
+            dir.path(),
+            free_port(),
+            free_port(),
+        );
+        let file = dir.write("portcullis.yaml", &config).display().to_string();
+        let output = run_portcullis(&["check", "-c", &file]);
+        Check { file, output }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+
+    /// The problems printed as `FILE: path.to.field: message`, as (path, message).
+    fn problems(&self) -> Vec<(String, String)> {
+        let prefix = format!("{}: ", self.file);
+        self.text()
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix)?.split_once(": "))
+            .map(|(path, message)| (path.to_string(), message.to_string()))
+            .collect()
+    }
+
+    /// Asserts that check failed with a problem at `path`; returns its message.
+    fn problem_at(&self, path: &str) -> String {
+        assert_eq!(self.output.status.code(), Some(1), "{}", self.text());
+        let message = self
+            .problems()
+            .into_iter()
+            .find(|(at, _)| at == path)
+            .map(|(_, message)| message)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no \"{}: {path}: ...\" line in:\n{}",
+                    self.file,
+                    self.text()
+                )
+            });
+        assert!(!message.trim().is_empty(), "empty message for {path}");
+        message
+    }
+}
+
+#[test]
+fn valid_config_is_ok() {
+    let check = Check::run(VALID);
+
+    assert_eq!(check.output.status.code(), Some(0), "{}", check.text());
+    assert!(
+        check.text().contains("configuration ok"),
+        "{}",
+        check.text()
+    );
+}
+
+#[test]
+fn unknown_field_is_reported_at_its_own_path() {
+    let check = Check::run(&valid_except(&[("path_prefix: /api", "pathprefix: /api")]));
+
+    let message = check.problem_at("routes[0].match.pathprefix");
+    assert!(message.contains("pathprefix"), "{message}");
+}
+
+#[test]
+fn route_to_missing_upstream_is_reported() {
+    let check = Check::run(&valid_except(&[("upstream: app", "upstream: nope")]));
+
+    let message = check.problem_at("routes[0].upstream");
+    assert!(message.contains("nope"), "{message}");
+}
+
+#[test]
+fn unparsable_target_address_is_reported() {
+    let check = Check::run(&valid_except(&[("127.0.0.1:9001", "not-an-address")]));
+
+    check.problem_at("upstreams.app.targets[0].address");
+}
+
+#[test]
+fn zero_weight_is_reported() {
+    let check = Check::run(&valid_except(&[("weight: 3", "weight: 0")]));
+
+    check.problem_at("upstreams.app.targets[0].weight");
+}
+
+#[test]
+fn bad_duration_is_reported() {
+    let check = Check::run(&valid_except(&[("connect: 1s", "connect: soon")]));
+
+    check.problem_at("upstreams.app.timeouts.connect");
+}
+
+#[test]
+fn invalid_regex_is_reported() {
+    let check = Check::run(&valid_except(&[("^/users/[0-9]+$", "^/users/(")]));
+
+    check.problem_at("routes[1].match.path_regex");
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let check = Check::run(&valid_except(&[
+        ("upstream: app", "upstream: nope"),
+        ("weight: 3", "weight: 0"),
+    ]));
+
+    check.problem_at("routes[0].upstream");
+    check.problem_at("upstreams.app.targets[0].weight");
+}
+
+#[test]
+fn version_prints_the_version() {
+    let output = run_portcullis(&["version"]);
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+}

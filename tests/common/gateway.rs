@@ -1,0 +1,235 @@
+//! The gateway under test: a `portcullis` process started from a config string.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::http::{http_agent, send, HttpResponse};
+use super::metrics::metric_value;
+use super::{free_port, wait_until, TestDir, EVENTUALLY};
+
+/// How long a gateway may take to answer 200 on `/readyz`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The sections every test gateway shares: one listener, the admin endpoint and a JSON
+/// access log, all inside the test's own directory. [`Gateway::start`] puts it before
+/// the test's own sections.
+pub const BASE_CONFIG: &str = r#"server:
+  threads: 2
+  pid_file: "{dir}/portcullis.pid"
+  upgrade_sock: "{dir}/upgrade.sock"
+listeners:
+  - address: "127.0.0.1:{listen}"
+admin:
+  address: "127.0.0.1:{admin}"
+access_log:
+  target: "{access_log}"
+  format: json
+"#;
+
+/// Replaces the placeholders `{dir}`, `{listen}`, `{admin}` and `{access_log}` in a
+/// configuration template.
+pub fn render_config(template: &str, dir: &Path, listen: u16, admin: u16) -> String {
+    let dir = dir.display().to_string();
+    template
+        .replace("{access_log}", &format!("{dir}/access.log"))
+        .replace("{dir}", &dir)
+        .replace("{listen}", &listen.to_string())
+        .replace("{admin}", &admin.to_string())
+}
+
+/// A running `portcullis` process with its own config, ports and log files. Killed on
+/// drop; when the test failed, its config and logs are printed.
+pub struct Gateway {
+    child: Child,
+    listen: u16,
+    admin: u16,
+    agent: ureq::Agent,
+    dir: TestDir,
+}
+
+impl Gateway {
+    /// Starts a gateway whose config is [`BASE_CONFIG`] followed by `sections` (the
+    /// test's `upstreams:`, `routes:`, ...), and waits until `/readyz` answers 200.
+    pub fn start(sections: &str) -> Gateway {
+        Gateway::start_raw(&format!("{BASE_CONFIG}{sections}"))
+    }
+
+    /// Starts a gateway from a complete config template (see [`render_config`] for
+    /// its placeholders) and waits until `/readyz` answers 200.
+    pub fn start_raw(template: &str) -> Gateway {
+        let dir = TestDir::new();
+        let (listen, admin) = (free_port(), free_port());
+        let config = dir.write(
+            "portcullis.yaml",
+            &render_config(template, dir.path(), listen, admin),
+        );
+        let log_file = |name: &str| {
+            let path = dir.join(name);
+            File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("-c")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log_file("stdout.log"))
+            .stderr(log_file("stderr.log"))
+            .spawn()
+            .expect("spawn the portcullis binary");
+        let mut gateway = Gateway {
+            child,
+            listen,
+            admin,
+            agent: http_agent(),
+            dir,
+        };
+        gateway.wait_until_ready();
+        gateway
+    }
+
+    fn wait_until_ready(&mut self) {
+        let probe = ureq::AgentBuilder::new()
+            .timeout(Duration::from_millis(500))
+            .build();
+        let readyz = self.admin_url("/readyz");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("the gateway exited ({exit}) before it was ready; its logs follow");
+            }
+            if matches!(probe.get(&readyz).call(), Ok(response) if response.status() == 200) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("the gateway was not ready within {READY_TIMEOUT:?}; its logs follow");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The config file, stderr and stdout, for a failing test's output.
+    pub fn diagnostics(&self) -> String {
+        let read = |name: &str| fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "--- config ({}) ---\n{}\n--- gateway stderr ---\n{}\n--- gateway stdout ---\n{}",
+            self.dir.join("portcullis.yaml").display(),
+            read("portcullis.yaml"),
+            tail(&read("stderr.log"), 200),
+            tail(&read("stdout.log"), 50),
+        )
+    }
+
+    /// The gateway's stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The public listener's address, `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.listen)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.listen)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    /// `GET path` on the public listener.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, &[])
+    }
+
+    /// A request on the public listener, over a kept-alive connection.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        send(&self.agent, method, &self.url(path), headers)
+    }
+
+    /// `GET path` on the admin listener.
+    pub fn admin_get(&self, path: &str) -> HttpResponse {
+        send(&self.agent, "GET", &self.admin_url(path), &[])
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        let response = self.admin_get("/metrics");
+        assert_eq!(response.status, 200, "GET /metrics: {response:?}");
+        response.body
+    }
+
+    /// One metric from `/metrics`: see [`metric_value`].
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        metric_value(&self.metrics(), name, labels)
+    }
+
+    /// `GET /status` as JSON.
+    pub fn status_json(&self) -> Value {
+        let response = self.admin_get("/status");
+        assert_eq!(response.status, 200, "GET /status: {response:?}");
+        response.json()
+    }
+
+    /// The access log file as written so far.
+    pub fn access_log_text(&self) -> String {
+        fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// The access log lines written so far, each parsed as JSON.
+    pub fn access_log_lines(&self) -> Vec<Value> {
+        self.access_log_text()
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+
+    /// Waits until the (buffered) access log holds at least `count` lines, and
+    /// returns them.
+    pub fn wait_for_access_log(&self, count: usize) -> Vec<Value> {
+        let flushed = wait_until(EVENTUALLY, || self.access_log_lines().len() >= count);
+        let lines = self.access_log_lines();
+        assert!(
+            flushed,
+            "expected {count} access log lines within {EVENTUALLY:?}, got {}: {lines:?}",
+            lines.len()
+        );
+        lines
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("{}", self.diagnostics());
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs the `portcullis` binary with `args` (e.g. `check -c FILE`) to completion.
+pub fn run_portcullis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the portcullis binary")
+}

@@ -1,0 +1,105 @@
+//! The client side: a blocking HTTP client that treats 4xx and 5xx as answers, and the
+//! check of the gateway's own JSON errors.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// A response as the client saw it. Header names compare case-insensitively.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The `X-Request-Id` the gateway echoed; panics if there is none.
+    pub fn request_id(&self) -> &str {
+        self.header("X-Request-Id")
+            .unwrap_or_else(|| panic!("no X-Request-Id on the response: {self:?}"))
+    }
+
+    /// The body parsed as JSON; panics with the body if it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {self:?}"))
+    }
+}
+
+impl From<ureq::Response> for HttpResponse {
+    fn from(response: ureq::Response) -> HttpResponse {
+        let status = response.status();
+        let mut names = response.headers_names();
+        names.sort();
+        names.dedup();
+        let headers = names
+            .iter()
+            .flat_map(|name| {
+                response
+                    .all(name)
+                    .into_iter()
+                    .map(move |value| (name.clone(), value.to_string()))
+            })
+            .collect();
+        let body = response.into_string().expect("read the response body");
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// An HTTP client that keeps connections alive, follows no redirects and gives up on
+/// a hung server after ten seconds.
+pub fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout_connect(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// Sends one request. A 4xx or 5xx is a response like any other; a transport error
+/// (refused, reset, timed out) panics.
+pub fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let request = headers
+        .iter()
+        .fold(agent.request(method, url), |request, (name, value)| {
+            request.set(name, value)
+        });
+    match request.call() {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response.into(),
+        Err(error) => panic!("{method} {url}: {error}"),
+    }
+}
+
+/// Asserts that `response` is an error the gateway built itself (SPEC §4): the status,
+/// a JSON body `{"error": {"code", "message", "request_id"}}` with
+/// `Content-Type: application/json`, and the request id echoed in the header.
+pub fn assert_gateway_error(response: &HttpResponse, status: u16, code: &str) {
+    assert_eq!(response.status, status, "{response:?}");
+    let content_type = response.header("Content-Type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "Content-Type {content_type:?}: {response:?}"
+    );
+    let error = &response.json()["error"];
+    assert_eq!(error["code"], code, "{response:?}");
+    assert!(error["message"].is_string(), "no message: {response:?}");
+    assert_eq!(error["request_id"], response.request_id(), "{response:?}");
+}

@@ -1,0 +1,331 @@
+//! What operators see: the admin endpoints (SPEC §6), the metrics (§7) and the access
+//! log (§8).
+
+mod common;
+
+use common::{metric_value, wait_until, Gateway, Upstream, EVENTUALLY};
+use serde_json::Value;
+
+/// The fields of every access log line.
+const ACCESS_LOG_FIELDS: [&str; 19] = [
+    "ts",
+    "request_id",
+    "trace_id",
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "route",
+    "consumer",
+    "upstream",
+    "target",
+    "variant",
+    "status",
+    "bytes_sent",
+    "duration_ms",
+    "upstream_ms",
+    "cache",
+    "rate_limit",
+    "error",
+];
+
+/// A gateway with route `api` (prefix `/api`, proxied to upstream `app`) and route
+/// `ping` (answered by the gateway).
+fn api_gateway(app: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        r#"
+upstreams:
+  app:
+    targets:
+      - address: "{}"
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: app
+  - name: ping
+    match: {{ path: /ping }}
+    respond: {{ status: 200, body: pong }}
+"#,
+        app.addr()
+    ))
+}
+
+fn is_rfc3339(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|ts| chrono::DateTime::parse_from_rfc3339(ts).is_ok())
+}
+
+/// The access log line of the request with this id, once it has been flushed.
+fn access_log_line(gateway: &Gateway, request_id: &str) -> Value {
+    let with_id = || -> Vec<Value> {
+        gateway
+            .access_log_lines()
+            .into_iter()
+            .filter(|line| line["request_id"] == request_id)
+            .collect()
+    };
+    wait_until(EVENTUALLY, || !with_id().is_empty());
+    let lines = with_id();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one access log line for request {request_id}, log:\n{}",
+        gateway.access_log_text()
+    );
+    lines.into_iter().next().unwrap()
+}
+
+#[test]
+fn admin_healthz_and_readyz_answer_200() {
+    let gateway = Gateway::start(
+        r#"
+routes:
+  - name: ping
+    match: { path: /ping }
+    respond: { status: 200, body: pong }
+"#,
+    );
+
+    let healthz = gateway.admin_get("/healthz");
+    assert_eq!(
+        (healthz.status, healthz.body.trim()),
+        (200, "ok"),
+        "{healthz:?}"
+    );
+    let readyz = gateway.admin_get("/readyz");
+    assert_eq!(readyz.status, 200, "{readyz:?}");
+}
+
+#[test]
+fn metrics_count_every_request_exactly() {
+    let app = Upstream::start("app");
+    let gateway = api_gateway(&app);
+
+    for _ in 0..5 {
+        assert_eq!(gateway.get("/api/items").status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(gateway.request("POST", "/api/items", &[]).status, 200);
+    }
+    app.set_status(503);
+    for _ in 0..2 {
+        assert_eq!(gateway.get("/api/items").status, 503);
+    }
+    assert_eq!(gateway.get("/ping").status, 200);
+
+    let target = app.addr();
+    let api = |method, status| {
+        vec![
+            ("route", "api"),
+            ("method", method),
+            ("status", status),
+            ("upstream", "app"),
+            ("variant", "stable"),
+        ]
+    };
+    let expected = [
+        ("portcullis_requests_total", api("GET", "200"), 5.0),
+        ("portcullis_requests_total", api("POST", "200"), 2.0),
+        ("portcullis_requests_total", api("GET", "503"), 2.0),
+        (
+            "portcullis_requests_total",
+            vec![("route", "ping"), ("method", "GET"), ("status", "200")],
+            1.0,
+        ),
+        (
+            "portcullis_request_duration_seconds_count",
+            vec![("route", "api")],
+            9.0,
+        ),
+        (
+            "portcullis_request_duration_seconds_count",
+            vec![("route", "ping")],
+            1.0,
+        ),
+        (
+            "portcullis_upstream_duration_seconds_count",
+            vec![("upstream", "app"), ("target", target.as_str())],
+            9.0,
+        ),
+        (
+            "portcullis_upstream_in_flight",
+            vec![("upstream", "app")],
+            0.0,
+        ),
+    ];
+    // Counters are updated as a request finishes, which may be just after the client
+    // has its response.
+    let mismatches = || -> Vec<String> {
+        let text = gateway.metrics();
+        expected
+            .iter()
+            .filter_map(|(name, labels, want)| {
+                let got = metric_value(&text, name, labels);
+                (got != Some(*want)).then(|| format!("{name}{labels:?}: want {want}, got {got:?}"))
+            })
+            .collect()
+    };
+    wait_until(EVENTUALLY, || mismatches().is_empty());
+    let mismatches = mismatches();
+    assert!(
+        mismatches.is_empty(),
+        "{}\n--- /metrics ---\n{}",
+        mismatches.join("\n"),
+        gateway.metrics()
+    );
+}
+
+#[test]
+fn status_describes_config_routes_and_targets() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let gateway = Gateway::start(&format!(
+        r#"
+upstreams:
+  app:
+    targets:
+      - address: "{}"
+        weight: 3
+      - address: "{}"
+        weight: 1
+    health_check:
+      type: http
+      path: /healthz
+      interval: 200ms
+      timeout: 500ms
+      healthy_threshold: 1
+      unhealthy_threshold: 1
+routes:
+  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: app
+  - name: ping
+    match: {{ path: /ping }}
+    respond: {{ status: 200, body: pong }}
+"#,
+        a.addr(),
+        b.addr()
+    ));
+    let all_healthy = |status: &Value| {
+        status["upstreams"]["app"]["targets"]
+            .as_array()
+            .is_some_and(|targets| targets.iter().all(|t| t["healthy"] == true))
+    };
+    wait_until(EVENTUALLY, || all_healthy(&gateway.status_json()));
+
+    let status = gateway.status_json();
+
+    assert_eq!(status["version"], 1, "{status:#}");
+    let hash = status["hash"].as_str().unwrap_or_default();
+    assert!(
+        !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "hash {hash:?}"
+    );
+    assert!(is_rfc3339(&status["loaded_at"]), "loaded_at: {status:#}");
+
+    let routes = status["routes"].as_array().expect("routes is a list");
+    let mut names: Vec<&str> = routes.iter().filter_map(|r| r["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["api", "ping"], "{status:#}");
+    let api = routes.iter().find(|r| r["name"] == "api").unwrap();
+    assert_eq!(api["upstream"], "app", "{status:#}");
+
+    let app = &status["upstreams"]["app"];
+    assert_eq!(app["in_flight"], 0, "{status:#}");
+    let targets = app["targets"].as_array().expect("targets is a list");
+    assert_eq!(targets.len(), 2, "{status:#}");
+    for (upstream, weight) in [(&a, 3), (&b, 1)] {
+        let target = targets
+            .iter()
+            .find(|t| t["address"] == upstream.addr())
+            .unwrap_or_else(|| panic!("{} missing: {status:#}", upstream.addr()));
+        assert_eq!(target["weight"], weight, "{target}");
+        assert_eq!(target["healthy"], true, "{target}");
+        assert_eq!(target["ejected"], false, "{target}");
+        assert_eq!(target["in_flight"], 0, "{target}");
+    }
+}
+
+#[test]
+fn access_log_line_describes_the_request() {
+    let app = Upstream::start("app");
+    let gateway = api_gateway(&app);
+
+    let response = gateway.request(
+        "GET",
+        "/api/things",
+        &[
+            ("Host", "shop.example.com"),
+            ("X-Request-Id", "log-check-1"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ],
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+
+    let line = access_log_line(&gateway, response.request_id());
+    for field in ACCESS_LOG_FIELDS {
+        assert!(line.get(field).is_some(), "no {field:?} in {line}");
+    }
+    assert!(is_rfc3339(&line["ts"]), "ts: {line}");
+    assert_eq!(line["request_id"], "log-check-1", "{line}");
+    assert_eq!(
+        line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
+    assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+    assert_eq!(line["method"], "GET", "{line}");
+    assert_eq!(line["host"], "shop.example.com", "{line}");
+    assert_eq!(line["path"], "/api/things", "{line}");
+    assert_eq!(line["route"], "api", "{line}");
+    assert_eq!(line["upstream"], "app", "{line}");
+    assert_eq!(line["target"], app.addr(), "{line}");
+    assert_eq!(line["variant"], "stable", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert!(
+        line["bytes_sent"].as_u64().is_some_and(|n| n >= 3),
+        "bytes_sent for the body \"app\": {line}"
+    );
+    assert!(line["duration_ms"].is_number(), "{line}");
+    assert!(line["upstream_ms"].is_number(), "{line}");
+    assert!(line["error"].is_null(), "{line}");
+}
+
+#[test]
+fn access_log_line_names_the_error_code() {
+    let app = Upstream::start("app");
+    let gateway = api_gateway(&app);
+
+    let response = gateway.get("/nowhere");
+    assert_eq!(response.status, 404, "{response:?}");
+
+    let line = access_log_line(&gateway, response.request_id());
+    assert_eq!(line["status"], 404, "{line}");
+    assert_eq!(line["error"], "ROUTE_NOT_FOUND", "{line}");
+    assert_eq!(line["path"], "/nowhere", "{line}");
+}
+
+#[test]
+fn access_log_never_contains_credentials() {
+    let app = Upstream::start("app");
+    let gateway = api_gateway(&app);
+
+    let response = gateway.request(
+        "GET",
+        "/api/private",
+        &[
+            ("Authorization", "Bearer secret-bearer-token-1234"),
+            ("Cookie", "session=secret-cookie-5678"),
+        ],
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+
+    access_log_line(&gateway, response.request_id());
+    let log = gateway.access_log_text();
+    for secret in ["secret-bearer-token-1234", "secret-cookie-5678"] {
+        assert!(!log.contains(secret), "{secret} logged:\n{log}");
+    }
+}
