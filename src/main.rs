@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use portcullis::metrics::Metrics;
 use portcullis::server::{self, RunOptions};
 
+/// mimalloc instead of glibc malloc: malloc/free was ~15% of the gateway's CPU per request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",
