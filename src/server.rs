@@ -108,6 +108,7 @@ fn server_conf(config: &config::Config) -> ServerConf {
         pid_file: server.pid_file.clone().unwrap_or(defaults.pid_file),
         upgrade_sock: server.upgrade_sock.clone().unwrap_or(defaults.upgrade_sock),
         error_log: server.error_log.clone(),
+        work_stealing: server.work_stealing.unwrap_or(defaults.work_stealing),
         grace_period_seconds: server
             .grace_period_seconds
             .or(defaults.grace_period_seconds),

@@ -58,6 +58,9 @@ pub struct ServerSection {
     pub graceful_shutdown_timeout_seconds: Option<u64>,
     /// Diagnostic log file when daemonized.
     pub error_log: Option<String>,
+    /// Let worker threads steal each other's tasks (one multi-threaded runtime per
+    /// service) instead of one single-threaded runtime per thread.
+    pub work_stealing: Option<bool>,
 }
 
 /// One public listener.
