@@ -115,6 +115,25 @@ impl Gateway {
         }
     }
 
+    /// The process id of the gateway, e.g. to send it a signal.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Rewrites the config file with [`BASE_CONFIG`] followed by `sections`, rendered
+    /// with this gateway's directory and ports; the running gateway reads it on reload.
+    pub fn rewrite_config(&self, sections: &str) {
+        self.rewrite_config_raw(&format!("{BASE_CONFIG}{sections}"));
+    }
+
+    /// Rewrites the config file from a complete template (see [`render_config`]).
+    pub fn rewrite_config_raw(&self, template: &str) {
+        self.dir.write(
+            "portcullis.yaml",
+            &render_config(template, self.dir.path(), self.listen, self.admin),
+        );
+    }
+
     /// The config file, stderr and stdout, for a failing test's output.
     pub fn diagnostics(&self) -> String {
         let read = |name: &str| fs::read_to_string(self.dir.join(name)).unwrap_or_default();

@@ -103,3 +103,24 @@ pub fn assert_gateway_error(response: &HttpResponse, status: u16, code: &str) {
     assert!(error["message"].is_string(), "no message: {response:?}");
     assert_eq!(error["request_id"], response.request_id(), "{response:?}");
 }
+
+/// Writes `request` (raw HTTP/1.1 bytes, which should ask for `Connection: close`) to
+/// `addr` and returns everything the server sent until it closed the connection. A
+/// write the server cut short is not an error: its answer is still read.
+pub fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut answer) {
+        assert!(
+            !answer.is_empty(),
+            "reading the answer from {addr} failed before any byte arrived: {e}"
+        );
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}

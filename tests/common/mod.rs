@@ -30,7 +30,7 @@ mod upstream;
 #[allow(unused_imports)]
 pub use self::{
     gateway::{render_config, run_portcullis, Gateway, BASE_CONFIG},
-    http::{assert_gateway_error, http_agent, send, HttpResponse},
+    http::{assert_gateway_error, http_agent, raw_exchange, send, HttpResponse},
     metrics::metric_value,
     upstream::{ReceivedRequest, Upstream, HEALTH_PATH},
 };

@@ -50,6 +50,8 @@ struct Reply {
     /// `None` answers with the upstream's name.
     body: Option<String>,
     delay: Duration,
+    /// Extra response headers.
+    headers: Vec<(String, String)>,
 }
 
 /// Shared between an [`Upstream`] handle and the threads serving it.
@@ -108,8 +110,15 @@ impl UpstreamState {
         self.in_flight.fetch_sub(1, SeqCst);
 
         let body = reply.body.unwrap_or_else(|| self.name.clone());
-        let _ =
-            request.respond(tiny_http::Response::from_string(body).with_status_code(reply.status));
+        let response = reply.headers.iter().fold(
+            tiny_http::Response::from_string(body).with_status_code(reply.status),
+            |response, (name, value)| {
+                let header = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+                    .unwrap_or_else(|()| panic!("invalid test header {name}: {value}"));
+                response.with_header(header)
+            },
+        );
+        let _ = request.respond(response);
     }
 }
 
@@ -137,6 +146,7 @@ impl Upstream {
                 status: 200,
                 body: None,
                 delay: Duration::ZERO,
+                headers: Vec::new(),
             }),
             requests: AtomicUsize::new(0),
             health_checks: AtomicUsize::new(0),
@@ -225,6 +235,13 @@ impl Upstream {
     /// Answer every request (but health checks) with this body instead of the name.
     pub fn set_body(&self, body: &str) {
         lock(&self.state.reply).body = Some(body.to_string());
+    }
+
+    /// Add this header to every answer (but health checks).
+    pub fn set_header(&self, name: &str, value: &str) {
+        lock(&self.state.reply)
+            .headers
+            .push((name.to_string(), value.to_string()));
     }
 
     /// Wait this long before answering each request (but health checks).
