@@ -125,16 +125,10 @@ impl Gateway {
             }
         };
         if config.redis.is_some() {
-            problems.push(Problem::new(
-                "redis",
-                "not supported yet (planned in issue #4); remove it",
-            ));
+            problems.push(Problem::planned("redis", 4));
         }
         if !config.consumers.is_empty() {
-            problems.push(Problem::new(
-                "consumers",
-                "not supported yet (planned in issue #3); remove it",
-            ));
+            problems.push(Problem::planned("consumers", 3));
         }
         for problem in config.plugins.problems() {
             problems.push(Problem::new(
@@ -206,10 +200,7 @@ fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSetti
             )),
         }
         if listener.tls.is_some() {
-            problems.push(Problem::new(
-                format!("listeners[{i}].tls"),
-                "not supported yet (planned in issue #8); remove it",
-            ));
+            problems.push(Problem::planned(format!("listeners[{i}].tls"), 8));
         }
     }
     let admin = config
@@ -271,10 +262,7 @@ fn compile_route(
         ("cache", route.cache.is_some(), 8),
     ] {
         if set {
-            problems.push(Problem::new(
-                format!("{path}.{field}"),
-                format!("not supported yet (planned in issue #{issue}); remove it"),
-            ));
+            problems.push(Problem::planned(format!("{path}.{field}"), issue));
         }
     }
     let plugins = match build_chain(&config.plugins, &route.plugins) {

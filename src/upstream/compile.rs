@@ -30,10 +30,7 @@ pub fn compile_upstream(
 ) -> Result<Upstream, Vec<Problem>> {
     let mut problems = Vec::new();
     let not_yet = |problems: &mut Vec<Problem>, field: &str, issue: u32| {
-        problems.push(Problem::new(
-            format!("{path}.{field}"),
-            format!("not supported yet (planned in issue #{issue}); remove it"),
-        ))
+        problems.push(Problem::planned(format!("{path}.{field}"), issue))
     };
     if config.outlier_detection.is_some() {
         not_yet(&mut problems, "outlier_detection", 5);
