@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, StatusCode};
-use portcullis_plugins::{build_chain, PluginChain};
+use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
@@ -96,6 +96,32 @@ pub struct Gateway {
     pub admin_token: Option<String>,
     /// Settings that need a restart to change.
     pub process: ProcessSettings,
+    /// Plugin state (rate-limit counters, key caches) the next configuration may take over.
+    pub retained: Arc<RetainedSet>,
+}
+
+/// What a configuration is compiled against, besides its own text.
+pub struct CompileContext<'a> {
+    /// The version the compiled configuration gets.
+    pub version: u64,
+    /// Every metric.
+    pub metrics: &'a Arc<Metrics>,
+    /// The configuration being replaced: state it holds for what is unchanged carries over.
+    pub previous: Option<&'a Gateway>,
+    /// Whether plugins may start background work (false for `portcullis check`).
+    pub background: bool,
+}
+
+impl<'a> CompileContext<'a> {
+    /// Compiling only to validate (`portcullis check`).
+    pub fn check(metrics: &'a Arc<Metrics>) -> Self {
+        Self {
+            version: 1,
+            metrics,
+            previous: None,
+            background: false,
+        }
+    }
 }
 
 impl Gateway {
@@ -103,9 +129,17 @@ impl Gateway {
     pub fn compile(
         config: &Config,
         source: &str,
-        version: u64,
-        metrics: &Metrics,
+        context: &CompileContext<'_>,
     ) -> Result<Self, Vec<Problem>> {
+        let metrics: &Metrics = context.metrics;
+        let plugin_env = PluginEnv {
+            telemetry: Arc::clone(context.metrics) as _,
+            retained: match context.previous {
+                Some(previous) => Retained::after(Arc::clone(&previous.retained)),
+                None => Retained::fresh(),
+            },
+            background: context.background,
+        };
         let mut problems = Vec::new();
         let process = compile_process(config, &mut problems);
         let tracing = match HeaderName::from_bytes(config.tracing.request_id_header.as_bytes()) {
@@ -164,7 +198,7 @@ impl Gateway {
                     "another route has this name",
                 ));
             }
-            match compile_route(config, route, &path, &upstreams, metrics) {
+            match compile_route(config, route, &path, &upstreams, metrics, &plugin_env) {
                 Ok(compiled) => routes.push(compiled),
                 Err(mut more) => problems.append(&mut more),
             }
@@ -174,7 +208,7 @@ impl Gateway {
             return Err(problems);
         }
         Ok(Self {
-            version,
+            version: context.version,
             hash: hex(&Sha256::digest(source.as_bytes())),
             loaded_at: Utc::now(),
             router: Router::new(routes),
@@ -182,6 +216,7 @@ impl Gateway {
             tracing,
             admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
             process,
+            retained: plugin_env.retained.into_set(),
         })
     }
 }
@@ -242,6 +277,7 @@ fn compile_route(
     path: &str,
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     metrics: &Metrics,
+    plugin_env: &PluginEnv,
 ) -> Result<(Matcher, Arc<Route>), Vec<Problem>> {
     let mut problems = Vec::new();
     if !is_config_name(&route.name) {
@@ -265,7 +301,7 @@ fn compile_route(
             problems.push(Problem::planned(format!("{path}.{field}"), issue));
         }
     }
-    let plugins = match build_chain(&config.plugins, &route.plugins) {
+    let plugins = match build_chain(&config.plugins, &route.plugins, plugin_env) {
         Ok(chain) => chain,
         Err(more) => {
             // Problems of the global section are reported once, under `plugins`.

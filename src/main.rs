@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use portcullis::gateway::CompileContext;
 use portcullis::metrics::Metrics;
 use portcullis::server::{self, RunOptions};
 
@@ -66,7 +67,8 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match server::load_gateway(path, &Metrics::new()) {
+    let metrics = std::sync::Arc::new(Metrics::new());
+    match server::load_gateway(path, &CompileContext::check(&metrics)) {
         Ok(_) => {
             println!("configuration ok");
             ExitCode::SUCCESS

@@ -1,5 +1,6 @@
 //! The Prometheus metrics of SPEC §7, in a registry of their own that outlives reloads.
 
+use portcullis_plugins::Telemetry;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -28,6 +29,12 @@ pub struct Metrics {
     pub config_version: IntGauge,
     /// `portcullis_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntGauge,
+    /// `portcullis_auth_failures_total{route,plugin,reason}`
+    pub auth_failures: IntCounterVec,
+    /// `portcullis_rate_limited_total{route,rule}`
+    pub rate_limited: IntCounterVec,
+    /// `portcullis_rate_limit_backend_errors_total{backend}`
+    pub rate_limit_backend_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -97,6 +104,27 @@ impl Metrics {
             "portcullis_access_log_dropped_total",
             "Access log lines dropped because the log writer could not keep up.",
         );
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "portcullis_auth_failures_total",
+                "Requests refused by an auth plugin, by reason.",
+            ),
+            &["route", "plugin", "reason"],
+        );
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "portcullis_rate_limited_total",
+                "Requests refused by a rate-limit rule.",
+            ),
+            &["route", "rule"],
+        );
+        let rate_limit_backend_errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_rate_limit_backend_errors_total",
+                "Rate-limit checks that failed because the shared backend did not answer.",
+            ),
+            &["backend"],
+        );
         let metrics = Self {
             registry,
             requests: requests.expect("valid metric definition"),
@@ -108,8 +136,11 @@ impl Metrics {
             config_reloads: config_reloads.expect("valid metric definition"),
             config_version: config_version.expect("valid metric definition"),
             access_log_dropped: access_log_dropped.expect("valid metric definition"),
+            auth_failures: auth_failures.expect("valid metric definition"),
+            rate_limited: rate_limited.expect("valid metric definition"),
+            rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -119,6 +150,9 @@ impl Metrics {
             Box::new(metrics.config_reloads.clone()),
             Box::new(metrics.config_version.clone()),
             Box::new(metrics.access_log_dropped.clone()),
+            Box::new(metrics.auth_failures.clone()),
+            Box::new(metrics.rate_limited.clone()),
+            Box::new(metrics.rate_limit_backend_errors.clone()),
         ];
         for collector in collectors {
             metrics
@@ -135,6 +169,24 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+impl Telemetry for Metrics {
+    fn auth_failure(&self, route: &str, plugin: &'static str, reason: &'static str) {
+        self.auth_failures
+            .with_label_values(&[route, plugin, reason])
+            .inc();
+    }
+
+    fn rate_limited(&self, route: &str, rule: &str) {
+        self.rate_limited.with_label_values(&[route, rule]).inc();
+    }
+
+    fn backend_error(&self, backend: &'static str) {
+        self.rate_limit_backend_errors
+            .with_label_values(&[backend])
+            .inc();
     }
 }
 

@@ -1,7 +1,7 @@
 //! Hot reload: parse → compile → swap, or keep the running configuration.
 
 use crate::config::{self, Problem, Problems};
-use crate::gateway::Gateway;
+use crate::gateway::{CompileContext, Gateway};
 use crate::state::State;
 
 /// Re-reads the configuration file and swaps it in; returns the new version, or every
@@ -26,10 +26,18 @@ fn try_reload(state: &State) -> Result<u64, Problems> {
     let loaded = config::load(&state.config_path)?;
     let current = state.gateway();
     let version = current.version + 1;
-    let gateway = Gateway::compile(&loaded.config, &loaded.source, version, &state.metrics)
-        .map_err(|problems| Problems {
-            file: file.clone(),
-            problems,
+    let context = CompileContext {
+        version,
+        metrics: &state.metrics,
+        previous: Some(&current),
+        background: true,
+    };
+    let gateway =
+        Gateway::compile(&loaded.config, &loaded.source, &context).map_err(|problems| {
+            Problems {
+                file: file.clone(),
+                problems,
+            }
         })?;
     if gateway.process != current.process {
         return Err(Problems {

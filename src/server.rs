@@ -13,7 +13,7 @@ use pingora::services::listening::Service;
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::{self, Problems};
-use crate::gateway::Gateway;
+use crate::gateway::{CompileContext, Gateway};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::state::State;
@@ -28,15 +28,17 @@ pub struct RunOptions {
     pub upgrade: bool,
 }
 
-/// Loads and compiles the configuration at `path` (what `portcullis check` runs).
-pub fn load_gateway(path: &Path, metrics: &Metrics) -> Result<(config::Config, Gateway), Problems> {
+/// Loads and compiles the configuration at `path` (with `context.background` false, what
+/// `portcullis check` runs).
+pub fn load_gateway(
+    path: &Path,
+    context: &CompileContext<'_>,
+) -> Result<(config::Config, Gateway), Problems> {
     let loaded = config::load(path)?;
     let gateway =
-        Gateway::compile(&loaded.config, &loaded.source, 1, metrics).map_err(|problems| {
-            Problems {
-                file: path.display().to_string(),
-                problems,
-            }
+        Gateway::compile(&loaded.config, &loaded.source, context).map_err(|problems| Problems {
+            file: path.display().to_string(),
+            problems,
         })?;
     Ok((loaded.config, gateway))
 }
@@ -44,7 +46,13 @@ pub fn load_gateway(path: &Path, metrics: &Metrics) -> Result<(config::Config, G
 /// Starts the gateway on the configuration at `path` and serves until shut down.
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let metrics = Arc::new(Metrics::new());
-    let (config, gateway) = load_gateway(path, &metrics)?;
+    let context = CompileContext {
+        version: 1,
+        metrics: &metrics,
+        previous: None,
+        background: true,
+    };
+    let (config, gateway) = load_gateway(path, &context)?;
     let access_log = AccessLog::new(
         &config.access_log.target,
         metrics.access_log_dropped.clone(),

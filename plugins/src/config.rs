@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::headers::{Headers, HeadersConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
-use crate::{Plugin, PluginChain};
+use crate::{Plugin, PluginChain, PluginEnv};
 
 /// The plugins configured globally or on a route. A route's entry replaces the global
 /// entry of the same name.
@@ -50,7 +50,7 @@ impl ConfigProblem {
 impl PluginsConfig {
     /// Every mistake in this one section (global or a route's), with paths relative to it.
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        match build_chain(&PluginsConfig::default(), self) {
+        match build_chain(&PluginsConfig::default(), self, &PluginEnv::check()) {
             Ok(_) => Vec::new(),
             Err(problems) => problems,
         }
@@ -72,6 +72,7 @@ impl PluginsConfig {
 pub fn build_chain(
     global: &PluginsConfig,
     route: &PluginsConfig,
+    _env: &PluginEnv,
 ) -> Result<PluginChain, Vec<ConfigProblem>> {
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     let mut problems = Vec::new();

@@ -16,8 +16,13 @@ pub struct PluginCtx {
     pub route: Arc<str>,
     /// The client's address (the TCP peer).
     pub client_ip: Option<IpAddr>,
-    /// The authenticated consumer, once an auth plugin accepted the request.
+    /// The authenticated consumer, once an auth plugin accepted the request. The core
+    /// sends it upstream as `X-Consumer-Id` and logs it.
     pub consumer: Option<Arc<str>>,
+    /// The consumer's tier (`consumers[].tier`), for rate-limit rules keyed on tier.
+    pub consumer_tier: Option<Arc<str>>,
+    /// The claims of the JWT that authenticated the request, for `jwt:CLAIM` keys.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Headers to add to the response sent to the client, whatever its origin.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// The name of the rate-limit rule that rejected the request, for the access log.

@@ -9,6 +9,7 @@
 mod chain;
 mod config;
 mod context;
+mod env;
 mod reject;
 pub mod units;
 
@@ -18,6 +19,7 @@ pub mod request_size;
 pub use chain::PluginChain;
 pub use config::{build_chain, ConfigProblem, PluginsConfig};
 pub use context::PluginCtx;
+pub use env::{NoTelemetry, PluginEnv, Retained, RetainedSet, Telemetry};
 pub use reject::{ErrorCode, Rejection};
 
 use async_trait::async_trait;

@@ -187,6 +187,11 @@ impl ProxyHttp for Proxy {
         if let Some(trace) = &ctx.trace {
             upstream_request.insert_header("traceparent", trace.header())?;
         }
+        // Only the gateway says who the consumer is: a client's own copy never passes.
+        upstream_request.remove_header(&forwarding::CONSUMER_ID);
+        if let Some(consumer) = &ctx.plugins.consumer {
+            upstream_request.insert_header(forwarding::CONSUMER_ID, &**consumer)?;
+        }
         if let Some(route) = &ctx.route {
             route
                 .plugins
