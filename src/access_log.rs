@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,8 @@ pub struct Entry<'a> {
 #[derive(Clone)]
 pub struct AccessLog {
     sender: Option<SyncSender<String>>,
+    /// Set by [`AccessLog::flush`]; the writer clears it once everything queued is written.
+    flush_requested: Arc<AtomicBool>,
     receiver: Arc<Mutex<Option<Receiver<String>>>>,
     target: String,
     dropped: IntGauge,
@@ -66,6 +69,7 @@ impl AccessLog {
         };
         Self {
             sender,
+            flush_requested: Arc::new(AtomicBool::new(false)),
             receiver: Arc::new(Mutex::new(receiver)),
             target: target.to_string(),
             dropped,
@@ -86,6 +90,18 @@ impl AccessLog {
         match sender.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+
+    /// Writes out every line queued so far, waiting at most `timeout` (at shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if self.sender.is_none() {
+            return;
+        }
+        self.flush_requested.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        while self.flush_requested.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -126,7 +142,16 @@ impl BackgroundService for AccessLogWriter {
         // A plain thread: file writes block, and must not block a runtime worker.
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || drain(receiver, BufWriter::with_capacity(64 * 1024, sink)));
+            .spawn({
+                let flush_requested = Arc::clone(&self.log.flush_requested);
+                move || {
+                    drain(
+                        receiver,
+                        BufWriter::with_capacity(64 * 1024, sink),
+                        &flush_requested,
+                    )
+                }
+            });
         if let Err(e) = writer {
             log::error!("cannot start the access log writer: {e}");
             return;
@@ -138,9 +163,15 @@ impl BackgroundService for AccessLogWriter {
 /// Writes queued lines until every sender is gone. The writer polls instead of blocking
 /// on the channel: a blocked receiver would make every request's send a futex wake-up and
 /// a context switch, which cost more than formatting the line.
-fn drain(receiver: Receiver<String>, mut out: BufWriter<Box<dyn Write + Send>>) {
+fn drain(
+    receiver: Receiver<String>,
+    mut out: BufWriter<Box<dyn Write + Send>>,
+    flush_requested: &AtomicBool,
+) {
     let mut last_flush = Instant::now();
     loop {
+        // Read before draining: every line queued before a flush request is drained below.
+        let flushing = flush_requested.load(Ordering::Acquire);
         loop {
             match receiver.try_recv() {
                 Ok(line) => {
@@ -154,9 +185,12 @@ fn drain(receiver: Receiver<String>, mut out: BufWriter<Box<dyn Write + Send>>) 
                 }
             }
         }
-        if last_flush.elapsed() >= FLUSH_EVERY {
+        if flushing || last_flush.elapsed() >= FLUSH_EVERY {
             let _ = out.flush();
             last_flush = Instant::now();
+        }
+        if flushing {
+            flush_requested.store(false, Ordering::Release);
         }
         std::thread::sleep(POLL_EVERY);
     }

@@ -72,6 +72,7 @@ impl Admin {
             })
             .collect();
         json!({
+            "pid": std::process::id(),
             "version": gateway.version,
             "hash": gateway.hash,
             "loaded_at": gateway.loaded_at.to_rfc3339(),

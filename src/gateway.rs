@@ -68,6 +68,8 @@ pub struct Tracing {
 /// Settings that only a restart (or graceful upgrade) can change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSettings {
+    /// Everything under `server:` (threads, pid file, upgrade socket, grace periods).
+    pub server: String,
     /// Public listener addresses.
     pub listeners: Vec<SocketAddr>,
     /// Admin listener address.
@@ -209,7 +211,7 @@ impl Gateway {
         }
         Ok(Self {
             version: context.version,
-            hash: hex(&Sha256::digest(source.as_bytes())),
+            hash: source_hash(source),
             loaded_at: Utc::now(),
             router: Router::new(routes),
             upstreams,
@@ -264,6 +266,7 @@ fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSetti
         ));
     }
     ProcessSettings {
+        server: format!("{:?}", config.server),
         listeners,
         admin,
         threads: config.server.threads,
@@ -420,6 +423,11 @@ fn is_config_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The configuration hash shown in /status: SHA-256 of the file's text, hex.
+pub fn source_hash(source: &str) -> String {
+    hex(&Sha256::digest(source.as_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {

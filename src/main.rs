@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use portcullis::gateway::CompileContext;
 use portcullis::metrics::Metrics;
 use portcullis::server::{self, RunOptions};
+use portcullis::upgrade;
 
 /// mimalloc instead of glibc malloc: malloc/free was ~15% of the gateway's CPU per request.
 #[global_allocator]
@@ -35,6 +36,15 @@ enum Command {
         #[arg(short, long)]
         conf: PathBuf,
     },
+    /// Replace the running gateway by a new process without dropping connections.
+    Upgrade {
+        /// The configuration file (its server.pid_file names the running process).
+        #[arg(short, long)]
+        conf: PathBuf,
+        /// The binary to start (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
 }
@@ -50,6 +60,9 @@ struct RunArgs {
     /// Take over the listening sockets of a running process (graceful upgrade).
     #[arg(short, long)]
     upgrade: bool,
+    /// Reload the configuration whenever its file changes.
+    #[arg(long)]
+    watch: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +74,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Check { conf }) => check(&conf),
+        Some(Command::Upgrade { conf, binary }) => match upgrade::upgrade(&conf, binary) {
+            Ok((old, new)) => {
+                println!("upgraded: pid {old} hands over to pid {new}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis upgrade: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }
@@ -88,6 +111,7 @@ fn run(args: RunArgs) -> ExitCode {
     let options = RunOptions {
         daemon: args.daemon,
         upgrade: args.upgrade,
+        watch: args.watch,
     };
     match server::run(&conf, options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub config_version: IntGauge,
     /// `portcullis_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntGauge,
+    /// `portcullis_downstream_connections`
+    pub downstream_connections: IntGauge,
     /// `portcullis_auth_failures_total{route,plugin,reason}`
     pub auth_failures: IntCounterVec,
     /// `portcullis_rate_limited_total{route,rule}`
@@ -125,6 +127,10 @@ impl Metrics {
             ),
             &["backend"],
         );
+        let downstream_connections = IntGauge::new(
+            "portcullis_downstream_connections",
+            "Open client connections (HTTP/2: open streams).",
+        );
         let metrics = Self {
             registry,
             requests: requests.expect("valid metric definition"),
@@ -136,11 +142,12 @@ impl Metrics {
             config_reloads: config_reloads.expect("valid metric definition"),
             config_version: config_version.expect("valid metric definition"),
             access_log_dropped: access_log_dropped.expect("valid metric definition"),
+            downstream_connections: downstream_connections.expect("valid metric definition"),
             auth_failures: auth_failures.expect("valid metric definition"),
             rate_limited: rate_limited.expect("valid metric definition"),
             rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -150,6 +157,7 @@ impl Metrics {
             Box::new(metrics.config_reloads.clone()),
             Box::new(metrics.config_version.clone()),
             Box::new(metrics.access_log_dropped.clone()),
+            Box::new(metrics.downstream_connections.clone()),
             Box::new(metrics.auth_failures.clone()),
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.rate_limit_backend_errors.clone()),

@@ -2,22 +2,35 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::config::{self, Problems};
+use crate::config::{self, LoadedConfig, Problems};
+use crate::lifecycle::{Lifecycle, Signals};
+use crate::reload::{ConfigWatcher, SighupReloader};
 use crate::gateway::{CompileContext, Gateway};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::state::State;
 use crate::upstream::HealthChecker;
+
+/// How long a draining process may keep finishing requests when the configuration does
+/// not say (Pingora's own default is 5 minutes). The process exits as soon as its last
+/// client connection closes, so this only bounds a stuck drain.
+const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
+
+/// `server.pid_file` when not set.
+pub const DEFAULT_PID_FILE: &str = "/tmp/portcullis.pid";
+/// `server.upgrade_sock` when not set.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/portcullis_upgrade.sock";
 
 /// How the process was asked to run.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +39,8 @@ pub struct RunOptions {
     pub daemon: bool,
     /// Take the listening sockets over from a running process (graceful upgrade).
     pub upgrade: bool,
+    /// Reload whenever the configuration file changes.
+    pub watch: bool,
 }
 
 /// Loads and compiles the configuration at `path` (with `context.background` false, what
@@ -33,26 +48,22 @@ pub struct RunOptions {
 pub fn load_gateway(
     path: &Path,
     context: &CompileContext<'_>,
-) -> Result<(config::Config, Gateway), Problems> {
+) -> Result<(LoadedConfig, Gateway), Problems> {
     let loaded = config::load(path)?;
     let gateway =
         Gateway::compile(&loaded.config, &loaded.source, context).map_err(|problems| Problems {
             file: path.display().to_string(),
             problems,
         })?;
-    Ok((loaded.config, gateway))
+    Ok((loaded, gateway))
 }
 
 /// Starts the gateway on the configuration at `path` and serves until shut down.
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let metrics = Arc::new(Metrics::new());
-    let context = CompileContext {
-        version: 1,
-        metrics: &metrics,
-        previous: None,
-        background: true,
-    };
-    let (config, gateway) = load_gateway(path, &context)?;
+    // Validated here, activated by the lifecycle service once the server runs.
+    let (loaded, gateway) = load_gateway(path, &CompileContext::check(&metrics))?;
+    let config = loaded.config.clone();
     let access_log = AccessLog::new(
         &config.access_log.target,
         metrics.access_log_dropped.clone(),
@@ -74,6 +85,14 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         server_conf(&config),
     );
     server.bootstrap();
+    if !options.daemon {
+        // Pingora writes the pid file only when it daemonizes; `portcullis upgrade` and
+        // service managers find a foreground process through it too.
+        let pid_file = &server.configuration.pid_file;
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            log::warn!("cannot write the pid file {pid_file}: {e}");
+        }
+    }
 
     let mut proxy =
         pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&state)));
@@ -101,25 +120,49 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     server.add_service(background_service("access log", access_log.writer()));
     server.add_service(background_service(
         "reload on SIGHUP",
-        crate::reload::SighupReloader::new(state),
+        SighupReloader::new(Arc::clone(&state)),
+    ));
+    if options.watch {
+        server.add_service(background_service(
+            "reload on file change",
+            ConfigWatcher::new(Arc::clone(&state)),
+        ));
+    }
+    let signals = Signals::new(
+        Arc::clone(&state),
+        Duration::from_secs(config.server.drain_delay_seconds),
+    );
+    server.add_service(background_service(
+        "lifecycle",
+        Lifecycle::new(state, loaded),
     ));
 
     log::info!("portcullis {} starting", env!("CARGO_PKG_VERSION"));
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    Ok(())
 }
 
-fn server_conf(config: &config::Config) -> ServerConf {
+/// Pingora's settings for `config` (`server:`), with Portcullis's defaults.
+pub fn server_conf(config: &config::Config) -> ServerConf {
     let server = &config.server;
     let defaults = ServerConf::default();
     ServerConf {
         threads: server.threads.unwrap_or(defaults.threads),
-        pid_file: server.pid_file.clone().unwrap_or(defaults.pid_file),
-        upgrade_sock: server.upgrade_sock.clone().unwrap_or(defaults.upgrade_sock),
+        pid_file: server
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PID_FILE.to_string()),
+        upgrade_sock: server
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.to_string()),
         error_log: server.error_log.clone(),
         work_stealing: server.work_stealing.unwrap_or(defaults.work_stealing),
         grace_period_seconds: server
             .grace_period_seconds
-            .or(defaults.grace_period_seconds),
+            .or(Some(DEFAULT_GRACE_PERIOD_SECONDS)),
         graceful_shutdown_timeout_seconds: server
             .graceful_shutdown_timeout_seconds
             .or(defaults.graceful_shutdown_timeout_seconds),

@@ -23,6 +23,7 @@ pub struct State {
     pub access_log: AccessLog,
     /// When the process started (the clock of background schedules).
     pub started: Instant,
+    activated: tokio::sync::watch::Sender<bool>,
     serving: AtomicBool,
     draining: AtomicBool,
 }
@@ -42,6 +43,7 @@ impl State {
             metrics,
             access_log,
             started: Instant::now(),
+            activated: tokio::sync::watch::Sender::new(false),
             serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
@@ -56,6 +58,18 @@ impl State {
     pub fn swap(&self, gateway: Gateway) {
         publish(&gateway, &self.metrics);
         self.gateway.store(Arc::new(gateway));
+    }
+
+    /// Records that the configuration is active: compiled inside the running server, with
+    /// its plugins' background work started (see [`crate::lifecycle`]).
+    pub fn mark_activated(&self) {
+        self.activated.send_replace(true);
+    }
+
+    /// Returns once the configuration is active.
+    pub async fn activated(&self) {
+        let mut activated = self.activated.subscribe();
+        let _ = activated.wait_for(|active| *active).await;
     }
 
     /// Records that the listeners accept and every pool has had its first health check.

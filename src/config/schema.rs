@@ -56,6 +56,10 @@ pub struct ServerSection {
     pub grace_period_seconds: Option<u64>,
     /// Seconds the runtimes get to finish after the grace period.
     pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// After SIGTERM, seconds to keep serving while `/readyz` answers 503, so load
+    /// balancers stop sending before the listeners close (default 0).
+    #[serde(default)]
+    pub drain_delay_seconds: u64,
     /// Diagnostic log file when daemonized.
     pub error_log: Option<String>,
     /// Let worker threads steal each other's tasks (one multi-threaded runtime per

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
+use super::connection::Connection;
 use super::trace::TraceContext;
 use crate::gateway::{Gateway, Route};
 use crate::upstream::{TargetSlot, Upstream, UpstreamSlot};
@@ -14,6 +15,8 @@ use crate::upstream::{TargetSlot, Upstream, UpstreamSlot};
 pub struct RequestCtx {
     /// When the request's header was received.
     pub started: Instant,
+    /// The client connection, counted while open.
+    pub connection: Option<Arc<Connection>>,
     /// The configuration the request started on (kept for its whole life).
     pub gateway: Option<Arc<Gateway>>,
     /// The matched route.
@@ -54,6 +57,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         Self {
             started: Instant::now(),
+            connection: None,
             gateway: None,
             route: None,
             strip_len: None,

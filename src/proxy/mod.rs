@@ -1,12 +1,14 @@
 //! The request's walk: Pingora's `ProxyHttp` phases, in order, each short and delegating
 //! to the router, the plugins and the upstream pools.
 
+mod connection;
 mod context;
 mod errors;
 pub mod forwarding;
 mod respond;
 pub mod trace;
 
+use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +29,7 @@ use crate::gateway::RouteAction;
 use crate::metrics::method_label;
 use crate::state::State;
 use crate::upstream::{bit, HashOn, Upstream};
+use connection::Connection;
 use trace::TraceContext;
 
 /// The proxy service logic.
@@ -52,6 +55,11 @@ impl ProxyHttp for Proxy {
     /// Route match, plugins, local answers, pool and target choice. Returns `true` when
     /// the gateway has answered itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.connection.is_none() {
+            ctx.connection = Some(Connection::open(
+                &self.state.metrics.downstream_connections,
+            ));
+        }
         let gateway = self.state.gateway();
         identify(session, ctx, &gateway.tracing);
         ctx.plugins.client_ip = client_ip(session);
@@ -90,6 +98,25 @@ impl ProxyHttp for Proxy {
                 Ok(false)
             }
         }
+    }
+
+    /// Hands the connection's counter to the next request on a keep-alive connection.
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn Any + Send + Sync>> {
+        let connection = ctx.connection.as_ref()?;
+        Some(Box::new(Arc::clone(connection)))
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        previous: Box<dyn Any + Send + Sync>,
+    ) {
+        ctx.connection = Connection::handed_over(previous);
     }
 
     async fn request_body_filter(

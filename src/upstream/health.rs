@@ -220,6 +220,7 @@ impl HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.state.activated().await;
         // Readiness waits for one full pass over every pool.
         let first_pass = Instant::now();
         for pass in self.spawn_due() {
