@@ -5,8 +5,10 @@
 LOADTEST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$LOADTEST_DIR/.." && pwd)"
 RESULTS_DIR="$LOADTEST_DIR/results"
-GATEWAY_BIN="$REPO_DIR/target/release/portcullis"
-UPSTREAM_BIN="$REPO_DIR/target/release/examples/upstream"
+# PROFILE=debug runs the debug build (functional checks without a release build).
+PROFILE="${PROFILE:-release}"
+GATEWAY_BIN="$REPO_DIR/target/$PROFILE/portcullis"
+UPSTREAM_BIN="$REPO_DIR/target/$PROFILE/examples/upstream"
 
 # Every background process we start: "pid:signal" (signal used for a clean stop).
 STARTED=()
@@ -66,8 +68,11 @@ ensure_k6() {
 
 # build_release — builds the gateway and the upstream; returns non-zero if that failed.
 build_release() {
-	log "cargo build --release --bin portcullis --example upstream"
-	(cd "$REPO_DIR" && cargo build --release --bin portcullis --example upstream)
+	local flag=--release
+	[[ $PROFILE == release ]] || flag=""
+	log "cargo build $flag --bin portcullis --example upstream"
+	# shellcheck disable=SC2086  # $flag is empty or one word
+	(cd "$REPO_DIR" && cargo build $flag --bin portcullis --example upstream)
 }
 
 # start_bg NAME CPU|- SIGNAL LOGFILE CMD... — starts CMD in the background (pinned to CPU

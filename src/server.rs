@@ -14,11 +14,11 @@ use pingora::services::listening::Service;
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::{self, LoadedConfig, Problems};
-use crate::lifecycle::{Lifecycle, Signals};
-use crate::reload::{ConfigWatcher, SighupReloader};
 use crate::gateway::{CompileContext, Gateway};
+use crate::lifecycle::{Lifecycle, Signals};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reload::{ConfigWatcher, SighupReloader};
 use crate::state::State;
 use crate::upstream::HealthChecker;
 

@@ -103,7 +103,9 @@ fn read_pid(pid_file: &str) -> Result<i32, UpgradeError> {
 }
 
 fn modified(path: &str) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|meta| meta.modified()).ok()
+    std::fs::metadata(path)
+        .and_then(|meta| meta.modified())
+        .ok()
 }
 
 fn alive(pid: i32) -> bool {

@@ -56,9 +56,7 @@ impl ProxyHttp for Proxy {
     /// the gateway has answered itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if ctx.connection.is_none() {
-            ctx.connection = Some(Connection::open(
-                &self.state.metrics.downstream_connections,
-            ));
+            ctx.connection = Some(Connection::open(&self.state.metrics.downstream_connections));
         }
         let gateway = self.state.gateway();
         identify(session, ctx, &gateway.tracing);

@@ -62,6 +62,11 @@ impl Gateway {
     /// Starts a gateway from a complete config template (see [`render_config`] for
     /// its placeholders) and waits until `/readyz` answers 200.
     pub fn start_raw(template: &str) -> Gateway {
+        Gateway::start_raw_with_args(template, &[])
+    }
+
+    /// [`Gateway::start_raw`] with extra command-line arguments (e.g. `--watch`).
+    pub fn start_raw_with_args(template: &str, args: &[&str]) -> Gateway {
         let dir = TestDir::new();
         let (listen, admin) = (free_port(), free_port());
         let config = dir.write(
@@ -75,6 +80,7 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("-c")
             .arg(&config)
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -118,6 +124,42 @@ impl Gateway {
     /// The process id of the gateway, e.g. to send it a signal.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The pid in the gateway's pid file: after an upgrade, the process that took over.
+    pub fn pid_from_file(&self) -> Option<u32> {
+        fs::read_to_string(self.dir.join("portcullis.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
+    /// The configuration file the gateway runs on.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.join("portcullis.yaml")
+    }
+
+    /// Sends `signal` (e.g. `"TERM"`) to the gateway process started by the test.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits up to `timeout` for the process started by the test to exit.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Rewrites the config file with [`BASE_CONFIG`] followed by `sections`, rendered
@@ -233,6 +275,13 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A process that took over through a graceful upgrade is not the test's child.
+        if let Some(pid) = self.pid_from_file().filter(|pid| *pid != self.child.id()) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+        }
         if thread::panicking() {
             eprintln!("{}", self.diagnostics());
         }
