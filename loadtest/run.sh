@@ -8,7 +8,7 @@
 # The config is loadtest/conf/SCENARIO.yaml, or conf/plain.yaml when there is none. One
 # upstream process (examples/upstream) listens on every target address of its `upstreams:`;
 # k6 gets BASE_URL from its first listener. The k6 summary goes to
-# loadtest/results/SCENARIO-<time>.json. Exits with k6's status (non-zero if a threshold failed).
+# loadtest/results/SCENARIO-<time>.json, k6's HTML dashboard to SCENARIO-<time>.html. Exits with k6's status (non-zero if a threshold failed).
 set -euo pipefail
 
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -70,12 +70,15 @@ main() {
 	start_gateway
 
 	mkdir -p "$RESULTS_DIR"
-	local summary base_url
-	summary="$RESULTS_DIR/$SCENARIO-$(date +%Y%m%d-%H%M%S).json"
+	local summary base_url stamp
+	stamp="$(date +%Y%m%d-%H%M%S)"
+	summary="$RESULTS_DIR/$SCENARIO-$stamp.json"
 	base_url="http://$(conf_first_address "$CONF" listeners)"
 	log "k6 run $SCENARIO.js against $base_url (config $CONF)"
 	local rc=0
-	BASE_URL="${BASE_URL:-$base_url}" k6 run --summary-export "$summary" "$SCRIPT" || rc=$?
+	# k6's own HTML report; it needs runs of about 10 s or more to hold data.
+	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/$SCENARIO-$stamp.html" \
+		BASE_URL="${BASE_URL:-$base_url}" k6 run --summary-export "$summary" "$SCRIPT" || rc=$?
 	log "summary written to $summary"
 	if ((rc != 0)); then
 		log "k6 exited with $rc; gateway log tail:"
