@@ -103,6 +103,16 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let client = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        if !self.state.gateway().admin_allow.permits(client) {
+            return json_reply(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "client address not allowed on the admin listener"}),
+            );
+        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         match (method, path.as_str()) {

@@ -10,14 +10,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, StatusCode};
+use portcullis_plugins::ip_restriction::IpRules;
 use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
+use crate::compression::CompressionPolicy;
 use crate::config::schema::{RespondConfig, RouteConfig};
 use crate::config::{Config, Problem};
 use crate::metrics::Metrics;
 use crate::router::{Matcher, Router};
+use crate::tls::CertStore;
 use crate::upstream::{compile_upstream, Upstream};
 
 /// A route, compiled.
@@ -32,6 +35,8 @@ pub struct Route {
     pub plugins: PluginChain,
     /// `portcullis_request_duration_seconds{route}`.
     pub duration: Histogram,
+    /// Response compression, if any.
+    pub compression: Option<CompressionPolicy>,
 }
 
 /// What a route does.
@@ -72,6 +77,8 @@ pub struct ProcessSettings {
     pub server: String,
     /// Public listener addresses.
     pub listeners: Vec<SocketAddr>,
+    /// The listeners that terminate TLS, and whether they offer HTTP/2.
+    pub tls_listeners: Vec<(SocketAddr, bool)>,
     /// Admin listener address.
     pub admin: Option<SocketAddr>,
     /// Worker threads.
@@ -96,6 +103,10 @@ pub struct Gateway {
     pub tracing: Tracing,
     /// Bearer token for admin POSTs.
     pub admin_token: Option<String>,
+    /// Who may use the admin listener.
+    pub admin_allow: IpRules,
+    /// Certificates of the TLS listeners, by listener address.
+    pub tls: BTreeMap<SocketAddr, CertStore>,
     /// Settings that need a restart to change.
     pub process: ProcessSettings,
     /// Plugin state (rate-limit counters, key caches) the next configuration may take over.
@@ -173,6 +184,28 @@ impl Gateway {
             ));
         }
 
+        let admin_allow = match &config.admin {
+            Some(admin) => IpRules::new("admin", &admin.allow, &[]).unwrap_or_else(|problem| {
+                problems.push(Problem::new(problem.path, problem.message));
+                IpRules::default()
+            }),
+            None => IpRules::default(),
+        };
+
+        let mut tls = BTreeMap::new();
+        for (i, listener) in config.listeners.iter().enumerate() {
+            let (Some(settings), Ok(address)) = (&listener.tls, listener.address.parse()) else {
+                continue;
+            };
+            let path = format!("listeners[{i}].tls");
+            if let Some(store) = CertStore::load(settings, &path, &mut problems) {
+                tls.insert(address, store);
+            }
+        }
+        if let Some(global) = &config.compression {
+            CompressionPolicy::compile(global, "compression", &mut problems);
+        }
+
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let path = format!("upstreams.{name}");
@@ -217,6 +250,8 @@ impl Gateway {
             upstreams,
             tracing,
             admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
+            admin_allow,
+            tls,
             process,
             retained: plugin_env.retained.into_set(),
         })
@@ -228,16 +263,19 @@ fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSetti
         problems.push(Problem::new("listeners", "needs at least one listener"));
     }
     let mut listeners = Vec::new();
+    let mut tls_listeners = Vec::new();
     for (i, listener) in config.listeners.iter().enumerate() {
         match listener.address.parse::<SocketAddr>() {
-            Ok(address) => listeners.push(address),
+            Ok(address) => {
+                listeners.push(address);
+                if let Some(tls) = &listener.tls {
+                    tls_listeners.push((address, tls.http2));
+                }
+            }
             Err(_) => problems.push(Problem::new(
                 format!("listeners[{i}].address"),
                 format!("{:?} is not an IP:PORT address", listener.address),
             )),
-        }
-        if listener.tls.is_some() {
-            problems.push(Problem::planned(format!("listeners[{i}].tls"), 8));
         }
     }
     let admin = config
@@ -268,6 +306,7 @@ fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSetti
     ProcessSettings {
         server: format!("{:?}", config.server),
         listeners,
+        tls_listeners,
         admin,
         threads: config.server.threads,
         access_log: config.access_log.target.clone(),
@@ -319,6 +358,15 @@ fn compile_route(
         }
     };
 
+    let compression = match (&route.compression, &config.compression) {
+        (Some(own), _) => {
+            CompressionPolicy::compile(own, &format!("{path}.compression"), &mut problems)
+        }
+        // The global section's problems are reported once, by `Gateway::compile`.
+        (None, Some(global)) => CompressionPolicy::compile(global, "compression", &mut Vec::new()),
+        (None, None) => None,
+    };
+
     let lookup = |field: &str, name: &str, problems: &mut Vec<Problem>| {
         let found = upstreams.get(name).cloned();
         if found.is_none() && !config.upstreams.contains_key(name) {
@@ -366,6 +414,7 @@ fn compile_route(
                 action,
                 strip_prefix: route.strip_prefix,
                 plugins,
+                compression,
                 duration: metrics
                     .request_duration
                     .with_label_values(&[route.name.as_str()]),

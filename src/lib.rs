@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod compression;
 pub mod config;
 pub mod gateway;
 pub mod lifecycle;
@@ -14,5 +15,6 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;

@@ -13,13 +13,14 @@ use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::config::{self, LoadedConfig, Problems};
+use crate::config::{self, LoadedConfig, Problem, Problems};
 use crate::gateway::{CompileContext, Gateway};
 use crate::lifecycle::{Lifecycle, Signals};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{ConfigWatcher, SighupReloader};
 use crate::state::State;
+use crate::tls::{self, SniResolver};
 use crate::upstream::HealthChecker;
 
 /// How long a draining process may keep finishing requests when the configuration does
@@ -99,9 +100,21 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
     proxy.server_options = Some(server_options);
+
     let mut proxy_service = Service::new("portcullis proxy".to_string(), proxy);
-    for listener in &config.listeners {
-        proxy_service.add_tcp(listener.address.trim());
+    let process = state.gateway().process.clone();
+    for address in &process.listeners {
+        match process.tls_listeners.iter().find(|(tls, _)| tls == address) {
+            Some((_, http2)) => {
+                let resolver = SniResolver::new(Arc::clone(&state), *address);
+                let settings = tls::settings(resolver, *http2).map_err(|e| Problems {
+                    file: path.display().to_string(),
+                    problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
+                })?;
+                proxy_service.add_tls_with_settings(&address.to_string(), None, settings);
+            }
+            None => proxy_service.add_tcp(&address.to_string()),
+        }
     }
     server.add_service(proxy_service);
 

@@ -31,7 +31,8 @@ impl PluginChain {
         self.plugins.iter().map(|plugin| plugin.name())
     }
 
-    /// Runs every request hook in phase order and stops at the first rejection.
+    /// Runs every request hook in phase order and stops at the first rejection, or at the
+    /// first plugin that answers the request itself ([`PluginCtx::answer`]).
     ///
     /// Auth plugins are alternatives: the request passes the auth phase as soon as one of
     /// them accepts it; if all refuse, the first refusal is returned.
@@ -62,6 +63,9 @@ impl PluginChain {
                 continue;
             }
             plugin.request(req, ctx).await?;
+            if ctx.answer.is_some() {
+                return Ok(());
+            }
         }
         match auth_refusal {
             Some(refusal) if !auth_passed => Err(refusal),

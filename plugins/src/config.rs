@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::cors::{Cors, CorsConfig};
 use crate::headers::{Headers, HeadersConfig};
+use crate::ip_restriction::{IpRestriction, IpRestrictionConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
 use crate::{Plugin, PluginChain, PluginEnv};
 
@@ -25,8 +27,10 @@ pub struct PluginsConfig {
     pub rate_limit: Option<serde_yaml::Value>,
     /// Concurrency limiting (planned: issue #4).
     pub concurrency_limit: Option<serde_yaml::Value>,
-    /// CORS (planned: issue #8).
-    pub cors: Option<serde_yaml::Value>,
+    /// CORS preflights and response headers.
+    pub cors: Option<CorsConfig>,
+    /// Client address allow/deny lists.
+    pub ip_restriction: Option<IpRestrictionConfig>,
 }
 
 /// A configuration mistake found while building plugins.
@@ -56,13 +60,12 @@ impl PluginsConfig {
         }
     }
 
-    fn planned(&self) -> [(&'static str, bool, u32); 5] {
+    fn planned(&self) -> [(&'static str, bool, u32); 4] {
         [
             ("jwt", self.jwt.is_some(), 3),
             ("key_auth", self.key_auth.is_some(), 3),
             ("rate_limit", self.rate_limit.is_some(), 4),
             ("concurrency_limit", self.concurrency_limit.is_some(), 4),
-            ("cors", self.cors.is_some(), 8),
         ]
     }
 }
@@ -86,6 +89,16 @@ pub fn build_chain(
     }
     if let Some(config) = route.headers.as_ref().or(global.headers.as_ref()) {
         add(Headers::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+    }
+    if let Some(config) = route.cors.as_ref().or(global.cors.as_ref()) {
+        add(Cors::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+    }
+    if let Some(config) = route
+        .ip_restriction
+        .as_ref()
+        .or(global.ip_restriction.as_ref())
+    {
+        add(IpRestriction::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
     }
     for ((name, on_route, issue), (_, on_global, _)) in
         route.planned().into_iter().zip(global.planned())

@@ -27,6 +27,18 @@ pub struct PluginCtx {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// The name of the rate-limit rule that rejected the request, for the access log.
     pub rate_limit_rule: Option<Arc<str>>,
+    /// A response a plugin answers with itself instead of proxying (a CORS preflight).
+    /// Setting it ends the request phase; the core sends it.
+    pub answer: Option<Answer>,
     /// Plugin-private per-request state, keyed by type.
     pub extensions: http::Extensions,
+}
+
+/// A successful response a plugin gives itself (errors are [`crate::Rejection`]s).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status, e.g. 204 for a preflight.
+    pub status: http::StatusCode,
+    /// Its headers; the body is empty.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }

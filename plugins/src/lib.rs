@@ -13,12 +13,14 @@ mod env;
 mod reject;
 pub mod units;
 
+pub mod cors;
 pub mod headers;
+pub mod ip_restriction;
 pub mod request_size;
 
 pub use chain::PluginChain;
 pub use config::{build_chain, ConfigProblem, PluginsConfig};
-pub use context::PluginCtx;
+pub use context::{Answer, PluginCtx};
 pub use env::{NoTelemetry, PluginEnv, Retained, RetainedSet, Telemetry};
 pub use reject::{ErrorCode, Rejection};
 

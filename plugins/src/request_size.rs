@@ -14,21 +14,31 @@ pub struct RequestSizeConfig {
     pub max_body: Option<Size>,
     /// Largest header block accepted: the sum of every `name: value\r\n` line.
     pub max_header: Option<Size>,
+    /// Most header lines accepted.
+    pub max_headers: Option<usize>,
 }
 
 /// The compiled `request_size` plugin.
 pub struct RequestSize {
     max_body: Option<u64>,
     max_header: Option<u64>,
+    max_headers: Option<usize>,
 }
 
 impl RequestSize {
     /// Checks the configured limits.
     pub fn new(config: &RequestSizeConfig) -> Result<Self, ConfigProblem> {
-        if config.max_body.is_none() && config.max_header.is_none() {
+        if config.max_body.is_none() && config.max_header.is_none() && config.max_headers.is_none()
+        {
             return Err(ConfigProblem {
                 path: "request_size".into(),
-                message: "set max_body, max_header or both".into(),
+                message: "set at least one of max_body, max_header and max_headers".into(),
+            });
+        }
+        if config.max_headers == Some(0) {
+            return Err(ConfigProblem {
+                path: "request_size.max_headers".into(),
+                message: "must be greater than 0".into(),
             });
         }
         if config.max_header == Some(Size(0)) {
@@ -40,6 +50,7 @@ impl RequestSize {
         Ok(Self {
             max_body: config.max_body.map(|size| size.0),
             max_header: config.max_header.map(|size| size.0),
+            max_headers: config.max_headers,
         })
     }
 
@@ -66,6 +77,14 @@ impl Plugin for RequestSize {
         req: &mut RequestHeader,
         _ctx: &mut PluginCtx,
     ) -> Result<(), Rejection> {
+        if let Some(limit) = self.max_headers {
+            if req.headers.len() > limit {
+                return Err(Rejection::new(
+                    ErrorCode::HeadersTooLarge,
+                    format!("more than {limit} request headers"),
+                ));
+            }
+        }
         if let Some(limit) = self.max_header {
             let size: u64 = req
                 .headers
@@ -116,8 +135,21 @@ mod tests {
         RequestSize::new(&RequestSizeConfig {
             max_body: Some(Size(max_body)),
             max_header: Some(Size(max_header)),
+            max_headers: Some(20),
         })
         .expect("valid")
+    }
+
+    #[tokio::test]
+    async fn too_many_header_lines_are_refused() {
+        let plugin = limits(10, 1 << 20);
+        let names: Vec<String> = (0..21).map(|i| format!("x-h{i}")).collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let refusal = plugin
+            .request(&mut request_with(&pairs), &mut PluginCtx::default())
+            .await
+            .expect_err("refused");
+        assert_eq!(refusal.code, ErrorCode::HeadersTooLarge);
     }
 
     #[tokio::test]

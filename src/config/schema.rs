@@ -9,6 +9,9 @@ use portcullis_plugins::units::Duration;
 use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
 
+use crate::compression::CompressionConfig;
+use crate::tls::ListenerTlsConfig;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +40,8 @@ pub struct Config {
     /// Plugins applied to every route unless the route configures the same plugin.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// Response compression for every route (a route's `compression` replaces it).
+    pub compression: Option<CompressionConfig>,
     /// Routes, in file order (the order breaks precedence ties).
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -73,8 +78,8 @@ pub struct ServerSection {
 pub struct ListenerConfig {
     /// `IP:PORT` to bind.
     pub address: String,
-    /// TLS termination (planned: issue #8).
-    pub tls: Option<serde_yaml::Value>,
+    /// TLS termination; absent means plain HTTP (and h2c).
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// `admin:` — the operator endpoints of SPEC §6.
@@ -85,6 +90,10 @@ pub struct AdminConfig {
     pub address: String,
     /// Bearer token required on every POST.
     pub token: Option<String>,
+    /// When not empty, only clients in these networks (CIDR or single addresses) may use
+    /// the admin listener.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// `access_log:`.
@@ -331,6 +340,8 @@ pub struct RouteConfig {
     pub respond: Option<RespondConfig>,
     /// Edge cache (planned: issue #8).
     pub cache: Option<serde_yaml::Value>,
+    /// Response compression for this route (replaces the global `compression`).
+    pub compression: Option<CompressionConfig>,
 }
 
 /// `routes[].match`.

@@ -5,6 +5,7 @@ mod connection;
 mod context;
 mod errors;
 pub mod forwarding;
+mod hygiene;
 mod respond;
 pub mod trace;
 
@@ -25,6 +26,7 @@ pub use context::RequestCtx;
 pub use errors::error_response;
 
 use crate::access_log::Entry;
+use crate::compression;
 use crate::gateway::RouteAction;
 use crate::metrics::method_label;
 use crate::state::State;
@@ -52,15 +54,33 @@ impl ProxyHttp for Proxy {
         RequestCtx::new()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        compression::prepare(session);
+        Ok(())
+    }
+
     /// Route match, plugins, local answers, pool and target choice. Returns `true` when
     /// the gateway has answered itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if ctx.connection.is_none() {
             ctx.connection = Some(Connection::open(&self.state.metrics.downstream_connections));
         }
+        // Off unless the matched route asks for it (errors and 404s stay plain).
+        compression::start(session, None);
         let gateway = self.state.gateway();
         identify(session, ctx, &gateway.tracing);
         ctx.plugins.client_ip = client_ip(session);
+        let checked = hygiene::check(session.req_header(), || {
+            session.downstream_session.to_h1_raw()
+        });
+        if let Err(rejection) = checked {
+            ctx.gateway = Some(gateway);
+            return respond::reject(session, ctx, rejection).await;
+        }
 
         let Some((matcher, route)) = gateway.router.find(session.req_header()) else {
             ctx.gateway = Some(gateway);
@@ -69,6 +89,9 @@ impl ProxyHttp for Proxy {
             return respond::reject(session, ctx, rejection).await;
         };
         let route = Arc::clone(route);
+        if route.compression.is_some() {
+            compression::start(session, route.compression.as_ref());
+        }
         ctx.strip_len = route
             .strip_prefix
             .then(|| matcher.prefix().map(|p| p.trim_end_matches('/').len()))
@@ -84,6 +107,9 @@ impl ProxyHttp for Proxy {
                 .await
             {
                 return respond::reject(session, ctx, rejection).await;
+            }
+            if let Some(answer) = ctx.plugins.answer.take() {
+                return respond::answer(session, ctx, answer).await;
             }
         }
 
@@ -242,10 +268,13 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(route) = &ctx.route {
+            compression::filter_response(session, route.compression.as_ref(), upstream_response);
+        }
         respond::decorate(upstream_response, ctx);
         Ok(())
     }

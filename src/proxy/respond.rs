@@ -5,7 +5,7 @@ use http::header::CONTENT_LENGTH;
 use pingora::proxy::Session;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
-use portcullis_plugins::Rejection;
+use portcullis_plugins::{Answer, Rejection};
 
 use super::context::RequestCtx;
 use super::errors::error_response;
@@ -40,6 +40,20 @@ pub(super) async fn reject(
     send(session, ctx, header, body).await
 }
 
+/// Answers with what a plugin decided to answer itself (a CORS preflight).
+pub(super) async fn answer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    answer: Answer,
+) -> Result<bool> {
+    let mut header = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+    for (name, value) in answer.headers {
+        header.append_header(name, value)?;
+    }
+    header.insert_header(CONTENT_LENGTH, 0)?;
+    send(session, ctx, header, bytes::Bytes::new()).await
+}
+
 /// Answers with a route's fixed response.
 pub(super) async fn fixed(
     session: &mut Session,
@@ -61,6 +75,9 @@ async fn send(
     body: bytes::Bytes,
 ) -> Result<bool> {
     decorate(&mut header, ctx);
+    if let Some(route) = &ctx.route {
+        crate::compression::filter_response(session, route.compression.as_ref(), &header);
+    }
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
         .write_response_header(Box::new(header), head_only)
