@@ -4,6 +4,12 @@
 #   loadtest/compare.sh                      # all rows, 10 s each
 #   DURATION=30s CONNECTIONS=100 loadtest/compare.sh
 #   ROWS="direct nginx portcullis-plain" SKIP_BUILD=1 loadtest/compare.sh
+#   loadtest/compare.sh --quick              # CI: 3 s rows with the debug build; checks that the
+#                                            # script works end to end, not the speed
+#
+# Besides wrk's maximum throughput, each row gets a k6 run at a constant arrival rate
+# (K6_RATE requests/s for K6_DURATION; K6_RATE=0 skips it) for latency at a fixed load, and
+# the table is also drawn as an SVG chart (loadtest/chart.py) next to the markdown report.
 #
 # Every proxy runs on CPU 0; wrk and the upstream (`--threads 1`) share CPU 1. Each row gets a
 # short warm-up, then a measured `wrk -t1 -cCONNECTIONS -dDURATION --latency` run. CPU µs/req is
@@ -15,8 +21,21 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+QUICK=0
+if [[ ${1:-} == --quick ]]; then
+	QUICK=1
+	DURATION="${DURATION:-3s}"
+	WARMUP="${WARMUP:-1s}"
+	K6_DURATION="${K6_DURATION:-3s}"
+	PROFILE=debug
+	GATEWAY_BIN="$REPO_DIR/target/$PROFILE/portcullis"
+	UPSTREAM_BIN="$REPO_DIR/target/$PROFILE/examples/upstream"
+	ROWS="${ROWS:-direct nginx portcullis-plain portcullis-edge}"
+fi
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
+K6_RATE="${K6_RATE:-2000}"
+K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
 ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-edge}"
 PROXY_CPU=0
@@ -51,6 +70,7 @@ note() {
 
 prepare() {
 	ensure_tools wrk:wrk nginx:nginx-light\|nginx haproxy:haproxy curl:curl taskset:util-linux
+	((K6_RATE == 0)) || ensure_k6
 	[[ $(nproc) -ge 2 ]] || note "only $(nproc) CPU: the CPU 0 / CPU 1 split is meaningless"
 	if [[ ${SKIP_BUILD:-0} != 1 ]] && ! build_release; then
 		[[ -x $UPSTREAM_BIN ]] || die "build failed and there is no upstream binary"
@@ -58,6 +78,7 @@ prepare() {
 		note "cargo build failed: Portcullis rows skipped (upstream binary may be stale)"
 	fi
 	[[ -x $UPSTREAM_BIN ]] || die "missing $UPSTREAM_BIN (build with cargo build --release --example upstream)"
+	((K6_RATE == 0)) || [[ -f $LOADTEST_DIR/fixed-rate.js ]] || die "missing loadtest/fixed-rate.js"
 	local addr
 	for addr in "$NGINX_ADDR" "$HAPROXY_ADDR" "$UPSTREAM_ADDR" \
 		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)"; do
@@ -226,12 +247,29 @@ measure() {
 		'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "n/a" }')"
 	local errcol="${non2xx:-0} / ${errors:-0}"
 	[[ $errcol == "0 / 0" ]] || note "$name: non-2xx / socket errors = $errcol"
-	TABLE_ROWS+=("$name|$rps|$p50|$p99|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|$errcol")
-	log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} µs CPU/req"
+	local k6_p50=n/a k6_p99=n/a
+	if ((K6_RATE > 0)); then
+		read -r k6_p50 k6_p99 < <(k6_latency "$name" "$url")
+	fi
+	TABLE_ROWS+=("$name|$rps|$p50|$p99|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|$k6_p50|$k6_p99|$errcol")
+	log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} µs CPU/req; at $K6_RATE req/s p50 $k6_p50 ms, p99 $k6_p99 ms"
+}
+
+# k6_latency NAME URL — p50 and p99 (ms) at a constant K6_RATE requests/s.
+k6_latency() {
+	local name="$1" url="$2" summary="$WORK/k6-$1.json"
+	if ! taskset -c "$LOAD_CPU" env URL="$url" RATE="$K6_RATE" DURATION="$K6_DURATION" \
+		k6 run --quiet --summary-export "$summary" "$LOADTEST_DIR/fixed-rate.js" >"$WORK/k6-$name.log" 2>&1; then
+		note "$name: k6 at $K6_RATE req/s failed its thresholds (see the row's latency)"
+	fi
+	python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))["metrics"]["http_req_duration"]
+print("%.3f %.3f" % (d["med"], d["p(99)"]))' "$summary" 2>/dev/null || echo "n/a n/a"
 }
 
 skip_row() {
-	TABLE_ROWS+=("$1|n/a|n/a|n/a|n/a|n/a|${2//|//}")
+	TABLE_ROWS+=("$1|n/a|n/a|n/a|n/a|n/a|n/a|n/a|${2//|//}")
 	note "$1: $2"
 }
 
@@ -287,12 +325,18 @@ render_table() {
 	for row in "${TABLE_ROWS[@]}"; do
 		[[ ${row%%|*} == nginx ]] && nginx_rps="$(cut -d'|' -f2 <<<"$row")"
 	done
-	echo "| name | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | vs nginx | non-2xx / socket errors |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+	local nginx_cpu=""
 	for row in "${TABLE_ROWS[@]}"; do
-		IFS='|' read -r name rps p50 p99 cpu rss errs <<<"$row"
+		[[ ${row%%|*} == nginx ]] && nginx_cpu="$(cut -d'|' -f5 <<<"$row")"
+	done
+	echo "| name | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | k6 p50 ms @${K6_RATE}/s | k6 p99 ms @${K6_RATE}/s | req/s vs nginx | CPU/req vs nginx | non-2xx / socket errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	local k6p50 k6p99 cpu_ratio
+	for row in "${TABLE_ROWS[@]}"; do
+		IFS='|' read -r name rps p50 p99 cpu rss k6p50 k6p99 errs <<<"$row"
 		ratio="$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
-		echo "| $name | $rps | $p50 | $p99 | $cpu | $rss | $ratio | $errs |"
+		cpu_ratio="$(awk -v a="$cpu" -v b="$nginx_cpu" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
+		echo "| $name | $rps | $p50 | $p99 | $cpu | $rss | $k6p50 | $k6p99 | $ratio | $cpu_ratio | $errs |"
 	done
 }
 
@@ -327,7 +371,20 @@ main() {
 	local report
 	report="$RESULTS_DIR/compare-$(date +%Y%m%d-%H%M%S).md"
 	render_report | tee "$report"
-	log "written to $report"
+	if python3 "$LOADTEST_DIR/chart.py" "$report" >"${report%.md}.svg"; then
+		log "written to $report and ${report%.md}.svg"
+	else
+		note "chart not drawn"
+	fi
+	if ((QUICK)); then
+		# The quick run checks that every row produced numbers, not what they are.
+		local row
+		for row in "${TABLE_ROWS[@]}"; do
+			[[ $(cut -d'|' -f2 <<<"$row") != n/a ]] || die "row ${row%%|*} produced no numbers"
+			[[ ${row##*|} == "0 / 0" ]] || die "row ${row%%|*} had errors: ${row##*|}"
+		done
+		log "quick run: every row measured"
+	fi
 }
 
 main "$@"

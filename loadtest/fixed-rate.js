@@ -1,0 +1,33 @@
+// Latency at a fixed load: a constant arrival rate of GETs to one URL. compare.sh runs it
+// against every proxy so the p50/p99 columns compare like with like.
+//
+//   URL=http://127.0.0.1:28083/ RATE=2000 DURATION=10s k6 run loadtest/fixed-rate.js
+import http from 'k6/http';
+import { check } from 'k6';
+
+const URL = __ENV.URL || 'http://127.0.0.1:28083/';
+const RATE = parseInt(__ENV.RATE || '2000', 10);
+
+export const options = {
+  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  scenarios: {
+    fixed: {
+      executor: 'constant-arrival-rate',
+      rate: RATE,
+      timeUnit: '1s',
+      duration: __ENV.DURATION || '10s',
+      preAllocatedVUs: 50,
+      maxVUs: 400,
+    },
+  },
+  thresholds: {
+    http_req_failed: ['rate==0'],
+    // k6 reports the arrival rate it could not keep as dropped iterations.
+    dropped_iterations: ['count<' + Math.max(1, Math.floor(RATE * 0.01))],
+  },
+};
+
+export default function () {
+  const res = http.get(URL);
+  check(res, { 'status 200': (r) => r.status === 200 });
+}
