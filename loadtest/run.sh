@@ -76,8 +76,8 @@ main() {
 	base_url="http://$(conf_first_address "$CONF" listeners)"
 	log "k6 run $SCENARIO.js against $base_url (config $CONF)"
 	local rc=0
-	# k6's own HTML report; it needs runs of about 10 s or more to hold data.
-	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/$SCENARIO-$stamp.html" \
+	# k6's own HTML report (a data point every 2 s).
+	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PERIOD=2s K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/$SCENARIO-$stamp.html" \
 		BASE_URL="${BASE_URL:-$base_url}" k6 run --summary-export "$summary" "$SCRIPT" || rc=$?
 	log "summary written to $summary"
 	if ((rc != 0)); then

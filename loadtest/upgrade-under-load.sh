@@ -69,7 +69,7 @@ main() {
 	stamp="$(date +%Y%m%d-%H%M%S)"
 	summary="$RESULTS_DIR/zero-downtime-$stamp.json"
 	log "k6: $RATE req/s for $DURATION, $RELOADS reloads, $UPGRADES upgrades"
-	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/zero-downtime-$stamp.html" \
+	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PERIOD=2s K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/zero-downtime-$stamp.html" \
 		BASE_URL=http://127.0.0.1:28080 ADMIN_URL=http://127.0.0.1:28990 ADMIN_TOKEN=loadtest \
 		RATE="$RATE" DURATION="$DURATION" RELOADS="$RELOADS" \
 		k6 run --quiet --summary-export "$summary" "$LOADTEST_DIR/reload-under-load.js" &
