@@ -55,7 +55,11 @@ fn origin_cache_control_drives_miss_hit_then_stale_while_revalidating() {
     let second = gateway.get("/page");
 
     assert_eq!((first.status, x_cache(&first)), (200, "MISS"), "{first:?}");
-    assert_eq!((second.status, x_cache(&second)), (200, "HIT"), "{second:?}");
+    assert_eq!(
+        (second.status, x_cache(&second)),
+        (200, "HIT"),
+        "{second:?}"
+    );
     assert_eq!(second.body, "v1");
     assert_eq!(app.requests(), 1, "a hit must not reach the upstream");
 
@@ -179,10 +183,8 @@ routes:
     app.set_healthy(false);
     assert!(
         wait_until(EVENTUALLY, || {
-            gateway.metric(
-                "portcullis_upstream_target_healthy",
-                &[("upstream", "app")],
-            ) == Some(0.0)
+            gateway.metric("portcullis_upstream_target_healthy", &[("upstream", "app")])
+                == Some(0.0)
         }),
         "the target never turned unhealthy"
     );
@@ -295,8 +297,14 @@ fn vary_headers_keep_variants_apart() {
 
     assert_eq!((x_cache(&en), en.body.as_str()), ("MISS", "hello"));
     assert_eq!((x_cache(&fr), fr.body.as_str()), ("MISS", "bonjour"));
-    assert_eq!((x_cache(&en_again), en_again.body.as_str()), ("HIT", "hello"));
-    assert_eq!((x_cache(&fr_again), fr_again.body.as_str()), ("HIT", "bonjour"));
+    assert_eq!(
+        (x_cache(&en_again), en_again.body.as_str()),
+        ("HIT", "hello")
+    );
+    assert_eq!(
+        (x_cache(&fr_again), fr_again.body.as_str()),
+        ("HIT", "bonjour")
+    );
     assert_eq!(app.requests(), 2);
 }
 
@@ -315,7 +323,10 @@ fn origin_vary_header_also_separates_variants() {
 
     assert_eq!(x_cache(&dark), "MISS");
     assert_eq!(x_cache(&light), "MISS");
-    assert_eq!((x_cache(&dark_again), dark_again.body.as_str()), ("HIT", "dark"));
+    assert_eq!(
+        (x_cache(&dark_again), dark_again.body.as_str()),
+        ("HIT", "dark")
+    );
 }
 
 #[test]
@@ -427,7 +438,11 @@ fn conditional_requests_are_answered_304_from_the_cache() {
     );
     let changed = gateway.request("GET", "/asset", &[("If-None-Match", "\"v0\"")]);
 
-    assert_eq!((by_etag.status, x_cache(&by_etag)), (304, "HIT"), "{by_etag:?}");
+    assert_eq!(
+        (by_etag.status, x_cache(&by_etag)),
+        (304, "HIT"),
+        "{by_etag:?}"
+    );
     assert_eq!(by_etag.body, "");
     assert_eq!(by_date.status, 304, "{by_date:?}");
     assert_eq!((changed.status, changed.body.as_str()), (200, "app"));
