@@ -498,3 +498,37 @@ fn routes_without_a_cache_send_no_x_cache() {
     assert_eq!(response.header("X-Cache"), None);
     assert_eq!(app.requests(), 2);
 }
+
+#[test]
+fn max_size_evicts_the_least_recently_used_responses() {
+    let app = Upstream::start("app");
+    app.set_header("Cache-Control", "max-age=300");
+    app.set_body(&"x".repeat(200));
+    let gateway = cached_gateway(&app, "{ enabled: true, max_size: 4KiB }");
+
+    for i in 0..50 {
+        assert_eq!(x_cache(&gateway.get(&format!("/item/{i}"))), "MISS", "{i}");
+    }
+
+    assert_eq!(x_cache(&gateway.get("/item/49")), "HIT", "the newest stays");
+    assert_eq!(
+        x_cache(&gateway.get("/item/0")),
+        "MISS",
+        "the oldest must have been evicted to stay within max_size"
+    );
+}
+
+#[test]
+fn responses_over_an_eighth_of_max_size_are_passed_through_uncached() {
+    let app = Upstream::start("app");
+    app.set_header("Cache-Control", "max-age=300");
+    app.set_body(&"x".repeat(2000));
+    let gateway = cached_gateway(&app, "{ enabled: true, max_size: 8KiB }");
+
+    let first = gateway.get("/big");
+    let second = gateway.get("/big");
+
+    assert_eq!(first.body.len(), 2000);
+    assert_eq!((x_cache(&second), second.body.len()), ("MISS", 2000));
+    assert_eq!(app.requests(), 2);
+}

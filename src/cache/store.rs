@@ -348,3 +348,71 @@ impl HandleMiss for Fill {
         Ok(MissFinishType::Created(size))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use pingora::cache::trace::Span;
+    use pingora_http::ResponseHeader;
+
+    use super::*;
+
+    fn meta() -> CacheMeta {
+        let header = ResponseHeader::build(200, None).expect("valid status");
+        let now = SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    async fn fill(store: &'static Store, key: &CacheKey, body: &'static str) {
+        let span = Span::inactive();
+        let mut fill = store
+            .get_miss_handler(key, &meta(), &span.handle())
+            .await
+            .expect("miss handler");
+        fill.write_body(Bytes::from_static(body.as_bytes()), true)
+            .await
+            .expect("write");
+        fill.finish().await.expect("finish");
+    }
+
+    async fn body(store: &'static Store, key: &CacheKey) -> Option<Bytes> {
+        let span = Span::inactive();
+        let (_, mut hit) = store.lookup(key, &span.handle()).await.ok()??;
+        hit.read_body().await.ok()?
+    }
+
+    fn key(primary: &str, variance: Option<u8>) -> CacheKey {
+        let mut key = CacheKey::new(primary, "");
+        if let Some(byte) = variance {
+            key.set_variance_key([byte; 16]);
+        }
+        key
+    }
+
+    #[tokio::test]
+    async fn a_body_is_visible_once_filled_and_purges_take_every_variant() {
+        let store = Store::for_route("store-tests", 1024 * 1024);
+        let plain = key("r\nexample.com\n/a?x=1", None);
+        let variant = key("r\nexample.com\n/a?x=1", Some(7));
+        let other = key("r\nexample.com\n/b", None);
+        assert_eq!(body(store, &plain).await, None);
+
+        fill(store, &plain, "plain").await;
+        fill(store, &variant, "variant").await;
+        fill(store, &other, "other").await;
+
+        assert_eq!(body(store, &plain).await.as_deref(), Some(&b"plain"[..]));
+        assert_eq!(
+            body(store, &variant).await.as_deref(),
+            Some(&b"variant"[..])
+        );
+        assert_eq!(
+            store.purge_matching(|host, path| host == "example.com" && path == "/a"),
+            2
+        );
+        assert_eq!(body(store, &plain).await, None);
+        assert_eq!(body(store, &variant).await, None);
+        assert_eq!(body(store, &other).await.as_deref(), Some(&b"other"[..]));
+    }
+}
