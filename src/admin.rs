@@ -40,11 +40,15 @@ impl Admin {
                     ),
                     crate::gateway::RouteAction::Respond(_) => (None, None),
                 };
+                let cache = route.cache.as_ref().map(
+                    |cache| json!({"bytes": cache.store.size(), "responses": cache.store.items()}),
+                );
                 json!({
                     "name": &*route.name,
                     "upstream": upstream,
                     "fallback_upstream": fallback,
                     "plugins": route.plugins.names().collect::<Vec<_>>(),
+                    "cache": cache,
                 })
             })
             .collect();

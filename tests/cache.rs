@@ -247,6 +247,9 @@ fn purge_by_host_and_path_and_by_prefix() {
     assert_eq!(x_cache(&gateway.get("/static/one.js")), "MISS");
     assert_eq!(x_cache(&gateway.get("/static/two.js")), "MISS");
     assert_eq!(x_cache(&gateway.get("/keep")), "HIT");
+    let status = gateway.status_json();
+    // /a, both /static/ paths (fetched again) and /keep.
+    assert_eq!(status["routes"][0]["cache"]["responses"], 4, "{status}");
 
     let refused = purge(&gateway, r#"{"path": "/a"}"#);
     assert_eq!(refused.status, 400, "{refused:?}");

@@ -106,9 +106,14 @@ impl Store {
         removed.len()
     }
 
-    /// Bytes held, as the eviction manager counts them.
+    /// Bytes held (bodies and serialized headers), as the eviction manager counts them.
     pub fn size(&self) -> usize {
         self.eviction.total_size()
+    }
+
+    /// Responses held (variants count one each).
+    pub fn items(&self) -> usize {
+        self.eviction.total_items()
     }
 
     fn shard(&self, primary: &HashBinary) -> &RwLock<HashMap<HashBinary, Family>> {
