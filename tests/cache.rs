@@ -152,6 +152,18 @@ fn stale_response_is_served_while_the_upstream_is_down() {
     );
     let last = last.expect("a response");
     assert_eq!((last.status, last.body.as_str()), (200, "saved"));
+    let mut stale_line = None;
+    let logged = wait_until(EVENTUALLY, || {
+        stale_line = gateway
+            .access_log_lines()
+            .into_iter()
+            .find(|line| line["cache"] == "stale");
+        stale_line.is_some()
+    });
+    assert!(logged, "no stale line in {}", gateway.access_log_text());
+    let stale_line = stale_line.expect("found above");
+    assert_eq!(stale_line["status"], 200, "{stale_line}");
+    assert!(stale_line["error"].is_null(), "{stale_line}");
 
     // Without a stored response, the failure shows.
     let uncached = gateway.get("/other");

@@ -345,6 +345,11 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if ctx.cache == Some(CacheStatus::Miss) {
             ctx.cache = Some(CacheStatus::from_phase(session.cache.phase()));
+            if ctx.cache == Some(CacheStatus::Stale) {
+                // A stale answer stands in for the upstream's failure: no error to report.
+                ctx.error = None;
+                ctx.rejection = None;
+            }
         }
         respond::decorate(upstream_response, ctx);
         Ok(())
