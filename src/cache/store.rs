@@ -47,17 +47,59 @@ struct Family {
     variants: Variants,
 }
 
+/// Below this `max_size` a route's LRU is one exact list; from it, `SHARDS` lists.
+const SHARDED_EVICTION_FROM: usize = 16 * 1024 * 1024;
+
+/// The LRU bounding a store. A sharded LRU takes less lock contention but is only
+/// approximately least-recently-used: it evicts from the longer of two random shards,
+/// which in a small cache (a few entries per shard) can be a recent entry.
+enum Eviction {
+    Exact(lru::Manager<1>),
+    Sharded(lru::Manager<SHARDS>),
+}
+
+impl Eviction {
+    fn new(max_size: usize) -> Self {
+        if max_size < SHARDED_EVICTION_FROM {
+            Self::Exact(lru::Manager::with_capacity(max_size, 1024))
+        } else {
+            Self::Sharded(lru::Manager::with_capacity(max_size, 256))
+        }
+    }
+
+    fn manager(&self) -> &(dyn EvictionManager + Sync) {
+        match self {
+            Self::Exact(manager) => manager,
+            Self::Sharded(manager) => manager,
+        }
+    }
+
+    fn weight_limit(&self) -> usize {
+        match self {
+            Self::Exact(manager) => manager.weight_limit(),
+            Self::Sharded(manager) => manager.weight_limit(),
+        }
+    }
+
+    fn set_weight_limit(&self, limit: usize) {
+        match self {
+            Self::Exact(manager) => manager.set_weight_limit(limit),
+            Self::Sharded(manager) => manager.set_weight_limit(limit),
+        }
+    }
+}
+
 /// One route's cached responses. Lives for the whole process: the cache survives reloads.
 pub struct Store {
     shards: Box<[RwLock<HashMap<HashBinary, Family>>]>,
-    eviction: lru::Manager<SHARDS>,
+    eviction: Eviction,
 }
 
 impl Store {
     fn new(max_size: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            eviction: lru::Manager::with_capacity(max_size, 256),
+            eviction: Eviction::new(max_size),
         }
     }
 
@@ -78,7 +120,7 @@ impl Store {
 
     /// The eviction manager bounding this store.
     pub fn eviction(&'static self) -> &'static (dyn EvictionManager + Sync) {
-        &self.eviction
+        self.eviction.manager()
     }
 
     /// Removes every cached response whose host and path satisfy `matches`; returns how
@@ -101,6 +143,7 @@ impl Store {
         }
         for key in &removed {
             self.eviction
+                .manager()
                 .remove(CacheEntryKeyRef::from_entry_id(key, None));
         }
         removed.len()
@@ -108,12 +151,12 @@ impl Store {
 
     /// Bytes held (bodies and serialized headers), as the eviction manager counts them.
     pub fn size(&self) -> usize {
-        self.eviction.total_size()
+        self.eviction.manager().total_size()
     }
 
     /// Responses held (variants count one each).
     pub fn items(&self) -> usize {
-        self.eviction.total_items()
+        self.eviction.manager().total_items()
     }
 
     fn shard(&self, primary: &HashBinary) -> &RwLock<HashMap<HashBinary, Family>> {
