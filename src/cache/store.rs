@@ -55,7 +55,7 @@ const SHARDED_EVICTION_FROM: usize = 16 * 1024 * 1024;
 /// which in a small cache (a few entries per shard) can be a recent entry.
 enum Eviction {
     Exact(lru::Manager<1>),
-    Sharded(lru::Manager<SHARDS>),
+    Sharded(Box<lru::Manager<SHARDS>>),
 }
 
 impl Eviction {
@@ -63,14 +63,14 @@ impl Eviction {
         if max_size < SHARDED_EVICTION_FROM {
             Self::Exact(lru::Manager::with_capacity(max_size, 1024))
         } else {
-            Self::Sharded(lru::Manager::with_capacity(max_size, 256))
+            Self::Sharded(Box::new(lru::Manager::with_capacity(max_size, 256)))
         }
     }
 
     fn manager(&self) -> &(dyn EvictionManager + Sync) {
         match self {
             Self::Exact(manager) => manager,
-            Self::Sharded(manager) => manager,
+            Self::Sharded(manager) => manager.as_ref(),
         }
     }
 
