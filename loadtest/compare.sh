@@ -37,7 +37,7 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-edge}"
+ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-edge portcullis-cache}"
 PROXY_CPU=0
 LOAD_CPU=1
 
@@ -45,6 +45,7 @@ NGINX_ADDR=127.0.0.1:28081
 HAPROXY_ADDR=127.0.0.1:28082
 PLAIN_CONF="$LOADTEST_DIR/conf/plain.yaml"
 EDGE_CONF="$LOADTEST_DIR/conf/edge.yaml"
+CACHE_CONF="$LOADTEST_DIR/conf/cache.yaml"
 # The gateway configs name the upstream; every row uses that one.
 UPSTREAM_ADDR="$(conf_first_address "$PLAIN_CONF" upstreams)"
 EDGE_PATH=/api/v1/items/42
@@ -81,7 +82,8 @@ prepare() {
 	((K6_RATE == 0)) || [[ -f $LOADTEST_DIR/fixed-rate.js ]] || die "missing loadtest/fixed-rate.js"
 	local addr
 	for addr in "$NGINX_ADDR" "$HAPROXY_ADDR" "$UPSTREAM_ADDR" \
-		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)"; do
+		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)" \
+		"$(conf_first_address "$CACHE_CONF" listeners)"; do
 		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
 			die "something already listens on $addr"
 		fi
@@ -292,6 +294,10 @@ run_row() {
 		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
 		return
 	} ;;
+	portcullis-cache) start_portcullis "$CACHE_CONF" "$row" || {
+		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return
+	} ;;
 	portcullis-edge)
 		: >"$EDGE_ACCESS_LOG"
 		start_portcullis "$EDGE_CONF" "$row" || {
@@ -308,6 +314,7 @@ run_row() {
 	haproxy) url="http://$HAPROXY_ADDR/" ;;
 	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
+	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;
 	esac
 	measure "$row" "$url" "$PROXY_PID"
 	if [[ $row == portcullis-edge ]]; then
@@ -349,7 +356,7 @@ render_report() {
 	echo "- proxies on CPU $PROXY_CPU; wrk and the upstream (examples/upstream, --threads 1) on CPU $LOAD_CPU"
 	echo "- host: $(nproc) CPU ${cpu_model:-?}, kernel $(uname -r)"
 	echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -n1 | awk '{print "HAProxy " $3}'), portcullis $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo "(no commit)")"
-	echo "- direct: CPU and RSS columns are the upstream's own; edge row: $EDGE_PATH with routing, metrics, JSON access log to a file"
+	echo "- direct: CPU and RSS columns are the upstream's own; edge row: $EDGE_PATH with routing, metrics, JSON access log to a file; cache row: the plain route with its edge cache on, every measured request a hit (target: ≥ 2× portcullis-plain)"
 	echo
 	render_table
 	if ((${#NOTES[@]})); then

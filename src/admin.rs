@@ -1,4 +1,5 @@
-//! The admin listener (SPEC §6): metrics, liveness, readiness, status and reload.
+//! The admin listener (SPEC §6): metrics, liveness, readiness, status, reload and cache
+//! purge.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::cache::purge::Purge;
 use crate::reload::reload;
 use crate::state::State;
 
@@ -38,11 +40,15 @@ impl Admin {
                     ),
                     crate::gateway::RouteAction::Respond(_) => (None, None),
                 };
+                let cache = route.cache.as_ref().map(
+                    |cache| json!({"bytes": cache.store.size(), "responses": cache.store.items()}),
+                );
                 json!({
                     "name": &*route.name,
                     "upstream": upstream,
                     "fallback_upstream": fallback,
                     "plugins": route.plugins.names().collect::<Vec<_>>(),
+                    "cache": cache,
                 })
             })
             .collect();
@@ -146,10 +152,22 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => json_reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({"error": "method not allowed"}),
-            ),
+            (Method::POST, "/cache/purge") => {
+                if !self.authorized(session) {
+                    return unauthorized();
+                }
+                let body = read_body(session).await;
+                match Purge::parse(&body) {
+                    Ok(purge) => json_reply(StatusCode::OK, &json!({"purged": purge.execute()})),
+                    Err(problem) => json_reply(StatusCode::BAD_REQUEST, &json!({"error": problem})),
+                }
+            }
+            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload" | "/cache/purge") => {
+                json_reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": "method not allowed"}),
+                )
+            }
             _ => json_reply(
                 StatusCode::NOT_FOUND,
                 &json!({"error": "no such admin endpoint"}),

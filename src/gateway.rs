@@ -15,6 +15,7 @@ use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, Retained
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
+use crate::cache::RouteCache;
 use crate::compression::CompressionPolicy;
 use crate::config::schema::{RespondConfig, RouteConfig};
 use crate::config::{Config, Problem};
@@ -37,6 +38,8 @@ pub struct Route {
     pub duration: Histogram,
     /// Response compression, if any.
     pub compression: Option<CompressionPolicy>,
+    /// The route's edge cache, when enabled.
+    pub cache: Option<RouteCache>,
 }
 
 /// What a route does.
@@ -335,14 +338,19 @@ fn compile_route(
             "needs match.path_prefix",
         ));
     }
-    for (field, set, issue) in [
-        ("canary", route.canary.is_some(), 5),
-        ("cache", route.cache.is_some(), 8),
-    ] {
-        if set {
-            problems.push(Problem::planned(format!("{path}.{field}"), issue));
-        }
+    if route.canary.is_some() {
+        problems.push(Problem::planned(format!("{path}.canary"), 5));
     }
+    let cache = route.cache.as_ref().and_then(|cache| {
+        let cache_path = format!("{path}.cache");
+        if route.respond.is_some() && cache.enabled {
+            problems.push(Problem::new(
+                &cache_path,
+                "needs an upstream (respond routes are answered by the gateway)",
+            ));
+        }
+        RouteCache::compile(&route.name, cache, &cache_path, metrics, &mut problems)
+    });
     let plugins = match build_chain(&config.plugins, &route.plugins, plugin_env) {
         Ok(chain) => chain,
         Err(more) => {
@@ -418,6 +426,7 @@ fn compile_route(
                 duration: metrics
                     .request_duration
                     .with_label_values(&[route.name.as_str()]),
+                cache,
             }),
         )),
         _ => Err(problems),

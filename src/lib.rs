@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cache;
 pub mod compression;
 pub mod config;
 pub mod gateway;

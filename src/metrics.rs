@@ -37,6 +37,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// `portcullis_rate_limit_backend_errors_total{backend}`
     pub rate_limit_backend_errors: IntCounterVec,
+    /// `portcullis_cache_requests_total{route,result}`
+    pub cache_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,6 +129,13 @@ impl Metrics {
             ),
             &["backend"],
         );
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "portcullis_cache_requests_total",
+                "Requests on routes with a cache, by result (hit, miss, stale, bypass).",
+            ),
+            &["route", "result"],
+        );
         let downstream_connections = IntGauge::new(
             "portcullis_downstream_connections",
             "Open client connections (HTTP/2: open streams).",
@@ -146,8 +155,9 @@ impl Metrics {
             auth_failures: auth_failures.expect("valid metric definition"),
             rate_limited: rate_limited.expect("valid metric definition"),
             rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
+            cache_requests: cache_requests.expect("valid metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -161,6 +171,7 @@ impl Metrics {
             Box::new(metrics.auth_failures.clone()),
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.rate_limit_backend_errors.clone()),
+            Box::new(metrics.cache_requests.clone()),
         ];
         for collector in collectors {
             metrics

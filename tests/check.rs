@@ -178,9 +178,29 @@ fn version_prints_the_version() {
 fn features_of_later_issues_are_refused_not_ignored() {
     let check = Check::run(&valid_except(&[(
         "    strip_prefix: true\n",
-        "    strip_prefix: true\n    cache: { enabled: true }\n",
+        "    strip_prefix: true\n    canary: { upstream: app, weight: 5 }\n",
     )]));
 
-    let message = check.problem_at("routes[0].cache");
+    let message = check.problem_at("routes[0].canary");
     assert!(message.contains("not supported yet"), "{message}");
+}
+
+#[test]
+fn cache_settings_are_checked_at_their_path() {
+    let check = Check::run(&valid_except(&[(
+        "    strip_prefix: true\n",
+        "    strip_prefix: true\n    cache: { max_size: 0, vary: [\"not a header\"], default_ttl: soon }\n",
+    )]));
+
+    check.problem_at("routes[0].cache.default_ttl");
+    let size = Check::run(&valid_except(&[(
+        "    strip_prefix: true\n",
+        "    strip_prefix: true\n    cache: { max_size: 0, vary: [\"not a header\"] }\n",
+    )]));
+    size.problem_at("routes[0].cache.max_size");
+    let vary = Check::run(&valid_except(&[(
+        "    strip_prefix: true\n",
+        "    strip_prefix: true\n    cache: { vary: [\"not a header\"] }\n",
+    )]));
+    vary.problem_at("routes[0].cache.vary[0]");
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use portcullis_plugins::units::Duration;
+use portcullis_plugins::units::{Duration, Size};
 use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
 
@@ -338,10 +338,47 @@ pub struct RouteConfig {
     pub plugins: PluginsConfig,
     /// Answer from the gateway itself instead of proxying.
     pub respond: Option<RespondConfig>,
-    /// Edge cache (planned: issue #8).
-    pub cache: Option<serde_yaml::Value>,
+    /// Edge cache.
+    pub cache: Option<CacheConfig>,
     /// Response compression for this route (replaces the global `compression`).
     pub compression: Option<CompressionConfig>,
+}
+
+/// `routes[].cache` — the route's edge cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Turns the cache on (a route may keep the section and switch it off).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Freshness of a cacheable response whose origin gives none (no `max-age`,
+    /// `s-maxage` or `Expires`); absent means such responses are not stored.
+    pub default_ttl: Option<Duration>,
+    /// Bytes of responses the route may keep in memory; least recently used go first.
+    #[serde(default = "CacheConfig::default_max_size")]
+    pub max_size: Size,
+    /// How long past freshness a response may still be served while one background
+    /// request refreshes it (the origin's `stale-while-revalidate` wins).
+    #[serde(default)]
+    pub stale_while_revalidate: Duration,
+    /// How long past freshness a response may still be served when the upstream fails
+    /// (the origin's `stale-if-error` wins).
+    #[serde(default)]
+    pub stale_if_error: Duration,
+    /// Request headers whose values select separate cached variants (on top of the
+    /// names the origin's own `Vary` lists).
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// Also cache requests that carry credentials (`Authorization`, an authenticated
+    /// consumer). The route's auth plugins still run before every lookup.
+    #[serde(default)]
+    pub public_with_auth: bool,
+}
+
+impl CacheConfig {
+    fn default_max_size() -> Size {
+        Size(64 * 1024 * 1024)
+    }
 }
 
 /// `routes[].match`.

@@ -7,6 +7,7 @@ use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
 use super::trace::TraceContext;
+use crate::cache::CacheStatus;
 use crate::gateway::{Gateway, Route};
 use crate::upstream::{TargetSlot, Upstream, UpstreamSlot};
 
@@ -50,6 +51,8 @@ pub struct RequestCtx {
     pub rejection: Option<Rejection>,
     /// The error code the gateway answered with, if any.
     pub error: Option<ErrorCode>,
+    /// On a route with a cache: what the cache did (`Miss` until the response says more).
+    pub cache: Option<CacheStatus>,
 }
 
 impl RequestCtx {
@@ -74,6 +77,7 @@ impl RequestCtx {
             body_bytes: 0,
             rejection: None,
             error: None,
+            cache: None,
         }
     }
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora::cache::key::HashBinary;
+use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -26,6 +28,7 @@ pub use context::RequestCtx;
 pub use errors::error_response;
 
 use crate::access_log::Entry;
+use crate::cache::{self, policy, store, CacheStatus};
 use crate::compression;
 use crate::gateway::RouteAction;
 use crate::metrics::method_label;
@@ -115,13 +118,107 @@ impl ProxyHttp for Proxy {
 
         match &route.action {
             RouteAction::Respond(fixed) => respond::fixed(session, ctx, fixed).await,
-            RouteAction::Proxy { upstream, fallback } => {
-                if let Err(rejection) = choose_target(session, ctx, upstream, fallback.as_ref()) {
-                    return respond::reject(session, ctx, rejection).await;
-                }
-                Ok(false)
-            }
+            // The pool and target are chosen once the cache cannot answer
+            // (`proxy_upstream_filter`), so cache hits never touch the pool.
+            RouteAction::Proxy { .. } => Ok(false),
         }
+    }
+
+    /// Turns the route's cache on for this request, unless the request bypasses it.
+    /// Runs after `request_filter`: the route's plugins (auth included) have already
+    /// accepted the request, so a cached response is never served past them.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(cache) = ctx.route.as_ref().and_then(|route| route.cache.as_ref()) else {
+            return Ok(());
+        };
+        let authenticated = ctx.plugins.consumer.is_some();
+        if policy::request_bypass(cache, session.req_header(), authenticated).is_some() {
+            ctx.cache = Some(CacheStatus::Bypass);
+            return Ok(());
+        }
+        session.cache.enable(
+            cache.store,
+            Some(cache.store.eviction()),
+            None,
+            Some(store::cache_lock()),
+            None,
+        );
+        session.cache.set_max_file_size_bytes(cache.max_object_size);
+        ctx.cache = Some(CacheStatus::Miss);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        match &ctx.route {
+            Some(route) => Ok(cache::cache_key(&route.name, session.req_header())),
+            None => Error::e_explain(ErrorType::InternalError, "cache key without a route"),
+        }
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(
+            match ctx.route.as_ref().and_then(|route| route.cache.as_ref()) {
+                Some(cache) => policy::response_cacheable(cache, resp),
+                None => RespCacheable::Uncacheable(NoCacheReason::NeverEnabled),
+            },
+        )
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        let cache = ctx.route.as_ref()?.cache.as_ref()?;
+        policy::variance(cache, meta, req)
+    }
+
+    /// Stale answers: always while revalidating (the stored `stale-while-revalidate`
+    /// window is checked by pingora-cache), and on upstream failure: connect or read
+    /// errors, 5xx, or no available target (within the `stale-if-error` window).
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        let Some(error) = error else { return true };
+        error.esource() == &ErrorSource::Upstream
+            || matches!(error.etype(), ErrorType::HTTPStatus(status) if *status >= 500)
+            || ctx.error == Some(ErrorCode::UpstreamUnavailable)
+    }
+
+    /// The cache could not answer: choose the pool and target. With no available
+    /// target and a stale response to fall back on, the refusal waits in the context
+    /// so the stale-if-error path can still answer.
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(true);
+        };
+        let RouteAction::Proxy { upstream, fallback } = &route.action else {
+            return Ok(true);
+        };
+        let Err(rejection) = choose_target(session, ctx, upstream, fallback.as_ref()) else {
+            return Ok(true);
+        };
+        if rejection.code == ErrorCode::UpstreamUnavailable && session.cache.can_serve_stale_error()
+        {
+            ctx.error = Some(rejection.code);
+            ctx.rejection = Some(rejection);
+            return Ok(true);
+        }
+        respond::reject(session, ctx, rejection).await?;
+        Ok(false)
     }
 
     /// Hands the connection's counter to the next request on a keep-alive connection.
@@ -275,6 +372,14 @@ impl ProxyHttp for Proxy {
         if let Some(route) = &ctx.route {
             compression::filter_response(session, route.compression.as_ref(), upstream_response);
         }
+        if ctx.cache == Some(CacheStatus::Miss) {
+            ctx.cache = Some(CacheStatus::from_phase(session.cache.phase()));
+            if ctx.cache == Some(CacheStatus::Stale) {
+                // A stale answer stands in for the upstream's failure: no error to report.
+                ctx.error = None;
+                ctx.rejection = None;
+            }
+        }
         respond::decorate(upstream_response, ctx);
         Ok(())
     }
@@ -338,6 +443,11 @@ impl ProxyHttp for Proxy {
         if let Some(route) = &ctx.route {
             route.duration.observe(elapsed.as_secs_f64());
             route.plugins.log(&mut ctx.plugins, status);
+            // A background refresh (stale-while-revalidate) is not a client request.
+            let background = session.subrequest_ctx.is_some();
+            if let (Some(cache), Some(result), false) = (&route.cache, ctx.cache, background) {
+                cache.count(result);
+            }
         }
 
         let log = &self.state.access_log;
@@ -363,7 +473,7 @@ impl ProxyHttp for Proxy {
                 bytes_sent: session.body_bytes_sent(),
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
                 upstream_ms: ctx.upstream_ms,
-                cache: None,
+                cache: ctx.cache.map(CacheStatus::label),
                 rate_limit: ctx.plugins.rate_limit_rule.as_deref(),
                 error: ctx.error.map(ErrorCode::as_str),
             });

@@ -20,6 +20,9 @@ pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
             ctx.request_id.as_str(),
         );
     }
+    if let Some(cache) = ctx.cache {
+        let _ = resp.insert_header("x-cache", cache.header());
+    }
     for (name, value) in ctx.plugins.response_headers.drain(..) {
         let _ = resp.append_header(name, value);
     }

@@ -244,6 +244,11 @@ impl Upstream {
             .push((name.to_string(), value.to_string()));
     }
 
+    /// Stop adding the headers of [`Upstream::set_header`].
+    pub fn clear_headers(&self) {
+        lock(&self.state.reply).headers.clear();
+    }
+
     /// Wait this long before answering each request (but health checks).
     pub fn set_delay(&self, delay: Duration) {
         lock(&self.state.reply).delay = delay;
