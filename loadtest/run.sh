@@ -7,7 +7,7 @@
 #
 # The config is loadtest/conf/SCENARIO.yaml, or conf/plain.yaml when there is none. One
 # upstream process (examples/upstream) listens on every target address of its `upstreams:`;
-# k6 gets BASE_URL from its first listener. The k6 summary goes to
+# k6 gets BASE_URL from its first listener and ADMIN_URL from its admin listener. The k6 summary goes to
 # loadtest/results/SCENARIO-<time>.json, k6's HTML dashboard to SCENARIO-<time>.html. Exits with k6's status (non-zero if a threshold failed).
 set -euo pipefail
 
@@ -78,7 +78,8 @@ main() {
 	local rc=0
 	# k6's own HTML report (a data point every 2 s).
 	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PERIOD=2s K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/$SCENARIO-$stamp.html" \
-		BASE_URL="${BASE_URL:-$base_url}" k6 run --summary-export "$summary" "$SCRIPT" || rc=$?
+		BASE_URL="${BASE_URL:-$base_url}" ADMIN_URL="${ADMIN_URL:-http://$(conf_first_address "$CONF" admin)}" \
+		k6 run --summary-export "$summary" "$SCRIPT" || rc=$?
 	log "summary written to $summary"
 	if ((rc != 0)); then
 		log "k6 exited with $rc; gateway log tail:"

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub access_log_dropped: IntGauge,
     /// `portcullis_downstream_connections`
     pub downstream_connections: IntGauge,
+    /// `portcullis_process_resident_memory_bytes`, read from /proc at each scrape.
+    pub resident_memory: IntGauge,
     /// `portcullis_auth_failures_total{route,plugin,reason}`
     pub auth_failures: IntCounterVec,
     /// `portcullis_rate_limited_total{route,rule}`
@@ -140,6 +142,10 @@ impl Metrics {
             "portcullis_downstream_connections",
             "Open client connections (HTTP/2: open streams).",
         );
+        let resident_memory = IntGauge::new(
+            "portcullis_process_resident_memory_bytes",
+            "Resident memory of the gateway process (what soak tests watch).",
+        );
         let metrics = Self {
             registry,
             requests: requests.expect("valid metric definition"),
@@ -152,12 +158,13 @@ impl Metrics {
             config_version: config_version.expect("valid metric definition"),
             access_log_dropped: access_log_dropped.expect("valid metric definition"),
             downstream_connections: downstream_connections.expect("valid metric definition"),
+            resident_memory: resident_memory.expect("valid metric definition"),
             auth_failures: auth_failures.expect("valid metric definition"),
             rate_limited: rate_limited.expect("valid metric definition"),
             rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
             cache_requests: cache_requests.expect("valid metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -168,6 +175,7 @@ impl Metrics {
             Box::new(metrics.config_version.clone()),
             Box::new(metrics.access_log_dropped.clone()),
             Box::new(metrics.downstream_connections.clone()),
+            Box::new(metrics.resident_memory.clone()),
             Box::new(metrics.auth_failures.clone()),
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.rate_limit_backend_errors.clone()),
@@ -184,11 +192,23 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory.set(bytes);
+        }
         let mut out = Vec::with_capacity(16 * 1024);
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// The process's resident set size, from `/proc/self/statm` (Linux).
+fn resident_memory_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(if page_size > 0 { page_size } else { 4096 }))
 }
 
 impl Telemetry for Metrics {
