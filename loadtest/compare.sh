@@ -30,6 +30,7 @@ if [[ ${1:-} == --quick ]]; then
 	PROFILE=debug
 	GATEWAY_BIN="$REPO_DIR/target/$PROFILE/portcullis"
 	UPSTREAM_BIN="$REPO_DIR/target/$PROFILE/examples/upstream"
+	BARE_BIN="$REPO_DIR/target/$PROFILE/examples/bare_proxy"
 	ROWS="${ROWS:-direct nginx portcullis-plain portcullis-edge}"
 fi
 DURATION="${DURATION:-10s}"
@@ -37,12 +38,14 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-edge portcullis-cache}"
+ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-edge portcullis-cache}"
 PROXY_CPU=0
 LOAD_CPU=1
 
 NGINX_ADDR=127.0.0.1:28081
 HAPROXY_ADDR=127.0.0.1:28082
+BARE_ADDR=127.0.0.1:28085
+BARE_BIN="$(dirname "$GATEWAY_BIN")/examples/bare_proxy"
 PLAIN_CONF="$LOADTEST_DIR/conf/plain.yaml"
 EDGE_CONF="$LOADTEST_DIR/conf/edge.yaml"
 CACHE_CONF="$LOADTEST_DIR/conf/cache.yaml"
@@ -193,6 +196,15 @@ EOF
 	wait_http "http://$HAPROXY_ADDR/" "$PROXY_PID" 10
 }
 
+# Pingora with no logic at all: the ceiling of any Pingora-based gateway.
+start_bare() {
+	((GATEWAY_OK)) && [[ -x $BARE_BIN ]] || return 1
+	start_bg pingora-bare "$PROXY_CPU" INT "$WORK/pingora-bare.log" \
+		"$BARE_BIN" --listen "$BARE_ADDR" --upstream "$UPSTREAM_ADDR"
+	PROXY_PID=$STARTED_PID
+	wait_http "http://$BARE_ADDR/" "$PROXY_PID" 10
+}
+
 start_portcullis() {
 	local conf="$1" name="$2"
 	((GATEWAY_OK)) || return 1
@@ -290,6 +302,10 @@ run_row() {
 		skip_row haproxy "failed to start: $(tail -n 2 "$WORK/haproxy/haproxy.log" | tr '\n' ' ')"
 		return
 	} ;;
+	pingora-bare) start_bare || {
+		skip_row "$row" "not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return
+	} ;;
 	portcullis-plain) start_portcullis "$PLAIN_CONF" "$row" || {
 		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
 		return
@@ -312,6 +328,7 @@ run_row() {
 	case "$row" in
 	nginx) url="http://$NGINX_ADDR/" ;;
 	haproxy) url="http://$HAPROXY_ADDR/" ;;
+	pingora-bare) url="http://$BARE_ADDR/" ;;
 	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
 	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;

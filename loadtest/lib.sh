@@ -70,9 +70,9 @@ ensure_k6() {
 build_release() {
 	local flag=--release
 	[[ $PROFILE == release ]] || flag=""
-	log "cargo build $flag --bin portcullis --example upstream"
+	log "cargo build $flag --bin portcullis --example upstream --example bare_proxy"
 	# shellcheck disable=SC2086  # $flag is empty or one word
-	(cd "$REPO_DIR" && cargo build $flag --bin portcullis --example upstream)
+	(cd "$REPO_DIR" && cargo build $flag --bin portcullis --example upstream --example bare_proxy)
 }
 
 # start_bg NAME CPU|- SIGNAL LOGFILE CMD... — starts CMD in the background (pinned to CPU
