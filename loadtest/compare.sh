@@ -38,13 +38,17 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-edge portcullis-cache}"
+ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-edge portcullis-cache nginx-tls portcullis-tls}"
 PROXY_CPU=0
 LOAD_CPU=1
 
 NGINX_ADDR=127.0.0.1:28081
 HAPROXY_ADDR=127.0.0.1:28082
-BARE_ADDR=127.0.0.1:28085
+BARE_ADDR=127.0.0.1:28086
+NGINX_TLS_ADDR=127.0.0.1:28087
+TLS_CONF="$LOADTEST_DIR/conf/tls.yaml"
+# conf/tls.yaml names these files; prepare() makes them with conf/make-test-certs.sh.
+CERT_DIR=/tmp/portcullis-bench-certs
 BARE_BIN="$(dirname "$GATEWAY_BIN")/examples/bare_proxy"
 PLAIN_CONF="$LOADTEST_DIR/conf/plain.yaml"
 EDGE_CONF="$LOADTEST_DIR/conf/edge.yaml"
@@ -83,10 +87,16 @@ prepare() {
 	fi
 	[[ -x $UPSTREAM_BIN ]] || die "missing $UPSTREAM_BIN (build with cargo build --release --example upstream)"
 	((K6_RATE == 0)) || [[ -f $LOADTEST_DIR/fixed-rate.js ]] || die "missing loadtest/fixed-rate.js"
+	if [[ " $ROWS " == *-tls* ]]; then
+		ensure_tools openssl:openssl
+		"$REPO_DIR/conf/make-test-certs.sh" "$CERT_DIR" edge localhost >/dev/null ||
+			die "could not make the TLS test certificates"
+	fi
 	local addr
 	for addr in "$NGINX_ADDR" "$HAPROXY_ADDR" "$UPSTREAM_ADDR" \
 		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)" \
-		"$(conf_first_address "$CACHE_CONF" listeners)"; do
+		"$(conf_first_address "$CACHE_CONF" listeners)" "$BARE_ADDR" "$NGINX_TLS_ADDR" \
+		"$(conf_first_address "$TLS_CONF" listeners)"; do
 		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
 			die "something already listens on $addr"
 		fi
@@ -129,8 +139,16 @@ start_upstream() {
 	wait_http "http://$UPSTREAM_ADDR/healthz" "$UPSTREAM_PID" 10 || die "upstream did not start"
 }
 
+# start_nginx [tls] — plain on NGINX_ADDR, or TLS (same certificate as portcullis-tls)
+# on NGINX_TLS_ADDR.
 start_nginx() {
-	local dir="$WORK/nginx" user_line=""
+	local dir="$WORK/nginx" user_line="" listen="listen $NGINX_ADDR;"
+	if [[ ${1:-} == tls ]]; then
+		listen="listen $NGINX_TLS_ADDR ssl;
+        ssl_certificate $CERT_DIR/edge.pem;
+        ssl_certificate_key $CERT_DIR/edge.key;
+        ssl_protocols TLSv1.2 TLSv1.3;"
+	fi
 	mkdir -p "$dir"
 	# As root, nginx would switch its worker to "nobody"; keep it the current user.
 	[[ $EUID -eq 0 ]] && user_line="user $(id -un) $(id -gn);"
@@ -153,7 +171,7 @@ http {
         keepalive 64;
     }
     server {
-        listen $NGINX_ADDR;
+        $listen
         location / {
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -165,7 +183,11 @@ EOF
 	start_bg nginx "$PROXY_CPU" TERM "$dir/stdout.log" \
 		nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
 	PROXY_PID=$STARTED_PID
-	wait_http "http://$NGINX_ADDR/" "$PROXY_PID" 10
+	if [[ ${1:-} == tls ]]; then
+		wait_http "https://$NGINX_TLS_ADDR/" "$PROXY_PID" 10
+	else
+		wait_http "http://$NGINX_ADDR/" "$PROXY_PID" 10
+	fi
 }
 
 start_haproxy() {
@@ -230,7 +252,7 @@ to_ms() {
 # check_proxy NAME URL — one request must come back 200 with the upstream's 64-byte body.
 check_proxy() {
 	local name="$1" url="$2" out
-	out="$(curl -s -o "$WORK/check.body" -w '%{http_code} %{size_download}' --max-time 2 "$url")" || true
+	out="$(curl -sk -o "$WORK/check.body" -w '%{http_code} %{size_download}' --max-time 2 "$url")" || true
 	if [[ $out != "200 64" ]]; then
 		note "$name: sanity request to $url gave '$out' (want '200 64')"
 		return 1
@@ -298,6 +320,14 @@ run_row() {
 		skip_row nginx "failed to start: $(tail -n 2 "$WORK/nginx/error.log" | tr '\n' ' ')"
 		return
 	} ;;
+	nginx-tls) start_nginx tls || {
+		skip_row "$row" "failed to start: $(tail -n 2 "$WORK/nginx/error.log" | tr '\n' ' ')"
+		return
+	} ;;
+	portcullis-tls) start_portcullis "$TLS_CONF" "$row" || {
+		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return
+	} ;;
 	haproxy) start_haproxy || {
 		skip_row haproxy "failed to start: $(tail -n 2 "$WORK/haproxy/haproxy.log" | tr '\n' ' ')"
 		return
@@ -329,6 +359,8 @@ run_row() {
 	nginx) url="http://$NGINX_ADDR/" ;;
 	haproxy) url="http://$HAPROXY_ADDR/" ;;
 	pingora-bare) url="http://$BARE_ADDR/" ;;
+	nginx-tls) url="https://localhost:${NGINX_TLS_ADDR##*:}/" ;;
+	portcullis-tls) url="https://localhost:$(conf_first_address "$TLS_CONF" listeners | cut -d: -f2)/" ;;
 	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
 	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;
@@ -345,21 +377,24 @@ run_row() {
 }
 
 render_table() {
-	local nginx_rps="" row name rps ratio
+	# Ratios are against nginx, and for the TLS rows against nginx-tls.
+	local row name rps p50 p99 cpu rss k6p50 k6p99 errs ratio cpu_ratio ref
+	declare -A ref_rps ref_cpu
 	for row in "${TABLE_ROWS[@]}"; do
-		[[ ${row%%|*} == nginx ]] && nginx_rps="$(cut -d'|' -f2 <<<"$row")"
-	done
-	local nginx_cpu=""
-	for row in "${TABLE_ROWS[@]}"; do
-		[[ ${row%%|*} == nginx ]] && nginx_cpu="$(cut -d'|' -f5 <<<"$row")"
+		IFS='|' read -r name rps p50 p99 cpu _ <<<"$row"
+		if [[ $name == nginx || $name == nginx-tls ]]; then
+			ref_rps[$name]="$rps"
+			ref_cpu[$name]="$cpu"
+		fi
 	done
 	echo "| name | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | k6 p50 ms @${K6_RATE}/s | k6 p99 ms @${K6_RATE}/s | req/s vs nginx | CPU/req vs nginx | non-2xx / socket errors |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	local k6p50 k6p99 cpu_ratio
 	for row in "${TABLE_ROWS[@]}"; do
 		IFS='|' read -r name rps p50 p99 cpu rss k6p50 k6p99 errs <<<"$row"
-		ratio="$(awk -v a="$rps" -v b="$nginx_rps" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
-		cpu_ratio="$(awk -v a="$cpu" -v b="$nginx_cpu" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
+		ref=nginx
+		[[ $name == *-tls ]] && ref=nginx-tls
+		ratio="$(awk -v a="$rps" -v b="${ref_rps[$ref]:-}" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
+		cpu_ratio="$(awk -v a="$cpu" -v b="${ref_cpu[$ref]:-}" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
 		echo "| $name | $rps | $p50 | $p99 | $cpu | $rss | $k6p50 | $k6p99 | $ratio | $cpu_ratio | $errs |"
 	done
 }
@@ -373,7 +408,7 @@ render_report() {
 	echo "- proxies on CPU $PROXY_CPU; wrk and the upstream (examples/upstream, --threads 1) on CPU $LOAD_CPU"
 	echo "- host: $(nproc) CPU ${cpu_model:-?}, kernel $(uname -r)"
 	echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -n1 | awk '{print "HAProxy " $3}'), portcullis $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo "(no commit)")"
-	echo "- direct: CPU and RSS columns are the upstream's own; edge row: $EDGE_PATH with routing, metrics, JSON access log to a file; cache row: the plain route with its edge cache on, every measured request a hit (target: ≥ 2× portcullis-plain)"
+	echo "- direct: CPU and RSS columns are the upstream's own; edge row: $EDGE_PATH with routing, metrics, JSON access log to a file; cache row: the plain route with its edge cache on, every measured request a hit (target: ≥ 2× portcullis-plain); tls rows: HTTP/1.1 keep-alive over TLS with the same certificate; pingora-bare: Pingora with no logic (examples/bare_proxy), the ceiling for a Pingora-based gateway"
 	echo
 	render_table
 	if ((${#NOTES[@]})); then

@@ -9,6 +9,8 @@ const URL = __ENV.URL || 'http://127.0.0.1:28083/';
 const RATE = parseInt(__ENV.RATE || '2000', 10);
 
 export const options = {
+  // The TLS rows use a self-signed test certificate.
+  insecureSkipTLSVerify: true,
   summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
   scenarios: {
     fixed: {

@@ -133,7 +133,7 @@ wait_http() {
 			log "pid $pid exited before $url was ready"
 			return 1
 		fi
-		if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null) == 200 ]]; then
+		if [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null) == 200 ]]; then
 			return 0
 		fi
 		sleep 0.05
