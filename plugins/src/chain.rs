@@ -4,12 +4,32 @@ use std::sync::Arc;
 
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::{Phase, Plugin, PluginCtx, Rejection};
+use crate::auth::failures::AuthFailureLimit;
+use crate::auth::MISSING;
+use crate::{Phase, Plugin, PluginCtx, Rejection, Telemetry};
 
 /// The plugins of one route, sorted by [`Phase`], built once at config load.
 #[derive(Clone, Default)]
 pub struct PluginChain {
     plugins: Arc<[Arc<dyn Plugin>]>,
+    auth: Option<Arc<AuthGuard>>,
+}
+
+/// What the auth phase of a chain reports to and is limited by.
+pub struct AuthGuard {
+    /// Where refused authentications are counted.
+    pub telemetry: Arc<dyn Telemetry>,
+    /// The per-client-IP cap on failed attempts, when configured.
+    pub failure_limit: Option<Arc<AuthFailureLimit>>,
+}
+
+/// The `rule` label (and access-log `rate_limit`) of a refusal by `auth_failure_limit`.
+const FAILURE_LIMIT_RULE: &str = "auth_failure_limit";
+
+/// Reasons that say nothing about guessing credentials: no credential at all, or valid
+/// credentials without a scope. They are not counted against the client's failure limit.
+fn is_guess(reason: &str) -> bool {
+    !matches!(reason, MISSING | "insufficient_scope" | "keys_unavailable")
 }
 
 impl PluginChain {
@@ -18,7 +38,15 @@ impl PluginChain {
         plugins.sort_by_key(|plugin| plugin.phase());
         Self {
             plugins: plugins.into(),
+            auth: None,
         }
+    }
+
+    /// Counts the auth phase's refusals in `guard` and applies its failure limit. Without
+    /// a guard, refusals are returned uncounted.
+    pub fn with_auth_guard(mut self, guard: Arc<AuthGuard>) -> Self {
+        self.auth = Some(guard);
+        self
     }
 
     /// Whether the chain has no plugins at all (the common fast path).
@@ -34,39 +62,91 @@ impl PluginChain {
     /// Runs every request hook in phase order and stops at the first rejection.
     ///
     /// Auth plugins are alternatives: the request passes the auth phase as soon as one of
-    /// them accepts it; if all refuse, the first refusal is returned.
+    /// them accepts it. If all refuse, the most telling refusal is returned (a presented
+    /// but bad credential before a missing one), counted once, and the challenges of the
+    /// other 401 refusals are added to it.
     pub async fn request(
         &self,
         req: &mut RequestHeader,
         ctx: &mut PluginCtx,
     ) -> Result<(), Rejection> {
-        let mut auth_refusal: Option<Rejection> = None;
+        let mut refusals: Vec<(&'static str, Rejection)> = Vec::new();
+        let mut auth_started = false;
         let mut auth_passed = false;
+        let mut auth_done = false;
         for plugin in self.plugins.iter() {
             let phase = plugin.phase();
-            if phase > Phase::Auth {
-                if let Some(refusal) = auth_refusal.take().filter(|_| !auth_passed) {
-                    return Err(refusal);
-                }
+            if phase > Phase::Auth && auth_started && !auth_done {
+                auth_done = true;
+                self.finish_auth(auth_passed, std::mem::take(&mut refusals), ctx)?;
             }
             if phase == Phase::Auth {
+                if !auth_started {
+                    auth_started = true;
+                    self.check_failure_limit(ctx)?;
+                }
                 if auth_passed {
                     continue;
                 }
                 match plugin.request(req, ctx).await {
                     Ok(()) => auth_passed = true,
-                    Err(refusal) => {
-                        auth_refusal.get_or_insert(refusal);
-                    }
+                    Err(refusal) => refusals.push((plugin.name(), refusal)),
                 }
                 continue;
             }
             plugin.request(req, ctx).await?;
         }
-        match auth_refusal {
-            Some(refusal) if !auth_passed => Err(refusal),
-            _ => Ok(()),
+        if auth_started && !auth_done {
+            self.finish_auth(auth_passed, refusals, ctx)?;
         }
+        Ok(())
+    }
+
+    fn check_failure_limit(&self, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+        let Some(guard) = &self.auth else {
+            return Ok(());
+        };
+        let Some(limit) = &guard.failure_limit else {
+            return Ok(());
+        };
+        limit.check(ctx.client_ip).inspect_err(|_| {
+            guard.telemetry.rate_limited(&ctx.route, FAILURE_LIMIT_RULE);
+            ctx.rate_limit_rule = Some(FAILURE_LIMIT_RULE.into());
+        })
+    }
+
+    fn finish_auth(
+        &self,
+        passed: bool,
+        mut refusals: Vec<(&'static str, Rejection)>,
+        ctx: &PluginCtx,
+    ) -> Result<(), Rejection> {
+        if passed || refusals.is_empty() {
+            return Ok(());
+        }
+        let chosen = refusals
+            .iter()
+            .position(|(_, refusal)| refusal.auth_reason != Some(MISSING))
+            .unwrap_or(0);
+        let (plugin, mut refusal) = refusals.swap_remove(chosen);
+        if refusal.code == crate::ErrorCode::Unauthorized {
+            for (_, other) in refusals.iter().filter(|(_, r)| r.code == refusal.code) {
+                for (name, value) in &other.headers {
+                    if name == http::header::WWW_AUTHENTICATE
+                        && !refusal.headers.iter().any(|(n, v)| n == name && v == value)
+                    {
+                        refusal.headers.push((name.clone(), value.clone()));
+                    }
+                }
+            }
+        }
+        if let (Some(guard), Some(reason)) = (&self.auth, refusal.auth_reason) {
+            guard.telemetry.auth_failure(&ctx.route, plugin, reason);
+            if let Some(limit) = guard.failure_limit.as_ref().filter(|_| is_guess(reason)) {
+                limit.record_failure(ctx.client_ip);
+            }
+        }
+        Err(refusal)
     }
 
     /// Runs every request-body hook; `total` counts the body bytes received so far.
