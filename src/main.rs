@@ -35,6 +35,11 @@ enum Command {
         #[arg(short, long)]
         conf: PathBuf,
     },
+    /// Print the `sha256:` form of an API key, for `consumers[].api_keys`.
+    HashKey {
+        /// The API key.
+        key: String,
+    },
     /// Print the version.
     Version,
 }
@@ -61,6 +66,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Check { conf }) => check(&conf),
+        Some(Command::HashKey { key }) => {
+            println!("{}", portcullis_plugins::consumers::hash_api_key(&key));
+            ExitCode::SUCCESS
+        }
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }

@@ -43,7 +43,10 @@ impl KeyAuth {
         let header = match (&config.header, &config.query) {
             (None, None) => Some(HeaderName::from_static("x-api-key")),
             (Some(name), _) => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConfigProblem::new("key_auth.header", format!("{name:?} is not a valid header name"))
+                ConfigProblem::new(
+                    "key_auth.header",
+                    format!("{name:?} is not a valid header name"),
+                )
             })?),
             (None, Some(_)) => None,
         };
@@ -105,7 +108,10 @@ impl Plugin for KeyAuth {
         let Some(consumer) = self.consumers.by_api_key(&key) else {
             return Err(auth::key_refusal("unknown_key", "the API key is not valid"));
         };
-        if !auth::has_scopes(&self.required_scopes, consumer.scopes.iter().map(String::as_str)) {
+        if !auth::has_scopes(
+            &self.required_scopes,
+            consumer.scopes.iter().map(String::as_str),
+        ) {
             return Err(auth::scope_refusal(&self.required_scopes, "Key"));
         }
         ctx.consumer = Some(Arc::clone(&consumer.id));
@@ -156,7 +162,10 @@ mod tests {
         assert!(result.is_ok());
         assert_eq!(ctx.consumer.as_deref(), Some("acme"));
         assert_eq!(ctx.consumer_tier.as_deref(), Some("gold"));
-        assert!(req.headers.get("x-api-key").is_some(), "not hidden by default");
+        assert!(
+            req.headers.get("x-api-key").is_some(),
+            "not hidden by default"
+        );
     }
 
     #[tokio::test]
@@ -164,7 +173,10 @@ mod tests {
         let plugin = plugin(KeyAuthConfig::default());
         let (unknown, _) = run(&plugin, &mut request("/", &[("x-api-key", "guess")])).await;
         let unknown = unknown.expect_err("unknown");
-        assert_eq!((unknown.code, unknown.auth_reason), (ErrorCode::Unauthorized, Some("unknown_key")));
+        assert_eq!(
+            (unknown.code, unknown.auth_reason),
+            (ErrorCode::Unauthorized, Some("unknown_key"))
+        );
         let (missing, _) = run(&plugin, &mut request("/", &[])).await;
         assert_eq!(missing.expect_err("missing").auth_reason, Some("missing"));
     }

@@ -90,7 +90,10 @@ mod tests {
             bearer(&request("/", &[("authorization", "bearer abc")])),
             Some("abc")
         );
-        assert_eq!(bearer(&request("/", &[("authorization", "Basic abc")])), None);
+        assert_eq!(
+            bearer(&request("/", &[("authorization", "Basic abc")])),
+            None
+        );
         assert_eq!(bearer(&request("/", &[("authorization", "Bearer ")])), None);
         assert_eq!(bearer(&request("/", &[])), None);
     }

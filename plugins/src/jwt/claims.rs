@@ -64,7 +64,10 @@ mod tests {
     fn claims_become_header_values_when_they_can() {
         assert_eq!(header_value(&json!("t-1")).expect("text"), "t-1");
         assert_eq!(header_value(&json!(42)).expect("number"), "42");
-        assert_eq!(header_value(&json!(["a", "b"])).expect("array"), "[\"a\",\"b\"]");
+        assert_eq!(
+            header_value(&json!(["a", "b"])).expect("array"),
+            "[\"a\",\"b\"]"
+        );
         assert!(header_value(&json!("line\nbreak")).is_none());
         assert!(header_value(&Value::Null).is_none());
     }

@@ -129,7 +129,9 @@ impl JwtConfig {
                         format!("must be at least {MIN_SECRET_BYTES} bytes"),
                     ));
                 }
-                Ok(KeySource::Loaded(Arc::new(KeySet::secret(secret.as_bytes()))))
+                Ok(KeySource::Loaded(Arc::new(KeySet::secret(
+                    secret.as_bytes(),
+                ))))
             }
             (None, Some(file), None) => {
                 let text = std::fs::read(file)
@@ -153,16 +155,13 @@ impl JwtConfig {
                 }
                 // The fetcher (and its cache) survives reloads that keep URL and period.
                 let key = format!("{url} every {}ms", refresh.as_millis());
-                Ok(KeySource::Remote(env.retained.get_or_insert_with(
-                    &key,
-                    || RemoteJwks::start(url, refresh, env.background),
-                )))
+                Ok(KeySource::Remote(
+                    env.retained.get_or_insert_with(&key, || {
+                        RemoteJwks::start(url, refresh, env.background)
+                    }),
+                ))
             }
-            _ => Err(problem(
-                "",
-                "set exactly one of jwks_file, jwks_url and secret",
-            )
-            .trim_path()),
+            _ => Err(problem("", "set exactly one of jwks_file, jwks_url and secret").trim_path()),
         }
     }
 

@@ -16,8 +16,10 @@ use super::keys::KeySet;
 const NUDGE_INTERVAL: Duration = Duration::from_secs(10);
 /// A JWKS larger than this is refused (a few dozen keys take a few KiB).
 const MAX_DOCUMENT: u64 = 1 << 20;
-/// First retry delay after a failed fetch; doubles up to `jwks_refresh`.
+/// First retry delay after a failed fetch; doubles up to `LAST_RETRY` (or `jwks_refresh`
+/// when shorter), so a route waiting for its first keys recovers soon after the issuer.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LAST_RETRY: Duration = Duration::from_secs(5);
 
 /// A remote JWKS and the thread keeping it fresh. Dropping it (the configuration that
 /// used it was replaced) stops the thread.
@@ -165,6 +167,7 @@ fn fetch_loop(shared: &Shared, refresh: Duration) {
                 }
                 wait = FIRST_RETRY
                     .saturating_mul(1 << (failures - 1).min(16))
+                    .min(LAST_RETRY)
                     .min(refresh);
             }
         }

@@ -99,7 +99,9 @@ impl Jwt {
         if !auth::has_scopes(&self.required_scopes, claims::scopes(&claims)) {
             return Err(auth::scope_refusal(&self.required_scopes, "Bearer"));
         }
-        if let Some(consumer) = claims::subject(&claims).and_then(|sub| self.consumers.by_jwt_subject(sub)) {
+        if let Some(consumer) =
+            claims::subject(&claims).and_then(|sub| self.consumers.by_jwt_subject(sub))
+        {
             ctx.consumer = Some(Arc::clone(&consumer.id));
             ctx.consumer_tier = consumer.tier.clone();
         }
@@ -120,7 +122,10 @@ impl Plugin for Jwt {
 
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let Some(token) = self.token(req) else {
-            return Err(auth::bearer_refusal(auth::MISSING, "a bearer token is required"));
+            return Err(auth::bearer_refusal(
+                auth::MISSING,
+                "a bearer token is required",
+            ));
         };
         self.authenticate(&token, ctx)
     }

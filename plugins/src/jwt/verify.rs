@@ -120,7 +120,9 @@ fn failure_for(kind: &ErrorKind) -> Failure {
         ErrorKind::ImmatureSignature => {
             Failure::new("not_yet_valid", "the token is not valid yet (nbf)")
         }
-        ErrorKind::InvalidIssuer => Failure::new("wrong_issuer", "the token's issuer is not accepted"),
+        ErrorKind::InvalidIssuer => {
+            Failure::new("wrong_issuer", "the token's issuer is not accepted")
+        }
         ErrorKind::InvalidAudience => {
             Failure::new("wrong_audience", "the token is not meant for this audience")
         }
@@ -147,7 +149,12 @@ mod tests {
     }
 
     fn token(alg: Algorithm, claims: Value) -> String {
-        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(SECRET)).expect("token")
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("token")
     }
 
     fn verifier(leeway: u64) -> Verifier {
@@ -166,7 +173,9 @@ mod tests {
     }
 
     fn reason(result: Result<Map<String, Value>, Failure>) -> &'static str {
-        result.map(|_| "ok").unwrap_or_else(|failure| failure.reason)
+        result
+            .map(|_| "ok")
+            .unwrap_or_else(|failure| failure.reason)
     }
 
     #[test]
@@ -190,10 +199,22 @@ mod tests {
             token(Algorithm::HS256, claims)
         };
         assert_eq!(reason(v.verify("nope", &keys)), "malformed");
-        assert_eq!(reason(v.verify(&with(json!({"exp": now() - 120})), &keys)), "expired");
-        assert_eq!(reason(v.verify(&with(json!({"nbf": now() + 120})), &keys)), "not_yet_valid");
-        assert_eq!(reason(v.verify(&with(json!({"iss": "evil"})), &keys)), "wrong_issuer");
-        assert_eq!(reason(v.verify(&with(json!({"aud": "other"})), &keys)), "wrong_audience");
+        assert_eq!(
+            reason(v.verify(&with(json!({"exp": now() - 120})), &keys)),
+            "expired"
+        );
+        assert_eq!(
+            reason(v.verify(&with(json!({"nbf": now() + 120})), &keys)),
+            "not_yet_valid"
+        );
+        assert_eq!(
+            reason(v.verify(&with(json!({"iss": "evil"})), &keys)),
+            "wrong_issuer"
+        );
+        assert_eq!(
+            reason(v.verify(&with(json!({"aud": "other"})), &keys)),
+            "wrong_audience"
+        );
         assert_eq!(
             reason(v.verify(&token(Algorithm::HS384, good_claims()), &keys)),
             "bad_signature",
@@ -204,7 +225,10 @@ mod tests {
             reason(v.verify(&token(Algorithm::HS256, good_claims()), &other)),
             "bad_signature"
         );
-        let no_exp = token(Algorithm::HS256, json!({"sub": "u1", "iss": "https://id.example.com", "aud": "orders"}));
+        let no_exp = token(
+            Algorithm::HS256,
+            json!({"sub": "u1", "iss": "https://id.example.com", "aud": "orders"}),
+        );
         assert_eq!(reason(v.verify(&no_exp, &keys)), "malformed");
     }
 
@@ -221,9 +245,8 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         use base64::Engine;
-        let b64 = |v: &Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let unsigned = format!(
             "{}.{}.",
             b64(&json!({"alg": "none", "typ": "JWT"})),
