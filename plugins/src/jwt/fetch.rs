@@ -154,7 +154,7 @@ fn fetch_loop(shared: &Shared, refresh: Duration) {
             Err(e) => {
                 failures = failures.saturating_add(1);
                 // First failure, then one line per 16 so a long outage does not flood.
-                if failures == 1 || failures % 16 == 0 {
+                if failures == 1 || failures.is_multiple_of(16) {
                     let kept = if shared.keys.load().is_some() {
                         "keeping the previous keys"
                     } else {

@@ -2,6 +2,7 @@
 //! JWKS (file, or URL refreshed in the background); verified claims, the mapped consumer
 //! and `claims_to_headers` travel on to later phases and the upstream.
 
+mod cache;
 mod claims;
 mod config;
 mod fetch;
@@ -17,6 +18,7 @@ use crate::auth::{self, credentials};
 use crate::consumers::Consumers;
 use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Rejection};
 
+pub use cache::{TokenCache, Verified};
 pub use config::{Audience, JwtConfig, KeySource};
 pub use fetch::RemoteJwks;
 pub use keys::{KeyKind, KeySet};
@@ -31,6 +33,7 @@ pub struct Jwt {
     cookie: Option<String>,
     query: Option<String>,
     consumers: Arc<Consumers>,
+    cache: TokenCache,
 }
 
 impl Jwt {
@@ -40,12 +43,13 @@ impl Jwt {
         let claim_headers = config.claim_headers()?;
         let keys = config.key_source(env)?;
         let audience = config.audiences();
+        let leeway = config.leeway.map_or(0, |leeway| leeway.0.as_secs());
         let verifier = Verifier::new(
             &algorithms,
             &ClaimRules {
                 issuer: config.issuer.as_deref(),
                 audience: &audience,
-                leeway: config.leeway.map_or(0, |leeway| leeway.0.as_secs()),
+                leeway,
             },
         );
         Ok(Self {
@@ -56,6 +60,7 @@ impl Jwt {
             cookie: config.cookie.clone(),
             query: config.query.clone(),
             consumers: Arc::clone(&env.consumers),
+            cache: TokenCache::new(leeway),
         })
     }
 
@@ -76,37 +81,49 @@ impl Jwt {
     }
 
     fn authenticate(&self, token: &str, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let claims = match &self.keys {
-            KeySource::Loaded(keys) => self.verifier.verify(token, keys),
-            KeySource::Remote(remote) => {
-                let loaded = remote.keys();
-                let Some(keys) = loaded.as_ref() else {
-                    return Err(Rejection::new(
-                        ErrorCode::AuthKeysUnavailable,
-                        "the signing keys of this route are not loaded yet",
-                    )
-                    .retry_after(1)
-                    .auth_failure("keys_unavailable"));
-                };
-                let verified = self.verifier.verify(token, keys);
-                if matches!(&verified, Err(failure) if failure.reason == "unknown_kid") {
-                    remote.nudge();
-                }
+        let keys = match &self.keys {
+            KeySource::Loaded(keys) => Arc::clone(keys),
+            KeySource::Remote(remote) => remote.keys().as_ref().cloned().ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::AuthKeysUnavailable,
+                    "the signing keys of this route are not loaded yet",
+                )
+                .retry_after(1)
+                .auth_failure("keys_unavailable")
+            })?,
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let verified = match self.cache.get(token, &keys, now) {
+            Some(hit) => hit,
+            None => {
+                let verified = Arc::new(self.verify(token, &keys)?);
+                self.cache.insert(token, &keys, Arc::clone(&verified));
                 verified
             }
-        }
-        .map_err(|failure| auth::bearer_refusal(failure.reason, failure.message))?;
-        if !auth::has_scopes(&self.required_scopes, claims::scopes(&claims)) {
-            return Err(auth::scope_refusal(&self.required_scopes, "Bearer"));
-        }
-        if let Some(consumer) =
-            claims::subject(&claims).and_then(|sub| self.consumers.by_jwt_subject(sub))
-        {
+        };
+        if let Some(consumer) = &verified.consumer {
             ctx.consumer = Some(Arc::clone(&consumer.id));
             ctx.consumer_tier = consumer.tier.clone();
         }
-        ctx.claims = Some(Arc::new(claims));
+        ctx.claims = Some(Arc::clone(&verified.claims));
         Ok(())
+    }
+
+    /// Signature, claims and scopes; the consumer the subject maps to.
+    fn verify(&self, token: &str, keys: &KeySet) -> Result<Verified, Rejection> {
+        let claims = self.verifier.verify(token, keys).map_err(|failure| {
+            if let (KeySource::Remote(remote), "unknown_kid") = (&self.keys, failure.reason) {
+                remote.nudge();
+            }
+            auth::bearer_refusal(failure.reason, failure.message)
+        })?;
+        if !auth::has_scopes(&self.required_scopes, claims::scopes(&claims)) {
+            return Err(auth::scope_refusal(&self.required_scopes, "Bearer"));
+        }
+        let consumer = claims::subject(&claims)
+            .and_then(|sub| self.consumers.by_jwt_subject(sub))
+            .cloned();
+        Ok(Verified::new(Arc::new(claims), consumer))
     }
 }
 
