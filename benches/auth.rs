@@ -39,9 +39,21 @@ fn jwt_verification(c: &mut Criterion) {
     let (published, _) = KeySet::from_jwks(jwks(&[&rsa, &ec]).as_bytes()).expect("jwks");
     let secret = KeySet::secret(SECRET);
     let cases = [
-        ("RS256", rsa.mint(Algorithm::RS256, &claims("u1")), &published),
-        ("ES256", ec.mint(Algorithm::ES256, &claims("u1")), &published),
-        ("HS256", mint_hmac(SECRET, Algorithm::HS256, &claims("u1")), &secret),
+        (
+            "RS256",
+            rsa.mint(Algorithm::RS256, &claims("u1")),
+            &published,
+        ),
+        (
+            "ES256",
+            ec.mint(Algorithm::ES256, &claims("u1")),
+            &published,
+        ),
+        (
+            "HS256",
+            mint_hmac(SECRET, Algorithm::HS256, &claims("u1")),
+            &secret,
+        ),
     ];
     for (name, token, keys) in cases {
         let alg: Algorithm = name.parse().expect("algorithm");
@@ -56,7 +68,10 @@ fn jwt_verification(c: &mut Criterion) {
 /// Runs a future that never waits (the plugin hooks do not).
 fn ready<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the hook waited"),
     }
@@ -64,7 +79,8 @@ fn ready<F: Future>(future: F) -> F::Output {
 
 fn jwt_plugin_repeated_token(c: &mut Criterion) {
     let rsa = SigningKey::rsa("rsa");
-    let file = std::env::temp_dir().join(format!("portcullis-bench-jwks-{}.json", std::process::id()));
+    let file =
+        std::env::temp_dir().join(format!("portcullis-bench-jwks-{}.json", std::process::id()));
     std::fs::write(&file, jwks(&[&rsa])).expect("write the JWKS");
     let config = JwtConfig {
         jwks_file: Some(file.display().to_string()),
@@ -105,5 +121,10 @@ fn key_lookup(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, jwt_verification, jwt_plugin_repeated_token, key_lookup);
+criterion_group!(
+    benches,
+    jwt_verification,
+    jwt_plugin_repeated_token,
+    key_lookup
+);
 criterion_main!(benches);

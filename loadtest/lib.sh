@@ -66,8 +66,8 @@ ensure_k6() {
 
 # build_release — builds the gateway and the upstream; returns non-zero if that failed.
 build_release() {
-	log "cargo build --release --bin portcullis --example upstream"
-	(cd "$REPO_DIR" && cargo build --release --bin portcullis --example upstream)
+	log "cargo build --release --bin portcullis --example upstream --example auth_fixture"
+	(cd "$REPO_DIR" && cargo build --release --bin portcullis --example upstream --example auth_fixture)
 }
 
 # start_bg NAME CPU|- SIGNAL LOGFILE CMD... — starts CMD in the background (pinned to CPU

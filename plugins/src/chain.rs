@@ -177,3 +177,135 @@ impl PluginChain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::failures::AuthFailureLimitConfig;
+    use crate::{ErrorCode, Retained};
+    use std::sync::Mutex;
+
+    /// An auth plugin that refuses with `reason`, or accepts when `reason` is `None`.
+    struct FakeAuth(&'static str, Option<&'static str>);
+
+    #[async_trait::async_trait]
+    impl Plugin for FakeAuth {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn phase(&self) -> Phase {
+            Phase::Auth
+        }
+        async fn request(&self, _: &mut RequestHeader, _: &mut PluginCtx) -> Result<(), Rejection> {
+            match self.1 {
+                None => Ok(()),
+                Some(reason) => Err(crate::auth::bearer_refusal(reason, reason)),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Counted(Mutex<Vec<String>>);
+
+    impl Telemetry for Counted {
+        fn auth_failure(&self, route: &str, plugin: &'static str, reason: &'static str) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("{route}/{plugin}/{reason}"));
+        }
+        fn rate_limited(&self, route: &str, rule: &str) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("{route}/429/{rule}"));
+        }
+    }
+
+    fn chain(plugins: Vec<FakeAuth>, telemetry: &Arc<Counted>, limit: u32) -> PluginChain {
+        let config = AuthFailureLimitConfig {
+            limit,
+            window: crate::units::Duration(std::time::Duration::from_secs(60)),
+        };
+        let failure_limit =
+            AuthFailureLimit::retained(&config, &Retained::fresh()).expect("valid limit");
+        PluginChain::new(
+            plugins
+                .into_iter()
+                .map(|p| Arc::new(p) as Arc<dyn Plugin>)
+                .collect(),
+        )
+        .with_auth_guard(Arc::new(AuthGuard {
+            telemetry: Arc::clone(telemetry) as Arc<dyn Telemetry>,
+            failure_limit: Some(failure_limit),
+        }))
+    }
+
+    async fn run(chain: &PluginChain) -> Result<(), Rejection> {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        let mut ctx = PluginCtx {
+            route: "r".into(),
+            client_ip: Some("192.0.2.9".parse().expect("ip")),
+            ..PluginCtx::default()
+        };
+        chain.request(&mut req, &mut ctx).await
+    }
+
+    #[tokio::test]
+    async fn one_accepting_auth_plugin_is_enough_and_nothing_is_counted() {
+        let counted = Arc::new(Counted::default());
+        let chain = chain(
+            vec![FakeAuth("key_auth", Some(MISSING)), FakeAuth("jwt", None)],
+            &counted,
+            5,
+        );
+        assert!(run(&chain).await.is_ok());
+        assert!(counted.0.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_presented_credentials_refusal_wins_and_carries_both_challenges() {
+        let counted = Arc::new(Counted::default());
+        let chain = chain(
+            vec![
+                FakeAuth("key_auth", Some(MISSING)),
+                FakeAuth("jwt", Some("expired")),
+            ],
+            &counted,
+            5,
+        );
+        let refusal = run(&chain).await.expect_err("refused");
+        assert_eq!(refusal.auth_reason, Some("expired"));
+        assert_eq!(refusal.headers.len(), 2, "{:?}", refusal.headers);
+        assert_eq!(*counted.0.lock().expect("lock"), ["r/jwt/expired"]);
+    }
+
+    #[tokio::test]
+    async fn guesses_count_towards_the_limit_and_missing_credentials_do_not() {
+        let counted = Arc::new(Counted::default());
+        let missing = chain(vec![FakeAuth("jwt", Some(MISSING))], &counted, 2);
+        for _ in 0..5 {
+            assert_eq!(
+                run(&missing).await.expect_err("refused").code,
+                ErrorCode::Unauthorized
+            );
+        }
+        let guessing = chain(vec![FakeAuth("jwt", Some("bad_signature"))], &counted, 2);
+        assert_eq!(
+            run(&guessing).await.expect_err("1").code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            run(&guessing).await.expect_err("2").code,
+            ErrorCode::Unauthorized
+        );
+        assert_eq!(
+            run(&guessing).await.expect_err("3").code,
+            ErrorCode::RateLimited
+        );
+        assert_eq!(
+            counted.0.lock().expect("lock").last().map(String::as_str),
+            Some("r/429/auth_failure_limit")
+        );
+    }
+}

@@ -507,3 +507,45 @@ fn hash_key_prints_the_stored_form_and_check_refuses_plain_keys() {
         "{text}"
     );
 }
+
+#[test]
+fn consistent_hash_on_a_jwt_claim_keeps_each_tenant_on_one_target() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let gateway = Gateway::start(&format!(
+        r#"
+upstreams:
+  app:
+    targets: [{{ address: "{}" }}, {{ address: "{}" }}]
+    load_balancing: consistent_hash
+    hash_on: "jwt:tenant"
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: app
+    plugins: {{ jwt: {{ secret: "{SECRET}" }} }}
+"#,
+        a.addr(),
+        b.addr()
+    ));
+    let target_of = |tenant: &str| {
+        let token = mint_hmac(
+            SECRET.as_bytes(),
+            Algorithm::HS256,
+            &json!({"sub": "u", "tenant": tenant, "exp": now() + 60}),
+        );
+        let response = with_token(&gateway, "/", &token);
+        assert_eq!(response.status, 200, "{response:?}");
+        response.body
+    };
+    let tenants: Vec<String> = (0..20).map(|i| format!("tenant-{i}")).collect();
+    let first: Vec<String> = tenants.iter().map(|t| target_of(t)).collect();
+    for _round in 0..3 {
+        for (tenant, target) in tenants.iter().zip(&first) {
+            assert_eq!(&target_of(tenant), target, "{tenant} moved");
+        }
+    }
+    assert!(
+        first.iter().any(|t| t != &first[0]),
+        "20 tenants on one target: {first:?}"
+    );
+}

@@ -44,7 +44,8 @@ impl Verified {
     /// Whether the token is still within its validity at `now` (same rule as the
     /// verifier: `exp` and `nbf` with `leeway`).
     fn current(&self, now: u64, leeway: u64) -> bool {
-        self.exp.is_some_and(|exp| exp >= now.saturating_sub(leeway))
+        self.exp
+            .is_some_and(|exp| exp >= now.saturating_sub(leeway))
             && self.nbf.is_none_or(|nbf| nbf <= now.saturating_add(leeway))
     }
 }
@@ -121,7 +122,10 @@ mod tests {
         assert!(cache.get("tok", &keys, 1010).is_some(), "within the leeway");
         assert!(cache.get("tok", &keys, 1011).is_none(), "expired");
         assert!(cache.get("tok", &keys, 889).is_none(), "not yet valid");
-        assert!(cache.get("tok", &other_keys, 1000).is_none(), "another key set");
+        assert!(
+            cache.get("tok", &other_keys, 1000).is_none(),
+            "another key set"
+        );
         assert!(cache.get("tok2", &keys, 1000).is_none());
     }
 
