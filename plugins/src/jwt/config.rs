@@ -68,6 +68,16 @@ pub enum KeySource {
     Remote(Arc<RemoteJwks>),
 }
 
+/// Headers `claims_to_headers` may not write.
+const RESERVED_HEADERS: [&str; 6] = [
+    "x-consumer-id",
+    "host",
+    "authorization",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+];
+
 /// Every algorithm a published (asymmetric) key can verify.
 const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::RS256,
@@ -179,14 +189,15 @@ impl JwtConfig {
         self.claims_to_headers
             .iter()
             .map(|(claim, header)| {
-                HeaderName::from_bytes(header.as_bytes())
-                    .map(|name| (claim.clone(), name))
-                    .map_err(|_| {
-                        problem(
-                            &format!("claims_to_headers.{claim}"),
-                            format!("{header:?} is not a valid header name"),
-                        )
-                    })
+                let path = format!("claims_to_headers.{claim}");
+                let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                    problem(&path, format!("{header:?} is not a valid header name"))
+                })?;
+                // Headers the gateway itself vouches for or routes on are not claim slots.
+                if RESERVED_HEADERS.contains(&name.as_str()) {
+                    return Err(problem(&path, format!("{header} is set by the gateway")));
+                }
+                Ok((claim.clone(), name))
             })
             .collect()
     }
@@ -199,5 +210,70 @@ impl ConfigProblem {
             self.path.pop();
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> JwtConfig {
+        serde_yaml::from_str(yaml).expect("parses")
+    }
+
+    fn first_problem(yaml: &str) -> String {
+        let config = config(yaml);
+        let env = PluginEnv::check();
+        let problem = config
+            .algorithms()
+            .and_then(|_| config.claim_headers())
+            .and_then(|_| config.key_source(&env).map(|_| ()))
+            .expect_err("a problem");
+        format!("{}: {}", problem.path, problem.message)
+    }
+
+    #[test]
+    fn key_sources_and_algorithms_must_agree() {
+        assert!(
+            first_problem("{ jwks_url: http://x/j, algorithms: [HS256] }")
+                .starts_with("jwt.algorithms[0]: HS algorithms need secret")
+        );
+        assert!(
+            first_problem("{ secret: 0123456789abcdef0123456789abcdef, algorithms: [RS256] }")
+                .starts_with("jwt.algorithms[0]: with secret")
+        );
+        assert!(first_problem("{ secret: short }").starts_with("jwt.secret: must be at least 32"));
+        assert!(
+            first_problem("{ algorithms: [none], jwks_url: http://x/j }")
+                .starts_with("jwt.algorithms[0]: \"none\" is not a supported algorithm")
+        );
+        assert_eq!(
+            first_problem("{ secret: 0123456789abcdef0123456789abcdef, jwks_url: http://x/j }"),
+            "jwt: set exactly one of jwks_file, jwks_url and secret"
+        );
+        assert!(first_problem("{ jwks_url: ftp://x/j }").starts_with("jwt.jwks_url"));
+    }
+
+    #[test]
+    fn claims_cannot_write_the_gateways_own_headers() {
+        assert_eq!(
+            first_problem("{ jwks_url: http://x/j, claims_to_headers: { sub: X-Consumer-Id } }"),
+            "jwt.claims_to_headers.sub: X-Consumer-Id is set by the gateway"
+        );
+    }
+
+    #[test]
+    fn defaults_follow_the_key_source() {
+        assert_eq!(
+            config("{ secret: s }").algorithms().expect("valid"),
+            [Algorithm::HS256]
+        );
+        assert_eq!(
+            config("{ jwks_url: http://x/j }")
+                .algorithms()
+                .expect("valid")
+                .len(),
+            ASYMMETRIC.len()
+        );
     }
 }
