@@ -549,3 +549,45 @@ routes:
         "20 tenants on one target: {first:?}"
     );
 }
+
+#[test]
+fn a_reload_keeps_the_fetched_keys_without_refetching() {
+    let key = SigningKey::ec("k1", Algorithm::ES256);
+    let server = JwksServer::start(bind_test_port(), &jwks(&[&key]));
+    let app = Upstream::start("app");
+    let plugins = format!("{{ jwt: {{ jwks_url: \"{}\" }} }}", server.url());
+    let gateway = gateway_with(&app, &plugins, "");
+    let token = key.mint(Algorithm::ES256, &claims("u1"));
+    assert!(wait_until(EVENTUALLY, || with_token(&gateway, "/", &token)
+        .status
+        == 200));
+
+    gateway.rewrite_config(&format!(
+        r#"
+upstreams:
+  app:
+    targets:
+      - address: "{}"
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: app
+    plugins: {plugins}
+  - name: ping
+    match: {{ path: /ping }}
+    respond: {{ status: 200, body: pong }}
+"#,
+        app.addr()
+    ));
+    let url = gateway.admin_url("/reload");
+    let reloaded = common::send(&common::http_agent(), "POST", &url, &[]);
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    assert_eq!(gateway.get("/ping").status, 200, "the new config serves");
+
+    assert_eq!(
+        with_token(&gateway, "/", &token).status,
+        200,
+        "keys kept across the reload"
+    );
+    assert_eq!(server.fetches(), 1, "the reload did not refetch");
+}
