@@ -16,7 +16,10 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
 #[derive(Parser, Debug)]
-#[command(name = "bare_proxy", about = "Minimal Pingora proxy (benchmark ceiling)")]
+#[command(
+    name = "bare_proxy",
+    about = "Minimal Pingora proxy (benchmark ceiling)"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long)]

@@ -38,7 +38,7 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-edge portcullis-cache nginx-tls portcullis-tls}"
+ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-edge portcullis-auth portcullis-cache nginx-tls portcullis-tls}"
 PROXY_CPU=0
 LOAD_CPU=1
 
@@ -53,6 +53,13 @@ BARE_BIN="$(dirname "$GATEWAY_BIN")/examples/bare_proxy"
 PLAIN_CONF="$LOADTEST_DIR/conf/plain.yaml"
 EDGE_CONF="$LOADTEST_DIR/conf/edge.yaml"
 CACHE_CONF="$LOADTEST_DIR/conf/cache.yaml"
+# The edge profile with key_auth + jwt (RS256) on the measured route.
+AUTH_CONF="$LOADTEST_DIR/conf/auth.yaml"
+AUTH_JWKS=/tmp/portcullis-bench-auth-jwks.json
+AUTH_ACCESS_LOG=/tmp/portcullis-bench-auth-access.log
+FIXTURE_BIN="$(dirname "$GATEWAY_BIN")/examples/auth_fixture"
+# Extra request header of the row being measured (the auth row's bearer token).
+REQUEST_HEADER=""
 # The gateway configs name the upstream; every row uses that one.
 UPSTREAM_ADDR="$(conf_first_address "$PLAIN_CONF" upstreams)"
 EDGE_PATH=/api/v1/items/42
@@ -96,7 +103,7 @@ prepare() {
 	for addr in "$NGINX_ADDR" "$HAPROXY_ADDR" "$UPSTREAM_ADDR" \
 		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)" \
 		"$(conf_first_address "$CACHE_CONF" listeners)" "$BARE_ADDR" "$NGINX_TLS_ADDR" \
-		"$(conf_first_address "$TLS_CONF" listeners)"; do
+		"$(conf_first_address "$TLS_CONF" listeners)" "$(conf_first_address "$AUTH_CONF" listeners)"; do
 		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
 			die "something already listens on $addr"
 		fi
@@ -252,7 +259,9 @@ to_ms() {
 # check_proxy NAME URL — one request must come back 200 with the upstream's 64-byte body.
 check_proxy() {
 	local name="$1" url="$2" out
-	out="$(curl -sk -o "$WORK/check.body" -w '%{http_code} %{size_download}' --max-time 2 "$url")" || true
+	local header=()
+	[[ -n $REQUEST_HEADER ]] && header=(-H "$REQUEST_HEADER")
+	out="$(curl -sk "${header[@]}" -o "$WORK/check.body" -w '%{http_code} %{size_download}' --max-time 2 "$url")" || true
 	if [[ $out != "200 64" ]]; then
 		note "$name: sanity request to $url gave '$out' (want '200 64')"
 		return 1
@@ -263,10 +272,12 @@ check_proxy() {
 measure() {
 	local name="$1" url="$2" pid="$3" out="$WORK/wrk-$1.txt"
 	check_proxy "$name" "$url" || true
-	taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null
+	local header=()
+	[[ -n $REQUEST_HEADER ]] && header=(-H "$REQUEST_HEADER")
+	taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "${header[@]}" "$url" >/dev/null
 	local t0 t1
 	t0="$(cpu_ticks "$pid")"
-	taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out"
+	taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${header[@]}" "$url" >"$out"
 	t1="$(cpu_ticks "$pid")"
 	kill -0 "$pid" 2>/dev/null || note "$name: process exited during the run"
 
@@ -351,6 +362,20 @@ run_row() {
 			return
 		}
 		;;
+	portcullis-auth)
+		: >"$AUTH_ACCESS_LOG"
+		local token
+		if ! token="$("$FIXTURE_BIN" "$AUTH_JWKS")"; then
+			skip_row "$row" "examples/auth_fixture failed (build it with cargo build --release --example auth_fixture)"
+			return
+		fi
+		REQUEST_HEADER="Authorization: Bearer $token"
+		start_portcullis "$AUTH_CONF" "$row" || {
+			REQUEST_HEADER=""
+			skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+			return
+		}
+		;;
 	*) die "unknown row '$row'" ;;
 	esac
 
@@ -364,8 +389,11 @@ run_row() {
 	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
 	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;
+	portcullis-auth) url="http://$(conf_first_address "$AUTH_CONF" listeners)$EDGE_PATH" ;;
 	esac
 	measure "$row" "$url" "$PROXY_PID"
+	REQUEST_HEADER=""
+	rm -f "$AUTH_ACCESS_LOG" "$AUTH_JWKS"
 	if [[ $row == portcullis-edge ]]; then
 		local lines
 		lines="$(wc -l <"$EDGE_ACCESS_LOG" 2>/dev/null || echo 0)"
@@ -409,6 +437,7 @@ render_report() {
 	echo "- host: $(nproc) CPU ${cpu_model:-?}, kernel $(uname -r)"
 	echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -n1 | awk '{print "HAProxy " $3}'), portcullis $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo "(no commit)")"
 	echo "- direct: CPU and RSS columns are the upstream's own; edge row: $EDGE_PATH with routing, metrics, JSON access log to a file; cache row: the plain route with its edge cache on, every measured request a hit (target: ≥ 2× portcullis-plain); tls rows: HTTP/1.1 keep-alive over TLS with the same certificate; pingora-bare: Pingora with no logic (examples/bare_proxy), the ceiling for a Pingora-based gateway"
+	echo "- auth row: the edge row's route with key_auth + jwt (RS256 JWKS file); requests carry one bearer token and no API key"
 	echo
 	render_table
 	if ((${#NOTES[@]})); then

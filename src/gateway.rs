@@ -10,6 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, StatusCode};
+use portcullis_plugins::auth::failures::AuthFailureLimit;
+use portcullis_plugins::consumers::Consumers;
 use portcullis_plugins::ip_restriction::IpRules;
 use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
 use prometheus::Histogram;
@@ -148,15 +150,27 @@ impl Gateway {
         context: &CompileContext<'_>,
     ) -> Result<Self, Vec<Problem>> {
         let metrics: &Metrics = context.metrics;
+        let mut problems = Vec::new();
+        let retained = match context.previous {
+            Some(previous) => Retained::after(Arc::clone(&previous.retained)),
+            None => Retained::fresh(),
+        };
+        let consumers = Consumers::compile(&config.consumers).unwrap_or_else(|more| {
+            problems.extend(more.into_iter().map(|p| Problem::new(p.path, p.message)));
+            Consumers::default()
+        });
+        let auth_failure_limit = config.auth_failure_limit.as_ref().and_then(|limit| {
+            AuthFailureLimit::retained(limit, &retained)
+                .map_err(|p| problems.push(Problem::new(p.path, p.message)))
+                .ok()
+        });
         let plugin_env = PluginEnv {
             telemetry: Arc::clone(context.metrics) as _,
-            retained: match context.previous {
-                Some(previous) => Retained::after(Arc::clone(&previous.retained)),
-                None => Retained::fresh(),
-            },
+            retained,
             background: context.background,
+            consumers: Arc::new(consumers),
+            auth_failure_limit,
         };
-        let mut problems = Vec::new();
         let process = compile_process(config, &mut problems);
         let tracing = match HeaderName::from_bytes(config.tracing.request_id_header.as_bytes()) {
             Ok(request_id_header) => Tracing {
@@ -176,9 +190,6 @@ impl Gateway {
         };
         if config.redis.is_some() {
             problems.push(Problem::planned("redis", 4));
-        }
-        if !config.consumers.is_empty() {
-            problems.push(Problem::planned("consumers", 3));
         }
         for problem in config.plugins.problems() {
             problems.push(Problem::new(

@@ -45,6 +45,11 @@ enum Command {
         #[arg(long)]
         binary: Option<PathBuf>,
     },
+    /// Print the `sha256:` form of an API key, for `consumers[].api_keys`.
+    HashKey {
+        /// The API key.
+        key: String,
+    },
     /// Print the version.
     Version,
 }
@@ -84,6 +89,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::HashKey { key }) => {
+            println!("{}", portcullis_plugins::consumers::hash_api_key(&key));
+            ExitCode::SUCCESS
+        }
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }

@@ -7,8 +7,10 @@ use serde::Deserialize;
 use crate::cors::{Cors, CorsConfig};
 use crate::headers::{Headers, HeadersConfig};
 use crate::ip_restriction::{IpRestriction, IpRestrictionConfig};
+use crate::jwt::{Jwt, JwtConfig};
+use crate::key_auth::{KeyAuth, KeyAuthConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
-use crate::{Plugin, PluginChain, PluginEnv};
+use crate::{AuthGuard, Plugin, PluginChain, PluginEnv};
 
 /// The plugins configured globally or on a route. A route's entry replaces the global
 /// entry of the same name.
@@ -19,10 +21,10 @@ pub struct PluginsConfig {
     pub request_size: Option<RequestSizeConfig>,
     /// Request and response header rewriting.
     pub headers: Option<HeadersConfig>,
-    /// JWT authentication (planned: issue #3).
-    pub jwt: Option<serde_yaml::Value>,
-    /// API key authentication (planned: issue #3).
-    pub key_auth: Option<serde_yaml::Value>,
+    /// JWT authentication.
+    pub jwt: Option<JwtConfig>,
+    /// API key authentication.
+    pub key_auth: Option<KeyAuthConfig>,
     /// Rate limiting (planned: issue #4).
     pub rate_limit: Option<serde_yaml::Value>,
     /// Concurrency limiting (planned: issue #4).
@@ -43,7 +45,7 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             message: message.into(),
@@ -60,10 +62,8 @@ impl PluginsConfig {
         }
     }
 
-    fn planned(&self) -> [(&'static str, bool, u32); 4] {
+    fn planned(&self) -> [(&'static str, bool, u32); 2] {
         [
-            ("jwt", self.jwt.is_some(), 3),
-            ("key_auth", self.key_auth.is_some(), 3),
             ("rate_limit", self.rate_limit.is_some(), 4),
             ("concurrency_limit", self.concurrency_limit.is_some(), 4),
         ]
@@ -75,7 +75,7 @@ impl PluginsConfig {
 pub fn build_chain(
     global: &PluginsConfig,
     route: &PluginsConfig,
-    _env: &PluginEnv,
+    env: &PluginEnv,
 ) -> Result<PluginChain, Vec<ConfigProblem>> {
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     let mut problems = Vec::new();
@@ -100,6 +100,17 @@ pub fn build_chain(
     {
         add(IpRestriction::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
     }
+    // key_auth before jwt: when both are configured, key_auth always runs (so
+    // hide_credentials always applies) and jwt is tried when it refuses.
+    let key_auth = route.key_auth.as_ref().or(global.key_auth.as_ref());
+    if let Some(config) = key_auth {
+        add(KeyAuth::new(config, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+    }
+    let jwt = route.jwt.as_ref().or(global.jwt.as_ref());
+    if let Some(config) = jwt {
+        add(Jwt::new(config, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+    }
+    let has_auth = key_auth.is_some() || jwt.is_some();
     for ((name, on_route, issue), (_, on_global, _)) in
         route.planned().into_iter().zip(global.planned())
     {
@@ -112,7 +123,15 @@ pub fn build_chain(
     }
 
     if problems.is_empty() {
-        Ok(PluginChain::new(plugins))
+        let chain = PluginChain::new(plugins);
+        Ok(if has_auth {
+            chain.with_auth_guard(Arc::new(AuthGuard {
+                telemetry: Arc::clone(&env.telemetry),
+                failure_limit: env.auth_failure_limit.clone(),
+            }))
+        } else {
+            chain
+        })
     } else {
         Err(problems)
     }

@@ -5,6 +5,9 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::auth::failures::AuthFailureLimit;
+use crate::consumers::Consumers;
+
 /// Counters plugins report into. The core implements it with its Prometheus metrics;
 /// label values passed here are configuration names or static strings, never request data.
 pub trait Telemetry: Send + Sync {
@@ -31,6 +34,10 @@ pub struct PluginEnv {
     /// Whether plugins may start background work (key fetches, connections). False for
     /// `portcullis check`, which only validates.
     pub background: bool,
+    /// The `consumers:` section, compiled (API key digests, JWT subject patterns).
+    pub consumers: Arc<Consumers>,
+    /// The per-client-IP cap on failed authentications (`auth_failure_limit`), if set.
+    pub auth_failure_limit: Option<Arc<AuthFailureLimit>>,
 }
 
 impl PluginEnv {
@@ -40,6 +47,8 @@ impl PluginEnv {
             telemetry: Arc::new(NoTelemetry),
             retained: Retained::fresh(),
             background: false,
+            consumers: Arc::default(),
+            auth_failure_limit: None,
         }
     }
 }

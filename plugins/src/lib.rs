@@ -6,6 +6,7 @@
 //! read or change about a request travels through [`PluginCtx`] and the request/response
 //! headers handed to each hook.
 
+pub mod auth;
 mod chain;
 mod config;
 mod context;
@@ -13,12 +14,15 @@ mod env;
 mod reject;
 pub mod units;
 
+pub mod consumers;
 pub mod cors;
 pub mod headers;
 pub mod ip_restriction;
+pub mod jwt;
+pub mod key_auth;
 pub mod request_size;
 
-pub use chain::PluginChain;
+pub use chain::{AuthGuard, PluginChain};
 pub use config::{build_chain, ConfigProblem, PluginsConfig};
 pub use context::{Answer, PluginCtx};
 pub use env::{NoTelemetry, PluginEnv, Retained, RetainedSet, Telemetry};

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     UpstreamOverloaded,
     RateLimitBackendDown,
+    /// 503: a `jwt` route whose signing keys (JWKS) have not loaded yet.
+    AuthKeysUnavailable,
     UpstreamTimeout,
     /// A failure inside the gateway itself (a bug, never expected).
     Internal,
@@ -39,6 +41,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Self::UpstreamOverloaded => "UPSTREAM_OVERLOADED",
             Self::RateLimitBackendDown => "RATE_LIMIT_BACKEND_DOWN",
+            Self::AuthKeysUnavailable => "AUTH_KEYS_UNAVAILABLE",
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Self::Internal => "INTERNAL_ERROR",
         }
@@ -55,9 +58,10 @@ impl ErrorCode {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited | Self::ConcurrencyLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamError => StatusCode::BAD_GATEWAY,
-            Self::UpstreamUnavailable | Self::UpstreamOverloaded | Self::RateLimitBackendDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::UpstreamUnavailable
+            | Self::UpstreamOverloaded
+            | Self::RateLimitBackendDown
+            | Self::AuthKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +79,9 @@ pub struct Rejection {
     pub retry_after: Option<u64>,
     /// Extra response headers (e.g. `WWW-Authenticate`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// For an auth plugin's refusal: the `reason` label of
+    /// `portcullis_auth_failures_total` (`missing`, `expired`, ...).
+    pub auth_reason: Option<&'static str>,
 }
 
 impl Rejection {
@@ -85,7 +92,15 @@ impl Rejection {
             message: message.into(),
             retry_after: None,
             headers: Vec::new(),
+            auth_reason: None,
         }
+    }
+
+    /// Marks the rejection as an auth plugin's refusal for `reason`, counted by the chain
+    /// when no other auth plugin of the route accepts the request.
+    pub fn auth_failure(mut self, reason: &'static str) -> Self {
+        self.auth_reason = Some(reason);
+        self
     }
 
     /// Adds `Retry-After`.

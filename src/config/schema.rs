@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use portcullis_plugins::auth::failures::AuthFailureLimitConfig;
+use portcullis_plugins::consumers::ConsumerConfig;
 use portcullis_plugins::units::{Duration, Size};
 use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
@@ -31,9 +33,11 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Shared rate-limit backend (planned: issue #4).
     pub redis: Option<serde_yaml::Value>,
-    /// API consumers (planned: issue #3).
+    /// API consumers: who a key or a JWT subject authenticates as.
     #[serde(default)]
-    pub consumers: Vec<serde_yaml::Value>,
+    pub consumers: Vec<ConsumerConfig>,
+    /// Cap on failed authentications per client IP; absent means no cap.
+    pub auth_failure_limit: Option<AuthFailureLimitConfig>,
     /// Upstream pools by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,

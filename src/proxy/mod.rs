@@ -22,7 +22,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use portcullis_plugins::{ErrorCode, Rejection};
+use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 pub use context::RequestCtx;
 pub use errors::error_response;
@@ -275,7 +275,7 @@ impl ProxyHttp for Proxy {
             if !upstream.retries.backoff.is_zero() {
                 tokio::time::sleep(backoff(upstream.retries.backoff, ctx.attempts - 1)).await;
             }
-            let key = balancing_key(session, &upstream.hash_on);
+            let key = balancing_key(session, &ctx.plugins, &upstream.hash_on);
             let retry_target = upstream
                 .select(&key, ctx.tried)
                 // With every other target tried, go back to one already tried.
@@ -517,7 +517,7 @@ fn choose_target(
         .retry_after(1));
     };
     ctx.upstream_slot = Some(slot);
-    let key = balancing_key(session, &pool.hash_on);
+    let key = balancing_key(session, &ctx.plugins, &pool.hash_on);
     match pool.select(&key, 0) {
         Some(target) => {
             ctx.target = Some(target);
@@ -532,7 +532,7 @@ fn choose_target(
 }
 
 /// The bytes `consistent_hash` hashes (empty for the other algorithms).
-fn balancing_key(session: &Session, hash_on: &HashOn) -> Vec<u8> {
+fn balancing_key(session: &Session, plugins: &PluginCtx, hash_on: &HashOn) -> Vec<u8> {
     let req = session.req_header();
     match hash_on {
         HashOn::Nothing => Vec::new(),
@@ -554,6 +554,16 @@ fn balancing_key(session: &Session, hash_on: &HashOn) -> Vec<u8> {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_bytes().to_vec())
             .unwrap_or_default(),
+        HashOn::Consumer => plugins
+            .consumer
+            .as_deref()
+            .map(|id| id.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Claim(claim) => match plugins.claims.as_ref().and_then(|c| c.get(claim)) {
+            Some(serde_json::Value::String(text)) => text.as_bytes().to_vec(),
+            Some(other) => other.to_string().into_bytes(),
+            None => Vec::new(),
+        },
     }
 }
 

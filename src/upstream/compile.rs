@@ -254,14 +254,10 @@ fn parse_hash_on(key: &str) -> Result<HashOn, String> {
             .map(HashOn::Header)
             .map_err(|_| format!("{name:?} is not a valid header name")),
         Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_string())),
-        None if key == "consumer" => {
-            Err("hash_on: consumer is not supported yet (planned in issue #3)".into())
-        }
-        Some(("jwt", _)) => {
-            Err("hash_on: jwt:CLAIM is not supported yet (planned in issue #3)".into())
-        }
+        None if key == "consumer" => Ok(HashOn::Consumer),
+        Some(("jwt", claim)) if !claim.is_empty() => Ok(HashOn::Claim(claim.to_string())),
         _ => Err(format!(
-            "{key:?} is not one of client_ip, header:NAME, cookie:NAME"
+            "{key:?} is not one of client_ip, header:NAME, cookie:NAME, consumer, jwt:CLAIM"
         )),
     }
 }

@@ -50,6 +50,10 @@ pub enum HashOn {
     Header(http::HeaderName),
     /// The value of a cookie.
     Cookie(String),
+    /// The authenticated consumer's id.
+    Consumer,
+    /// A claim of the verified JWT.
+    Claim(String),
 }
 
 /// Retry behaviour for failed connects (nothing was sent, so any method is safe).

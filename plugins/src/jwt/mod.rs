@@ -1,0 +1,166 @@
+//! `jwt`: bearer-token authentication. Tokens are verified against an HMAC secret or a
+//! JWKS (file, or URL refreshed in the background); verified claims, the mapped consumer
+//! and `claims_to_headers` travel on to later phases and the upstream.
+
+mod cache;
+mod claims;
+mod config;
+mod fetch;
+mod keys;
+mod verify;
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use pingora_http::RequestHeader;
+
+use crate::auth::{self, credentials};
+use crate::consumers::Consumers;
+use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Rejection};
+
+pub use cache::{TokenCache, Verified};
+pub use config::{Audience, JwtConfig, KeySource};
+pub use fetch::RemoteJwks;
+pub use keys::{KeyKind, KeySet};
+pub use verify::{ClaimRules, Failure, Verifier};
+
+/// The compiled `jwt` plugin.
+pub struct Jwt {
+    keys: KeySource,
+    verifier: Verifier,
+    required_scopes: Vec<String>,
+    claim_headers: Vec<(String, HeaderName)>,
+    cookie: Option<String>,
+    query: Option<String>,
+    consumers: Arc<Consumers>,
+    cache: TokenCache,
+}
+
+impl Jwt {
+    /// Checks `config`, loads its keys (or takes over / starts the JWKS fetcher).
+    pub fn new(config: &JwtConfig, env: &PluginEnv) -> Result<Self, ConfigProblem> {
+        let algorithms = config.algorithms()?;
+        let claim_headers = config.claim_headers()?;
+        let keys = config.key_source(env)?;
+        let audience = config.audiences();
+        let leeway = config.leeway.map_or(0, |leeway| leeway.0.as_secs());
+        let verifier = Verifier::new(
+            &algorithms,
+            &ClaimRules {
+                issuer: config.issuer.as_deref(),
+                audience: &audience,
+                leeway,
+            },
+        );
+        Ok(Self {
+            keys,
+            verifier,
+            required_scopes: config.required_scopes.clone(),
+            claim_headers,
+            cookie: config.cookie.clone(),
+            query: config.query.clone(),
+            consumers: Arc::clone(&env.consumers),
+            cache: TokenCache::new(leeway),
+        })
+    }
+
+    fn token(&self, req: &RequestHeader) -> Option<String> {
+        credentials::bearer(req)
+            .map(str::to_string)
+            .or_else(|| {
+                self.cookie
+                    .as_deref()
+                    .and_then(|name| credentials::cookie(req, name))
+                    .map(str::to_string)
+            })
+            .or_else(|| {
+                self.query
+                    .as_deref()
+                    .and_then(|name| credentials::query_param(req, name))
+            })
+    }
+
+    fn authenticate(&self, token: &str, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+        let keys = match &self.keys {
+            KeySource::Loaded(keys) => Arc::clone(keys),
+            KeySource::Remote(remote) => remote.keys().as_ref().cloned().ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::AuthKeysUnavailable,
+                    "the signing keys of this route are not loaded yet",
+                )
+                .retry_after(1)
+                .auth_failure("keys_unavailable")
+            })?,
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let verified = match self.cache.get(token, &keys, now) {
+            Some(hit) => hit,
+            None => {
+                let verified = Arc::new(self.verify(token, &keys)?);
+                self.cache.insert(token, &keys, Arc::clone(&verified));
+                verified
+            }
+        };
+        if let Some(consumer) = &verified.consumer {
+            ctx.consumer = Some(Arc::clone(&consumer.id));
+            ctx.consumer_tier = consumer.tier.clone();
+        }
+        ctx.claims = Some(Arc::clone(&verified.claims));
+        Ok(())
+    }
+
+    /// Signature, claims and scopes; the consumer the subject maps to.
+    fn verify(&self, token: &str, keys: &KeySet) -> Result<Verified, Rejection> {
+        let claims = self.verifier.verify(token, keys).map_err(|failure| {
+            if let (KeySource::Remote(remote), "unknown_kid") = (&self.keys, failure.reason) {
+                remote.nudge();
+            }
+            auth::bearer_refusal(failure.reason, failure.message)
+        })?;
+        if !auth::has_scopes(&self.required_scopes, claims::scopes(&claims)) {
+            return Err(auth::scope_refusal(&self.required_scopes, "Bearer"));
+        }
+        let consumer = claims::subject(&claims)
+            .and_then(|sub| self.consumers.by_jwt_subject(sub))
+            .cloned();
+        Ok(Verified::new(Arc::new(claims), consumer))
+    }
+}
+
+#[async_trait::async_trait]
+impl Plugin for Jwt {
+    fn name(&self) -> &'static str {
+        "jwt"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Auth
+    }
+
+    async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+        let Some(token) = self.token(req) else {
+            return Err(auth::bearer_refusal(
+                auth::MISSING,
+                "a bearer token is required",
+            ));
+        };
+        self.authenticate(&token, ctx)
+    }
+
+    /// Inbound copies of the `claims_to_headers` headers never pass, whichever auth
+    /// plugin accepted the request; the verified claims' values replace them.
+    fn upstream_request(&self, req: &mut RequestHeader, ctx: &PluginCtx) {
+        for (claim, header) in &self.claim_headers {
+            req.remove_header(header);
+            let value = ctx
+                .claims
+                .as_ref()
+                .and_then(|claims| claims.get(claim))
+                .and_then(claims::header_value);
+            if let Some(value) = value {
+                // A valid name and value: inserting cannot fail.
+                let _ = req.insert_header(header.clone(), value);
+            }
+        }
+    }
+}
