@@ -31,16 +31,22 @@ impl Admin {
             .router
             .iter()
             .map(|route| {
-                let (upstream, fallback) = match &route.action {
-                    crate::gateway::RouteAction::Proxy { upstream, fallback } => (
+                let (upstream, canary, fallback) = match &route.action {
+                    crate::gateway::RouteAction::Proxy {
+                        upstream,
+                        canary,
+                        fallback,
+                    } => (
                         Some(upstream.name.to_string()),
+                        canary.as_ref().map(|c| c.upstream.name.to_string()),
                         fallback.as_ref().map(|f| f.name.to_string()),
                     ),
-                    crate::gateway::RouteAction::Respond(_) => (None, None),
+                    crate::gateway::RouteAction::Respond(_) => (None, None, None),
                 };
                 json!({
                     "name": &*route.name,
                     "upstream": upstream,
+                    "canary_upstream": canary,
                     "fallback_upstream": fallback,
                     "plugins": route.plugins.names().collect::<Vec<_>>(),
                 })
@@ -58,8 +64,8 @@ impl Admin {
                             "address": &*target.label,
                             "weight": target.weight,
                             "healthy": upstream.target_healthy(target),
-                            "ejected": false,
-                            "in_flight": target.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                            "ejected": upstream.target_ejected(target),
+                            "in_flight": target.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                         })
                     })
                     .collect();

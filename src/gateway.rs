@@ -14,6 +14,7 @@ use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, Retained
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
+use crate::canary::Canary;
 use crate::config::schema::{RespondConfig, RouteConfig};
 use crate::config::{Config, Problem};
 use crate::metrics::Metrics;
@@ -36,10 +37,13 @@ pub struct Route {
 
 /// What a route does.
 pub enum RouteAction {
-    /// Proxy to a pool, or to the fallback pool when the first has no available target.
+    /// Proxy to a pool (or the canary's), or to the fallback pool when the chosen one
+    /// has no available target.
     Proxy {
         /// The pool.
         upstream: Arc<Upstream>,
+        /// A share of the traffic to another pool.
+        canary: Option<Canary>,
         /// Used when every target of `upstream` is unavailable.
         fallback: Option<Arc<Upstream>>,
     },
@@ -180,7 +184,7 @@ impl Gateway {
                     "names use letters, digits, '-', '_' and '.'",
                 ));
             }
-            match compile_upstream(name, upstream, &path, metrics) {
+            match compile_upstream(name, upstream, &path, metrics, &plugin_env.retained) {
                 Ok(compiled) => {
                     upstreams.insert(name.clone(), Arc::new(compiled));
                 }
@@ -293,13 +297,8 @@ fn compile_route(
             "needs match.path_prefix",
         ));
     }
-    for (field, set, issue) in [
-        ("canary", route.canary.is_some(), 5),
-        ("cache", route.cache.is_some(), 8),
-    ] {
-        if set {
-            problems.push(Problem::planned(format!("{path}.{field}"), issue));
-        }
+    if route.cache.is_some() {
+        problems.push(Problem::planned(format!("{path}.cache"), 8));
     }
     let plugins = match build_chain(&config.plugins, &route.plugins, plugin_env) {
         Ok(chain) => chain,
@@ -333,7 +332,15 @@ fn compile_route(
                 .fallback_upstream
                 .as_deref()
                 .and_then(|name| lookup("fallback_upstream", name, &mut problems));
-            upstream.map(|upstream| RouteAction::Proxy { upstream, fallback })
+            let canary = route.canary.as_ref().and_then(|canary| {
+                let pool = lookup("canary.upstream", &canary.upstream, &mut problems);
+                Canary::compile(canary, pool, &format!("{path}.canary"), &mut problems)
+            });
+            upstream.map(|upstream| RouteAction::Proxy {
+                upstream,
+                canary,
+                fallback,
+            })
         }
         (None, Some(respond)) => {
             compile_respond(respond, &format!("{path}.respond"), &mut problems)

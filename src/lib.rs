@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod canary;
 pub mod config;
 pub mod gateway;
 pub mod metrics;

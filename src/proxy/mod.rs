@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use portcullis_plugins::{ErrorCode, Rejection};
@@ -23,10 +23,11 @@ pub use context::RequestCtx;
 pub use errors::error_response;
 
 use crate::access_log::Entry;
+use crate::canary::{Canary, Variant};
 use crate::gateway::RouteAction;
 use crate::metrics::method_label;
 use crate::state::State;
-use crate::upstream::{bit, HashOn, Upstream};
+use crate::upstream::{bit, HashOn, Outcome, Upstream};
 use trace::TraceContext;
 
 /// The proxy service logic.
@@ -83,8 +84,14 @@ impl ProxyHttp for Proxy {
 
         match &route.action {
             RouteAction::Respond(fixed) => respond::fixed(session, ctx, fixed).await,
-            RouteAction::Proxy { upstream, fallback } => {
-                if let Err(rejection) = choose_target(session, ctx, upstream, fallback.as_ref()) {
+            RouteAction::Proxy {
+                upstream,
+                canary,
+                fallback,
+            } => {
+                let (pool, variant) = choose_variant(session, ctx, upstream, canary.as_ref());
+                ctx.variant = Some(variant);
+                if let Err(rejection) = choose_target(session, ctx, pool, fallback.as_ref()) {
                     return respond::reject(session, ctx, rejection).await;
                 }
                 Ok(false)
@@ -142,6 +149,8 @@ impl ProxyHttp for Proxy {
         Ok(target.peer())
     }
 
+    /// A refused or timed-out connect: nothing was sent, so any method may be retried
+    /// (on another target) when `retries.on` has `connect_failure` and the budget allows.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -149,8 +158,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(target) = &mut ctx.target {
+            target.record(Outcome::GatewayFailure);
+        }
         if let Some(upstream) = &ctx.upstream {
-            if ctx.attempts <= upstream.retries.attempts {
+            let policy = &upstream.retries;
+            if policy.on_connect_failure
+                && ctx.attempts <= policy.attempts
+                && policy.budget_allows()
+            {
                 e.set_retry(true);
                 self.state
                     .metrics
@@ -160,6 +176,52 @@ impl ProxyHttp for Proxy {
             }
         }
         e
+    }
+
+    /// An error once connected. A status retry decided in `upstream_response_filter`
+    /// stands; any other error counts as a gateway failure of the target, and is retried
+    /// only as Pingora would (a stale reused connection), for retriable requests.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.retrying_status) {
+            return e;
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(target) = &mut ctx.target {
+                target.record(Outcome::GatewayFailure);
+            }
+        }
+        if retriable_request(session) {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        if let (true, Some(upstream)) = (e.retry(), &ctx.upstream) {
+            self.state
+                .metrics
+                .retries
+                .with_label_values(&[&upstream.name, "reused_connection"])
+                .inc();
+        }
+        e
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // Every retry is counted in portcullis_retries_total; no log line per request.
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     async fn upstream_request_filter(
@@ -187,6 +249,10 @@ impl ProxyHttp for Proxy {
         if let Some(trace) = &ctx.trace {
             upstream_request.insert_header("traceparent", trace.header())?;
         }
+        upstream_request.remove_header(&forwarding::VARIANT);
+        if let Some(variant) = ctx.variant {
+            upstream_request.insert_header(forwarding::VARIANT, variant.as_str())?;
+        }
         // Only the gateway says who the consumer is: a client's own copy never passes.
         upstream_request.remove_header(&forwarding::CONSUMER_ID);
         if let Some(consumer) = &ctx.plugins.consumer {
@@ -201,16 +267,46 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// Timing, the target's outcome for outlier detection and peak EWMA, and status
+    /// retries: a retried status is turned into a retryable error here, before anything
+    /// of the answer reaches the client.
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(sent), Some(target)) = (ctx.upstream_sent_at, &ctx.target) {
-            let elapsed = sent.elapsed();
-            target.target().duration.observe(elapsed.as_secs_f64());
-            ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
+        let status = upstream_response.status.as_u16();
+        if let Some(target) = &mut ctx.target {
+            if let Some(sent) = ctx.upstream_sent_at {
+                let elapsed = sent.elapsed();
+                target.target().duration.observe(elapsed.as_secs_f64());
+                target.observe_latency(elapsed);
+                ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
+            }
+            target.record(Outcome::of_status(status));
+        }
+        if let Some(upstream) = &ctx.upstream {
+            let policy = &upstream.retries;
+            if policy.on_status.contains(&status)
+                && ctx.attempts <= policy.attempts
+                && retriable_request(session)
+                && policy.budget_allows()
+            {
+                self.state
+                    .metrics
+                    .retries
+                    .with_label_values(&[&upstream.name, status_reason(status)])
+                    .inc();
+                ctx.retrying_status = true;
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "upstream answered with a retried status",
+                );
+                e.as_up();
+                e.set_retry(true);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -265,7 +361,7 @@ impl ProxyHttp for Proxy {
             .map_or(0, |resp| resp.status.as_u16());
         let route_name = ctx.route.as_ref().map(|route| &*route.name);
         let upstream_name = ctx.upstream.as_ref().map(|upstream| &*upstream.name);
-        let variant = upstream_name.map(|_| "stable");
+        let variant = ctx.variant.map(Variant::as_str);
         let req = session.req_header();
         let elapsed = ctx.started.elapsed();
 
@@ -332,19 +428,49 @@ fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::T
     }
 }
 
-/// Picks the pool (the route's, or its fallback when the route's has no available
-/// target), takes a bulkhead slot and chooses the target.
+/// The canary split: the canary pool for the canary variant, unless none of its targets
+/// is available (then the stable pool serves, and the request counts as stable).
+fn choose_variant<'a>(
+    session: &Session,
+    ctx: &RequestCtx,
+    upstream: &'a Arc<Upstream>,
+    canary: Option<&'a Canary>,
+) -> (&'a Arc<Upstream>, Variant) {
+    match canary {
+        Some(canary)
+            if canary.choose(session.req_header(), &ctx.plugins) == Variant::Canary
+                && canary.upstream.any_available() =>
+        {
+            (&canary.upstream, Variant::Canary)
+        }
+        _ => (upstream, Variant::Stable),
+    }
+}
+
+/// Picks the pool (the chosen one, or the fallback when it has no available target),
+/// takes a bulkhead slot and chooses the target. With no available target and no
+/// fallback the route fails fast: 503 with `Retry-After`, no connect attempt.
 fn choose_target(
     session: &Session,
     ctx: &mut RequestCtx,
     upstream: &Arc<Upstream>,
     fallback: Option<&Arc<Upstream>>,
 ) -> Result<(), Rejection> {
-    let pool = match fallback {
-        Some(fallback) if !upstream.any_healthy() => fallback,
-        _ => upstream,
+    let pool = if upstream.any_available() {
+        upstream
+    } else {
+        match fallback {
+            Some(fallback) => fallback,
+            None => {
+                ctx.upstream = Some(Arc::clone(upstream));
+                return Err(unavailable(upstream));
+            }
+        }
     };
     ctx.upstream = Some(Arc::clone(pool));
+    if let Some(budget) = &pool.retries.budget {
+        budget.deposit();
+    }
     let Some(slot) = pool.try_acquire() else {
         return Err(Rejection::new(
             ErrorCode::UpstreamOverloaded,
@@ -359,11 +485,43 @@ fn choose_target(
             ctx.target = Some(target);
             Ok(())
         }
-        None => Err(Rejection::new(
-            ErrorCode::UpstreamUnavailable,
-            format!("upstream {} has no healthy target", pool.name),
-        )
-        .retry_after(1)),
+        None => Err(unavailable(pool)),
+    }
+}
+
+fn unavailable(pool: &Upstream) -> Rejection {
+    Rejection::new(
+        ErrorCode::UpstreamUnavailable,
+        format!(
+            "upstream {} has no healthy, non-ejected target",
+            pool.name
+        ),
+    )
+    .retry_after(pool.retry_after())
+}
+
+/// Whether the request may be sent twice: an idempotent method (GET, HEAD, OPTIONS,
+/// PUT, DELETE) or an `Idempotency-Key`, and a body that is still fully buffered.
+fn retriable_request(session: &Session) -> bool {
+    let req = session.req_header();
+    let idempotent = matches!(
+        req.method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+    ) || req.headers.contains_key("idempotency-key");
+    idempotent && !session.as_ref().retry_buffer_truncated()
+}
+
+/// The `reason` label of a status retry.
+fn status_reason(status: u16) -> &'static str {
+    match status {
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "status",
     }
 }
 
@@ -380,15 +538,8 @@ fn balancing_key(session: &Session, hash_on: &HashOn) -> Vec<u8> {
             .get(name)
             .map(|value| value.as_bytes().to_vec())
             .unwrap_or_default(),
-        HashOn::Cookie(name) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_bytes().to_vec())
+        HashOn::Cookie(name) => crate::canary::cookie(req, name)
+            .map(|value| value.as_bytes().to_vec())
             .unwrap_or_default(),
     }
 }
