@@ -288,11 +288,22 @@ pub struct RetriesConfig {
     pub attempts: u32,
     /// Conditions that allow a retry.
     #[serde(default)]
-    pub on: Vec<String>,
+    pub on: Vec<RetryCondition>,
     /// Pause before a retry.
     pub backoff: Option<Duration>,
     /// Retries may add at most this percent on top of the recent request rate.
     pub budget_percent: Option<u32>,
+}
+
+/// One entry of `retries.on`: `connect_failure`, or a status written as a number
+/// (`503`) or a string (`"503"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RetryCondition {
+    /// A status code.
+    Status(u16),
+    /// A named condition (or a status as text).
+    Named(String),
 }
 
 /// `upstreams.*.health_check`.

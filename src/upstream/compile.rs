@@ -19,7 +19,7 @@ use super::{
     Balancer, HashOn, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState,
     Upstream,
 };
-use crate::config::schema::{LoadBalancing, RetriesConfig, UpstreamConfig};
+use crate::config::schema::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
 use crate::config::Problem;
 use crate::metrics::Metrics;
 
@@ -302,15 +302,20 @@ fn compile_retries(
 ) -> RetryPolicy {
     let mut on_connect_failure = retries.on.is_empty();
     let mut on_status = Vec::new();
-    for (i, reason) in retries.on.iter().enumerate() {
-        match reason.as_str() {
-            "connect_failure" => on_connect_failure = true,
-            "502" => on_status.push(502),
-            "503" => on_status.push(503),
-            "504" => on_status.push(504),
-            other => problems.push(Problem::new(
+    for (i, condition) in retries.on.iter().enumerate() {
+        let status = match condition {
+            RetryCondition::Status(status) => Some(*status),
+            RetryCondition::Named(name) if name == "connect_failure" => {
+                on_connect_failure = true;
+                continue;
+            }
+            RetryCondition::Named(name) => name.parse().ok(),
+        };
+        match status {
+            Some(status @ (502 | 503 | 504)) => on_status.push(status),
+            _ => problems.push(Problem::new(
                 format!("{path}.retries.on[{i}]"),
-                format!("unknown retry condition {other:?}; use connect_failure, 502, 503 or 504"),
+                format!("unknown retry condition {condition:?}; use connect_failure, 502, 503 or 504"),
             )),
         }
     }

@@ -1,0 +1,73 @@
+//! The load-aware balancers: `least_request` (power of two choices on requests in
+//! flight) and `peak_ewma` (power of two choices on latency × in flight).
+
+mod common;
+
+use std::thread;
+use std::time::Duration;
+
+use common::{wait_until, Gateway, Upstream, EVENTUALLY};
+
+/// `upstreams.app` over `idle` and `busy` with `load_balancing: algorithm`.
+fn config(algorithm: &str, first: &Upstream, second: &Upstream) -> String {
+    format!(
+        r#"
+upstreams:
+  app:
+    load_balancing: {algorithm}
+    targets: [{{ address: "{}" }}, {{ address: "{}" }}]
+routes:
+  - name: all
+    match: {{ path_prefix: / }}
+    upstream: app
+"#,
+        first.addr(),
+        second.addr()
+    )
+}
+
+#[test]
+fn least_request_prefers_the_idle_target() {
+    let (idle, busy) = (Upstream::start("idle"), Upstream::start("busy"));
+    let gateway = Gateway::start(&config("least_request", &idle, &busy));
+    // Requests to `busy` hang for a while; keep sending until two of them are in flight
+    // there (those that land on `idle` return at once).
+    busy.set_delay(Duration::from_secs(3));
+    let url = gateway.url("/");
+    let mut holders = Vec::new();
+    let held = wait_until(EVENTUALLY, || {
+        let url = url.clone();
+        holders.push(thread::spawn(move || {
+            let _ = common::http_agent().get(&url).call();
+        }));
+        thread::sleep(Duration::from_millis(20));
+        busy.requests() >= 2
+    });
+    assert!(held, "no request reached the busy target");
+
+    for _ in 0..30 {
+        assert_eq!(gateway.get("/").body, "idle");
+    }
+    busy.set_delay(Duration::ZERO);
+    for holder in holders {
+        let _ = holder.join();
+    }
+}
+
+#[test]
+fn peak_ewma_moves_traffic_away_from_a_target_that_became_slower() {
+    let (steady, slowed) = (Upstream::start("steady"), Upstream::start("slowed"));
+    let gateway = Gateway::start(&config("peak_ewma", &steady, &slowed));
+    for _ in 0..40 {
+        assert_eq!(gateway.get("/").status, 200);
+    }
+    assert!(slowed.requests() > 0, "both targets serve while equally fast");
+
+    slowed.set_delay(Duration::from_millis(50));
+    let before = slowed.requests();
+    for _ in 0..100 {
+        assert_eq!(gateway.get("/").status, 200);
+    }
+    let after = slowed.requests() - before;
+    assert!(after <= 5, "the 50 ms slower target still got {after} of 100 requests");
+}
