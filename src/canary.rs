@@ -264,7 +264,11 @@ mod tests {
         let (at_five, at_ten) = (at(&five), at(&ten));
         assert!(at_five.iter().zip(&at_ten).all(|(five, ten)| !five || *ten));
         let count = |v: &[bool]| v.iter().filter(|c| **c).count();
-        assert!((200..=300).contains(&count(&at_five)), "{}", count(&at_five));
+        assert!(
+            (200..=300).contains(&count(&at_five)),
+            "{}",
+            count(&at_five)
+        );
         assert!((400..=600).contains(&count(&at_ten)), "{}", count(&at_ten));
     }
 

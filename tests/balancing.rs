@@ -61,7 +61,10 @@ fn peak_ewma_moves_traffic_away_from_a_target_that_became_slower() {
     for _ in 0..40 {
         assert_eq!(gateway.get("/").status, 200);
     }
-    assert!(slowed.requests() > 0, "both targets serve while equally fast");
+    assert!(
+        slowed.requests() > 0,
+        "both targets serve while equally fast"
+    );
 
     slowed.set_delay(Duration::from_millis(50));
     let before = slowed.requests();
@@ -69,5 +72,8 @@ fn peak_ewma_moves_traffic_away_from_a_target_that_became_slower() {
         assert_eq!(gateway.get("/").status, 200);
     }
     let after = slowed.requests() - before;
-    assert!(after <= 5, "the 50 ms slower target still got {after} of 100 requests");
+    assert!(
+        after <= 5,
+        "the 50 ms slower target still got {after} of 100 requests"
+    );
 }

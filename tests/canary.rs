@@ -86,7 +86,10 @@ fn ten_percent_of_users_go_to_the_canary_and_upstreams_see_the_variant() {
     assert_eq!(counted("canary"), to_canary);
     assert_eq!(counted("stable"), total - to_canary);
     let log = gateway.wait_for_access_log(total);
-    let logged_canary = log.iter().filter(|line| line["variant"] == "canary").count();
+    let logged_canary = log
+        .iter()
+        .filter(|line| line["variant"] == "canary")
+        .count();
     assert_eq!(logged_canary, to_canary);
 }
 

@@ -121,7 +121,11 @@ fn after_the_ejection_one_probe_decides_and_a_repeat_ejection_lasts_twice_as_lon
     for _ in 0..20 {
         gateway.get("/");
     }
-    assert_eq!(bad.requests(), 3, "the half-open state let more than one request through");
+    assert_eq!(
+        bad.requests(),
+        3,
+        "the half-open state let more than one request through"
+    );
     assert_eq!(ejections(&gateway, &bad), 2.0);
 
     // The second ejection lasts 2 × base_ejection_time.
@@ -183,7 +187,10 @@ fn a_route_whose_targets_are_all_ejected_fails_fast_with_retry_after() {
     let elapsed = started.elapsed();
 
     assert_gateway_error(&response, 503, "UPSTREAM_UNAVAILABLE");
-    assert!(elapsed < Duration::from_millis(50), "answered in {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(50),
+        "answered in {elapsed:?}"
+    );
     let retry_after: u64 = response
         .header("Retry-After")
         .and_then(|value| value.parse().ok())
@@ -227,7 +234,8 @@ fn ejection_and_health_survive_a_reload() {
     let good = Upstream::start("good");
     let (bad, sick) = (Upstream::start("bad"), Upstream::start("sick"));
     bad.set_status(500);
-    let health = "    health_check: { type: http, path: /healthz, interval: 200ms, timeout: 500ms, \
+    let health =
+        "    health_check: { type: http, path: /healthz, interval: 200ms, timeout: 500ms, \
                   healthy_threshold: 1, unhealthy_threshold: 1 }";
     let outlier = "consecutive_5xx: 2, base_ejection_time: 60s, max_ejection_percent: 50";
     let gateway = Gateway::start(&config(&[&good, &bad, &sick], outlier, health));

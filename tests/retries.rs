@@ -49,7 +49,10 @@ fn a_get_answered_503_is_retried_on_the_healthy_target() {
         assert_eq!(response.status, 200, "{response:?}");
         assert_eq!(response.body, "healthy");
     }
-    assert!(failing.requests() > 0, "round robin sent nothing to the failing target");
+    assert!(
+        failing.requests() > 0,
+        "round robin sent nothing to the failing target"
+    );
     assert_eq!(retries(&gateway, "503"), failing.requests() as f64);
     // A retried request reaches the healthy target with its method and path intact.
     let put = gateway.request("PUT", "/items/7", &[]);
@@ -61,10 +64,7 @@ fn a_get_answered_503_is_retried_on_the_healthy_target() {
 fn a_post_is_retried_only_with_an_idempotency_key() {
     let (failing, healthy) = (Upstream::start("failing"), Upstream::start("healthy"));
     failing.set_status(503);
-    let gateway = Gateway::start(&config(
-        &[&failing, &healthy],
-        "attempts: 2, on: [503]",
-    ));
+    let gateway = Gateway::start(&config(&[&failing, &healthy], "attempts: 2, on: [503]"));
 
     let plain: Vec<u16> = (0..20)
         .map(|_| gateway.request("POST", "/orders", &[]).status)
@@ -99,7 +99,14 @@ fn retries_against_a_failing_upstream_stay_within_the_budget() {
     let sent = first.requests() + second.requests();
     let retried = sent - requests;
     // 20% of the requests plus the reserve of 10; without a budget it would be 3 × 300.
-    assert!(retried <= requests / 5 + 10, "{retried} retries for {requests} requests");
-    assert!(retried >= requests / 5, "the budget allows {} retries", requests / 5);
+    assert!(
+        retried <= requests / 5 + 10,
+        "{retried} retries for {requests} requests"
+    );
+    assert!(
+        retried >= requests / 5,
+        "the budget allows {} retries",
+        requests / 5
+    );
     assert_eq!(retries(&gateway, "502"), retried as f64);
 }

@@ -492,10 +492,7 @@ fn choose_target(
 fn unavailable(pool: &Upstream) -> Rejection {
     Rejection::new(
         ErrorCode::UpstreamUnavailable,
-        format!(
-            "upstream {} has no healthy, non-ejected target",
-            pool.name
-        ),
+        format!("upstream {} has no healthy, non-ejected target", pool.name),
     )
     .retry_after(pool.retry_after())
 }

@@ -187,9 +187,7 @@ pub fn compile_upstream(
     let balancer: Box<dyn Balancer> = match config.load_balancing {
         LoadBalancing::RoundRobin => Box::new(load_balancer::<RoundRobin>(backends, registry)),
         LoadBalancing::Random => Box::new(load_balancer::<Random>(backends, registry)),
-        LoadBalancing::ConsistentHash => {
-            Box::new(load_balancer::<Consistent>(backends, registry))
-        }
+        LoadBalancing::ConsistentHash => Box::new(load_balancer::<Consistent>(backends, registry)),
         LoadBalancing::LeastRequest => Box::new(PowerOfTwoChoices::new(
             load_balancer::<Random>(backends, registry),
             LeastRequest,
@@ -312,10 +310,12 @@ fn compile_retries(
             RetryCondition::Named(name) => name.parse().ok(),
         };
         match status {
-            Some(status @ (502 | 503 | 504)) => on_status.push(status),
+            Some(status @ 502..=504) => on_status.push(status),
             _ => problems.push(Problem::new(
                 format!("{path}.retries.on[{i}]"),
-                format!("unknown retry condition {condition:?}; use connect_failure, 502, 503 or 504"),
+                format!(
+                    "unknown retry condition {condition:?}; use connect_failure, 502, 503 or 504"
+                ),
             )),
         }
     }

@@ -59,16 +59,20 @@ impl<C: Cost> PowerOfTwoChoices<C> {
         backend
             .ext
             .get::<Arc<TargetState>>()
-            .map_or(f64::MAX, |state| self.cost.cost(state, backend.weight, now_ms))
+            .map_or(f64::MAX, |state| {
+                self.cost.cost(state, backend.weight, now_ms)
+            })
     }
 }
 
 impl<C: Cost> Balancer for PowerOfTwoChoices<C> {
     fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
         let first = self.random.select_with(key, MAX_ITERATIONS, accept)?;
-        let second = self.random.select_with(key, MAX_ITERATIONS, |backend, healthy| {
-            backend.addr != first.addr && accept(backend, healthy)
-        });
+        let second = self
+            .random
+            .select_with(key, MAX_ITERATIONS, |backend, healthy| {
+                backend.addr != first.addr && accept(backend, healthy)
+            });
         let Some(second) = second else {
             return Some(first);
         };

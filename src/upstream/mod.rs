@@ -102,7 +102,9 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Whether the budget allows one more retry (and spends it).
     pub fn budget_allows(&self) -> bool {
-        self.budget.as_ref().is_none_or(|budget| budget.try_withdraw())
+        self.budget
+            .as_ref()
+            .is_none_or(|budget| budget.try_withdraw())
     }
 }
 
@@ -291,7 +293,13 @@ impl Upstream {
         self.targets
             .iter()
             .filter(|target| self.target_healthy(target) && target.state.outlier.is_ejected())
-            .map(|target| target.state.outlier.ejected_until_ms().saturating_sub(now_ms))
+            .map(|target| {
+                target
+                    .state
+                    .outlier
+                    .ejected_until_ms()
+                    .saturating_sub(now_ms)
+            })
             .min()
             .map_or(1, |ms| ms.div_ceil(1000).max(1))
     }
@@ -360,6 +368,5 @@ pub fn test_pool(name: &str) -> Upstream {
         &metrics,
         &portcullis_plugins::Retained::fresh(),
     )
-    .ok()
-    .expect("test pool compiles")
+    .unwrap_or_else(|problems| panic!("test pool: {problems:?}"))
 }

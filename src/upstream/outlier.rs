@@ -258,7 +258,8 @@ impl OutlierState {
         {
             let requests = self.window_requests.swap(0, Relaxed);
             let failures = self.window_failures.swap(0, Relaxed);
-            trip = requests >= volume && u64::from(failures) * 100 >= u64::from(threshold) * u64::from(requests);
+            trip = requests >= volume
+                && u64::from(failures) * 100 >= u64::from(threshold) * u64::from(requests);
         }
         self.window_requests.fetch_add(1, Relaxed);
         if outcome != Outcome::Success {

@@ -52,7 +52,10 @@ mod tests {
         ewma.observe(1e6, 0);
         ewma.observe(50e6, 1);
         assert!(ewma.decayed(1) > 49e6, "the peak is taken as is");
-        assert!(ewma.decayed(10_001) < 20e6, "after one decay time it is down to ~37%");
+        assert!(
+            ewma.decayed(10_001) < 20e6,
+            "after one decay time it is down to ~37%"
+        );
         ewma.observe(1e6, 10_002);
         assert!(ewma.decayed(10_002) < 20e6);
     }

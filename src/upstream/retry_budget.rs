@@ -61,7 +61,10 @@ mod tests {
             }
         }
         // 20% of 1000 requests, plus the reserve (less the one deposit made while full).
-        assert!((200..=200 + RESERVE_RETRIES).contains(&retries), "{retries}");
+        assert!(
+            (200..=200 + RESERVE_RETRIES).contains(&retries),
+            "{retries}"
+        );
     }
 
     #[test]
