@@ -60,11 +60,17 @@ impl Admin {
                     .targets
                     .iter()
                     .map(|target| {
+                        let ejected = upstream.target_ejected(target);
+                        let outlier = &target.state.outlier;
                         json!({
                             "address": &*target.label,
                             "weight": target.weight,
                             "healthy": upstream.target_healthy(target),
-                            "ejected": upstream.target_ejected(target),
+                            "ejected": ejected,
+                            "ejection_ends_in_ms": ejected.then(|| {
+                                outlier.ejected_until_ms().saturating_sub(crate::upstream::clock_ms())
+                            }),
+                            "ejections": outlier.ejections(),
                             "in_flight": target.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                         })
                     })

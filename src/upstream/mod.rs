@@ -240,14 +240,14 @@ impl Upstream {
                 healthy
                     && target_index(backend).is_some_and(|index| {
                         skip & bit(index) == 0
-                            && self.targets[index].state.outlier.availability(now_ms)
+                            && self.availability(&self.targets[index], now_ms)
                                 != Availability::Ejected
                     })
             };
             let backend = self.balancer.select(key, &accept)?;
             let index = target_index(&backend)?;
             let state = &self.targets[index].state;
-            let probe = match state.outlier.availability(now_ms) {
+            let probe = match self.availability(&self.targets[index], now_ms) {
                 Availability::InService => false,
                 Availability::ProbeDue if state.outlier.claim_probe() => true,
                 _ => {
@@ -273,7 +273,16 @@ impl Upstream {
 
     /// Whether outlier detection has the target ejected (a probe may be due).
     pub fn target_ejected(&self, target: &Target) -> bool {
-        target.state.outlier.is_ejected()
+        self.outlier.is_some() && target.state.outlier.is_ejected()
+    }
+
+    /// Outlier detection's verdict on the target; without it (it may have been removed
+    /// by a reload while the target was ejected) every target is in service.
+    fn availability(&self, target: &Target, now_ms: u64) -> Availability {
+        match self.outlier {
+            Some(_) => target.state.outlier.availability(now_ms),
+            None => Availability::InService,
+        }
     }
 
     /// Whether at least one target could take a request now: healthy by active checks
@@ -282,7 +291,7 @@ impl Upstream {
         let now_ms = clock_ms();
         self.targets.iter().any(|target| {
             self.target_healthy(target)
-                && target.state.outlier.availability(now_ms) != Availability::Ejected
+                && self.availability(target, now_ms) != Availability::Ejected
         })
     }
 
@@ -292,7 +301,7 @@ impl Upstream {
         let now_ms = clock_ms();
         self.targets
             .iter()
-            .filter(|target| self.target_healthy(target) && target.state.outlier.is_ejected())
+            .filter(|target| self.target_healthy(target) && self.target_ejected(target))
             .map(|target| {
                 target
                     .state

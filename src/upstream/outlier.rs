@@ -160,6 +160,11 @@ impl OutlierState {
         self.ejected_until_ms.load(Relaxed)
     }
 
+    /// Ejections remembered for the next ejection time.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Relaxed)
+    }
+
     /// Whether the target may take a request at `now_ms`.
     pub fn availability(&self, now_ms: u64) -> Availability {
         if !self.ejected.load(Relaxed) {
