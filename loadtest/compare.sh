@@ -18,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-edge}"
+ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-traffic portcullis-edge}"
 PROXY_CPU=0
 LOAD_CPU=1
 
@@ -26,6 +26,7 @@ NGINX_ADDR=127.0.0.1:28081
 HAPROXY_ADDR=127.0.0.1:28082
 PLAIN_CONF="$LOADTEST_DIR/conf/plain.yaml"
 EDGE_CONF="$LOADTEST_DIR/conf/edge.yaml"
+TRAFFIC_CONF="$LOADTEST_DIR/conf/traffic.yaml"
 # The gateway configs name the upstream; every row uses that one.
 UPSTREAM_ADDR="$(conf_first_address "$PLAIN_CONF" upstreams)"
 EDGE_PATH=/api/v1/items/42
@@ -60,7 +61,8 @@ prepare() {
 	[[ -x $UPSTREAM_BIN ]] || die "missing $UPSTREAM_BIN (build with cargo build --release --example upstream)"
 	local addr
 	for addr in "$NGINX_ADDR" "$HAPROXY_ADDR" "$UPSTREAM_ADDR" \
-		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)"; do
+		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)" \
+		"$(conf_first_address "$TRAFFIC_CONF" listeners)"; do
 		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
 			die "something already listens on $addr"
 		fi
@@ -254,6 +256,10 @@ run_row() {
 		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
 		return
 	} ;;
+	portcullis-traffic) start_portcullis "$TRAFFIC_CONF" "$row" || {
+		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return
+	} ;;
 	portcullis-edge)
 		: >"$EDGE_ACCESS_LOG"
 		start_portcullis "$EDGE_CONF" "$row" || {
@@ -269,6 +275,7 @@ run_row() {
 	nginx) url="http://$NGINX_ADDR/" ;;
 	haproxy) url="http://$HAPROXY_ADDR/" ;;
 	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
+	portcullis-traffic) url="http://$(conf_first_address "$TRAFFIC_CONF" listeners)/" ;;
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
 	esac
 	measure "$row" "$url" "$PROXY_PID"
