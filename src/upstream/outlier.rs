@@ -8,7 +8,9 @@
 //! ejection (rare) takes the pool's lock, so that `max_ejection_percent` holds when
 //! several targets fail at once.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -167,7 +169,8 @@ impl OutlierState {
 
     /// Whether the target may take a request at `now_ms`.
     pub fn availability(&self, now_ms: u64) -> Availability {
-        if !self.ejected.load(Relaxed) {
+        // Acquire pairs with the Release in `eject`: seeing `ejected` means seeing its end.
+        if !self.ejected.load(Acquire) {
             Availability::InService
         } else if now_ms >= self.ejected_until_ms.load(Relaxed) && !self.probing.load(Relaxed) {
             Availability::ProbeDue
@@ -198,14 +201,13 @@ impl OutlierState {
         now_ms: u64,
         pool: &PoolView<'_>,
     ) -> Transition {
-        let lock = pool.lock;
         if probe {
             self.probing.store(false, Relaxed);
             return if outcome == Outcome::Success {
                 self.consecutive_5xx.store(0, Relaxed);
                 self.consecutive_gateway.store(0, Relaxed);
                 self.returned_at_ms.store(now_ms, Relaxed);
-                self.ejected.store(false, Relaxed);
+                self.ejected.store(false, Release);
                 Transition::Returned
             } else {
                 self.eject(policy, now_ms);
@@ -237,7 +239,7 @@ impl OutlierState {
         if !trip {
             return Transition::None;
         }
-        let _ejecting = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ejecting = pool.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.consecutive_5xx.store(0, Relaxed);
         self.consecutive_gateway.store(0, Relaxed);
         if self.ejected.load(Relaxed) || pool.ejected() >= policy.max_ejected(pool.size) {
@@ -293,7 +295,7 @@ impl OutlierState {
             .store(now_ms.saturating_add(time), Relaxed);
         self.window_requests.store(0, Relaxed);
         self.window_failures.store(0, Relaxed);
-        self.ejected.store(true, Relaxed);
+        self.ejected.store(true, Release);
     }
 }
 
@@ -316,4 +318,149 @@ impl PoolView<'_> {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(yaml: &str) -> OutlierPolicy {
+        let config: OutlierDetectionConfig = serde_yaml::from_str(yaml).expect("valid config");
+        OutlierPolicy::compile(&config, "test").unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    /// Records `outcome` for target `index` of `pool`, as the upstream does.
+    fn record(
+        pool: &[OutlierState],
+        index: usize,
+        outcome: Outcome,
+        probe: bool,
+        policy: &OutlierPolicy,
+        now_ms: u64,
+    ) -> Transition {
+        let lock = Mutex::new(());
+        let ejected = || pool.iter().filter(|t| t.is_ejected()).count();
+        let view = PoolView {
+            size: pool.len(),
+            ejected: &ejected,
+            lock: &lock,
+        };
+        pool[index].record(outcome, probe, policy, now_ms, &view)
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_a_success_resets_the_count() {
+        let policy = policy("{consecutive_5xx: 3, max_ejection_percent: 100}");
+        let pool = [OutlierState::default()];
+        record(&pool, 0, Outcome::ServerError, false, &policy, 0);
+        record(&pool, 0, Outcome::ServerError, false, &policy, 0);
+        record(&pool, 0, Outcome::Success, false, &policy, 0);
+        record(&pool, 0, Outcome::ServerError, false, &policy, 0);
+        assert_eq!(
+            record(&pool, 0, Outcome::GatewayFailure, false, &policy, 0),
+            Transition::None
+        );
+        assert_eq!(
+            record(&pool, 0, Outcome::ServerError, false, &policy, 0),
+            Transition::Ejected
+        );
+        assert_eq!(pool[0].availability(29_999), Availability::Ejected);
+        assert_eq!(pool[0].availability(30_000), Availability::ProbeDue);
+    }
+
+    #[test]
+    fn gateway_failures_have_their_own_streak() {
+        let policy = policy("{consecutive_gateway_failure: 2, max_ejection_percent: 100}");
+        let pool = [OutlierState::default()];
+        record(&pool, 0, Outcome::GatewayFailure, false, &policy, 0);
+        record(&pool, 0, Outcome::ServerError, false, &policy, 0);
+        record(&pool, 0, Outcome::GatewayFailure, false, &policy, 0);
+        assert!(
+            !pool[0].is_ejected(),
+            "a 500 breaks the gateway-failure streak"
+        );
+        record(&pool, 0, Outcome::GatewayFailure, false, &policy, 0);
+        assert!(pool[0].is_ejected());
+    }
+
+    #[test]
+    fn one_probe_at_a_time_and_its_outcome_decides() {
+        let policy =
+            policy("{consecutive_5xx: 1, base_ejection_time: 1s, max_ejection_percent: 100}");
+        let pool = [OutlierState::default()];
+        record(&pool, 0, Outcome::ServerError, false, &policy, 0);
+        assert!(pool[0].claim_probe());
+        assert!(!pool[0].claim_probe());
+        assert_eq!(pool[0].availability(1_000), Availability::Ejected);
+        // A failed probe doubles the ejection.
+        assert_eq!(
+            record(&pool, 0, Outcome::ServerError, true, &policy, 1_000),
+            Transition::Ejected
+        );
+        assert_eq!(pool[0].availability(2_999), Availability::Ejected);
+        assert_eq!(pool[0].availability(3_000), Availability::ProbeDue);
+        assert!(pool[0].claim_probe());
+        assert_eq!(
+            record(&pool, 0, Outcome::Success, true, &policy, 3_000),
+            Transition::Returned
+        );
+        assert_eq!(pool[0].availability(3_000), Availability::InService);
+    }
+
+    #[test]
+    fn the_ejection_multiplier_fades_with_time_in_service() {
+        let policy = policy(
+            "{consecutive_5xx: 1, interval: 1s, base_ejection_time: 1s, max_ejection_percent: 100}",
+        );
+        let pool = [OutlierState::default()];
+        record(&pool, 0, Outcome::ServerError, false, &policy, 0);
+        pool[0].claim_probe();
+        record(&pool, 0, Outcome::ServerError, true, &policy, 1_000); // ejected twice
+        pool[0].claim_probe();
+        record(&pool, 0, Outcome::Success, true, &policy, 3_000);
+        // 1 s in service fades one ejection: the next one lasts 2 × 1 s, not 3 × 1 s.
+        record(&pool, 0, Outcome::ServerError, false, &policy, 4_000);
+        assert_eq!(pool[0].ejected_until_ms(), 6_000);
+    }
+
+    #[test]
+    fn max_ejection_percent_keeps_targets_in_service() {
+        let policy = policy("{consecutive_5xx: 1, max_ejection_percent: 50}");
+        let pool = [
+            OutlierState::default(),
+            OutlierState::default(),
+            OutlierState::default(),
+        ];
+        assert_eq!(
+            record(&pool, 0, Outcome::ServerError, false, &policy, 0),
+            Transition::Ejected
+        );
+        assert_eq!(
+            record(&pool, 1, Outcome::ServerError, false, &policy, 0),
+            Transition::None
+        );
+        assert_eq!(policy.max_ejected(1), 1, "one target may always be ejected");
+    }
+
+    #[test]
+    fn a_high_failure_share_ejects_when_the_interval_closes() {
+        let policy = policy("{consecutive_5xx: 100, failure_percentage_threshold: 50, failure_percentage_request_volume: 4, interval: 1s, max_ejection_percent: 100}");
+        let pool = [OutlierState::default()];
+        for (i, outcome) in [
+            Outcome::Success,
+            Outcome::ServerError,
+            Outcome::Success,
+            Outcome::ServerError,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            record(&pool, 0, outcome, false, &policy, 100 + i as u64);
+        }
+        assert!(!pool[0].is_ejected());
+        assert_eq!(
+            record(&pool, 0, Outcome::Success, false, &policy, 1_000),
+            Transition::Ejected
+        );
+    }
 }
