@@ -23,7 +23,7 @@ pub use context::RequestCtx;
 pub use errors::error_response;
 
 use crate::access_log::Entry;
-use crate::canary::{Canary, Variant};
+use crate::canary::Variant;
 use crate::gateway::RouteAction;
 use crate::metrics::method_label;
 use crate::state::State;
@@ -89,9 +89,15 @@ impl ProxyHttp for Proxy {
                 canary,
                 fallback,
             } => {
-                let (pool, variant) = choose_variant(session, ctx, upstream, canary.as_ref());
-                ctx.variant = Some(variant);
-                if let Err(rejection) = choose_target(session, ctx, pool, fallback.as_ref()) {
+                let canary = canary.as_ref().filter(|canary| {
+                    canary.choose(session.req_header(), &ctx.plugins) == Variant::Canary
+                });
+                let pools = [
+                    canary.map(|canary| (&canary.upstream, Variant::Canary)),
+                    Some((upstream, Variant::Stable)),
+                    fallback.as_ref().map(|fallback| (fallback, Variant::Stable)),
+                ];
+                if let Err(rejection) = choose_target(session, ctx, pools) {
                     return respond::reject(session, ctx, rejection).await;
                 }
                 Ok(false)
@@ -428,65 +434,48 @@ fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::T
     }
 }
 
-/// The canary split: the canary pool for the canary variant, unless none of its targets
-/// is available (then the stable pool serves, and the request counts as stable).
-fn choose_variant<'a>(
-    session: &Session,
-    ctx: &RequestCtx,
-    upstream: &'a Arc<Upstream>,
-    canary: Option<&'a Canary>,
-) -> (&'a Arc<Upstream>, Variant) {
-    match canary {
-        Some(canary)
-            if canary.choose(session.req_header(), &ctx.plugins) == Variant::Canary
-                && canary.upstream.any_available() =>
-        {
-            (&canary.upstream, Variant::Canary)
-        }
-        _ => (upstream, Variant::Stable),
-    }
-}
-
-/// Picks the pool (the chosen one, or the fallback when it has no available target),
-/// takes a bulkhead slot and chooses the target. With no available target and no
-/// fallback the route fails fast: 503 with `Retry-After`, no connect attempt.
+/// Takes the first of `pools` (the canary for canary requests, the route's pool, its
+/// fallback) that has an available target: a bulkhead slot there and the target. A
+/// canary without an available target leaves the request to the stable pool. With no
+/// pool available the route fails fast: 503 with `Retry-After`, no connect attempt.
+/// Availability is learnt from the selection itself, so the usual case costs one
+/// selection and no scan of the targets.
 fn choose_target(
     session: &Session,
     ctx: &mut RequestCtx,
-    upstream: &Arc<Upstream>,
-    fallback: Option<&Arc<Upstream>>,
+    pools: [Option<(&Arc<Upstream>, Variant)>; 3],
 ) -> Result<(), Rejection> {
-    let pool = if upstream.any_available() {
-        upstream
-    } else {
-        match fallback {
-            Some(fallback) => fallback,
-            None => {
-                ctx.upstream = Some(Arc::clone(upstream));
-                return Err(unavailable(upstream));
+    let mut unavailable_pool = None;
+    for (pool, variant) in pools.into_iter().flatten() {
+        ctx.upstream = Some(Arc::clone(pool));
+        ctx.variant = Some(variant);
+        let Some(slot) = pool.try_acquire() else {
+            return Err(Rejection::new(
+                ErrorCode::UpstreamOverloaded,
+                format!("upstream {} has too many requests in flight", pool.name),
+            )
+            .retry_after(1));
+        };
+        let key = balancing_key(session, &pool.hash_on);
+        if let Some(target) = pool.select(&key, 0) {
+            if let Some(budget) = &pool.retries.budget {
+                budget.deposit();
             }
-        }
-    };
-    ctx.upstream = Some(Arc::clone(pool));
-    if let Some(budget) = &pool.retries.budget {
-        budget.deposit();
-    }
-    let Some(slot) = pool.try_acquire() else {
-        return Err(Rejection::new(
-            ErrorCode::UpstreamOverloaded,
-            format!("upstream {} has too many requests in flight", pool.name),
-        )
-        .retry_after(1));
-    };
-    ctx.upstream_slot = Some(slot);
-    let key = balancing_key(session, &pool.hash_on);
-    match pool.select(&key, 0) {
-        Some(target) => {
+            ctx.upstream_slot = Some(slot);
             ctx.target = Some(target);
-            Ok(())
+            return Ok(());
         }
-        None => Err(unavailable(pool)),
+        if variant == Variant::Stable {
+            unavailable_pool.get_or_insert(pool);
+        }
     }
+    // The route's own pool (a canary is never the last candidate) names the failure.
+    let pool = unavailable_pool.or(ctx.upstream.as_ref()).map(Arc::clone);
+    ctx.upstream = pool.clone();
+    Err(match pool {
+        Some(pool) => unavailable(&pool),
+        None => Rejection::new(ErrorCode::UpstreamUnavailable, "no upstream available"),
+    })
 }
 
 fn unavailable(pool: &Upstream) -> Rejection {

@@ -285,16 +285,6 @@ impl Upstream {
         }
     }
 
-    /// Whether at least one target could take a request now: healthy by active checks
-    /// and not ejected (or due for its probe).
-    pub fn any_available(&self) -> bool {
-        let now_ms = clock_ms();
-        self.targets.iter().any(|target| {
-            self.target_healthy(target)
-                && self.availability(target, now_ms) != Availability::Ejected
-        })
-    }
-
     /// Seconds until a target of an unavailable pool may serve again: the earliest end
     /// of an ejection among healthy targets, else 1 (waiting for active checks).
     pub fn retry_after(&self) -> u64 {
