@@ -1,15 +1,17 @@
 //! The request's walk: Pingora's `ProxyHttp` phases, in order, each short and delegating
 //! to the router, the plugins and the upstream pools.
 
+mod choice;
 mod context;
 mod errors;
 pub mod forwarding;
 mod respond;
+mod retry;
 pub mod trace;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,7 +29,9 @@ use crate::canary::Variant;
 use crate::gateway::RouteAction;
 use crate::metrics::method_label;
 use crate::state::State;
-use crate::upstream::{bit, HashOn, Outcome, Upstream};
+use crate::upstream::{bit, Outcome};
+use choice::{balancing_key, choose_target};
+use retry::{backoff, retriable_request, status_reason};
 use trace::TraceContext;
 
 /// The proxy service logic.
@@ -95,7 +99,9 @@ impl ProxyHttp for Proxy {
                 let pools = [
                     canary.map(|canary| (&canary.upstream, Variant::Canary)),
                     Some((upstream, Variant::Stable)),
-                    fallback.as_ref().map(|fallback| (fallback, Variant::Stable)),
+                    fallback
+                        .as_ref()
+                        .map(|fallback| (fallback, Variant::Stable)),
                 ];
                 if let Err(rejection) = choose_target(session, ctx, pools) {
                     return respond::reject(session, ctx, rejection).await;
@@ -434,102 +440,6 @@ fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::T
     }
 }
 
-/// Takes the first of `pools` (the canary for canary requests, the route's pool, its
-/// fallback) that has an available target: a bulkhead slot there and the target. A
-/// canary without an available target leaves the request to the stable pool. With no
-/// pool available the route fails fast: 503 with `Retry-After`, no connect attempt.
-/// Availability is learnt from the selection itself, so the usual case costs one
-/// selection and no scan of the targets.
-fn choose_target(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    pools: [Option<(&Arc<Upstream>, Variant)>; 3],
-) -> Result<(), Rejection> {
-    let mut unavailable_pool = None;
-    for (pool, variant) in pools.into_iter().flatten() {
-        ctx.upstream = Some(Arc::clone(pool));
-        ctx.variant = Some(variant);
-        let Some(slot) = pool.try_acquire() else {
-            return Err(Rejection::new(
-                ErrorCode::UpstreamOverloaded,
-                format!("upstream {} has too many requests in flight", pool.name),
-            )
-            .retry_after(1));
-        };
-        let key = balancing_key(session, &pool.hash_on);
-        if let Some(target) = pool.select(&key, 0) {
-            if let Some(budget) = &pool.retries.budget {
-                budget.deposit();
-            }
-            ctx.upstream_slot = Some(slot);
-            ctx.target = Some(target);
-            return Ok(());
-        }
-        if variant == Variant::Stable {
-            unavailable_pool.get_or_insert(pool);
-        }
-    }
-    // The route's own pool (a canary is never the last candidate) names the failure.
-    let pool = unavailable_pool.or(ctx.upstream.as_ref()).map(Arc::clone);
-    ctx.upstream = pool.clone();
-    Err(match pool {
-        Some(pool) => unavailable(&pool),
-        None => Rejection::new(ErrorCode::UpstreamUnavailable, "no upstream available"),
-    })
-}
-
-fn unavailable(pool: &Upstream) -> Rejection {
-    Rejection::new(
-        ErrorCode::UpstreamUnavailable,
-        format!("upstream {} has no healthy, non-ejected target", pool.name),
-    )
-    .retry_after(pool.retry_after())
-}
-
-/// Whether the request may be sent twice: an idempotent method (GET, HEAD, OPTIONS,
-/// PUT, DELETE) or an `Idempotency-Key`, and a body that is still fully buffered.
-fn retriable_request(session: &Session) -> bool {
-    let req = session.req_header();
-    let idempotent = matches!(
-        req.method,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-    ) || req.headers.contains_key("idempotency-key");
-    idempotent && !session.as_ref().retry_buffer_truncated()
-}
-
-/// The `reason` label of a status retry.
-fn status_reason(status: u16) -> &'static str {
-    match status {
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        _ => "status",
-    }
-}
-
-/// The bytes `consistent_hash` hashes (empty for the other algorithms).
-fn balancing_key(session: &Session, hash_on: &HashOn) -> Vec<u8> {
-    let req = session.req_header();
-    match hash_on {
-        HashOn::Nothing => Vec::new(),
-        HashOn::ClientIp => client_ip(session)
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default(),
-        HashOn::Header(name) => req
-            .headers
-            .get(name)
-            .map(|value| value.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashOn::Cookie(name) => crate::canary::cookie(req, name)
-            .map(|value| value.as_bytes().to_vec())
-            .unwrap_or_default(),
-    }
-}
-
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -546,13 +456,6 @@ fn forwarded_proto(session: &Session) -> &'static str {
     } else {
         "http"
     }
-}
-
-/// Jittered exponential backoff: `base × 2^(retry-1)`, scaled by a random 50–100%.
-fn backoff(base: Duration, retry: u32) -> Duration {
-    use rand::Rng;
-    let exponential = base.saturating_mul(1u32 << retry.saturating_sub(1).min(10));
-    exponential.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
 /// The client-facing error for a proxy failure.
