@@ -205,6 +205,7 @@ pub fn compile_upstream(
         retries,
         outlier,
         ejection_lock: Default::default(),
+        tracks_latency: config.load_balancing == LoadBalancing::PeakEwma,
         max_requests: config.max_requests,
         in_flight: AtomicU32::new(0),
         in_flight_gauge: metrics.upstream_in_flight.with_label_values(&[name]),

@@ -46,13 +46,20 @@ const MAX_ITERATIONS: usize = 64;
 /// Power of two choices over pingora-load-balancing's weighted random selection.
 pub struct PowerOfTwoChoices<C> {
     random: LoadBalancer<Random>,
+    /// Backends in the pool: with one, there is no second choice to draw.
+    backends: usize,
     cost: C,
 }
 
 impl<C: Cost> PowerOfTwoChoices<C> {
     /// Picks over `random`'s backends by `cost`.
     pub fn new(random: LoadBalancer<Random>, cost: C) -> Self {
-        Self { random, cost }
+        let backends = random.backends().get_backend().len();
+        Self {
+            random,
+            backends,
+            cost,
+        }
     }
 
     fn price(&self, backend: &Backend, now_ms: u64) -> f64 {
@@ -68,6 +75,9 @@ impl<C: Cost> PowerOfTwoChoices<C> {
 impl<C: Cost> Balancer for PowerOfTwoChoices<C> {
     fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
         let first = self.random.select_with(key, MAX_ITERATIONS, accept)?;
+        if self.backends < 2 {
+            return Some(first);
+        }
         let second = self
             .random
             .select_with(key, MAX_ITERATIONS, |backend, healthy| {

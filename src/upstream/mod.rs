@@ -123,6 +123,8 @@ pub struct Upstream {
     pub outlier: Option<OutlierPolicy>,
     /// Held while deciding an ejection, so `max_ejection_percent` holds.
     ejection_lock: Mutex<()>,
+    /// The balancer reads the targets' latency (`peak_ewma`).
+    tracks_latency: bool,
     /// The bulkhead: most requests in flight, if limited.
     pub max_requests: Option<u32>,
     in_flight: AtomicU32,
@@ -190,6 +192,9 @@ impl TargetSlot {
 
     /// Records the time to the response headers, for `peak_ewma`.
     pub fn observe_latency(&self, elapsed: Duration) {
+        if !self.upstream.tracks_latency {
+            return;
+        }
         self.target()
             .state
             .latency
@@ -231,7 +236,6 @@ impl Upstream {
     /// attempted by this request). An ejected target whose time is up is chosen as its
     /// one half-open probe.
     pub fn select(self: &Arc<Self>, key: &[u8], tried: u64) -> Option<TargetSlot> {
-        let now_ms = clock_ms();
         let mut skip = tried;
         // Each pass either succeeds or adds a target to `skip` (a probe taken by a
         // concurrent request), so this ends.
@@ -240,14 +244,14 @@ impl Upstream {
                 healthy
                     && target_index(backend).is_some_and(|index| {
                         skip & bit(index) == 0
-                            && self.availability(&self.targets[index], now_ms)
+                            && self.availability(&self.targets[index])
                                 != Availability::Ejected
                     })
             };
             let backend = self.balancer.select(key, &accept)?;
             let index = target_index(&backend)?;
             let state = &self.targets[index].state;
-            let probe = match self.availability(&self.targets[index], now_ms) {
+            let probe = match self.availability(&self.targets[index]) {
                 Availability::InService => false,
                 Availability::ProbeDue if state.outlier.claim_probe() => true,
                 _ => {
@@ -278,11 +282,13 @@ impl Upstream {
 
     /// Outlier detection's verdict on the target; without it (it may have been removed
     /// by a reload while the target was ejected) every target is in service.
-    fn availability(&self, target: &Target, now_ms: u64) -> Availability {
-        match self.outlier {
-            Some(_) => target.state.outlier.availability(now_ms),
-            None => Availability::InService,
+    fn availability(&self, target: &Target) -> Availability {
+        let outlier = &target.state.outlier;
+        // The clock is read only for ejected targets: selection costs no clock read.
+        if self.outlier.is_none() || !outlier.is_ejected() {
+            return Availability::InService;
         }
+        outlier.availability(clock_ms())
     }
 
     /// Seconds until a target of an unavailable pool may serve again: the earliest end
