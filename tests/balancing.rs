@@ -30,27 +30,26 @@ routes:
 fn least_request_prefers_the_idle_target() {
     let (idle, busy) = (Upstream::start("idle"), Upstream::start("busy"));
     let gateway = Gateway::start(&config("least_request", &idle, &busy));
-    // Requests to `busy` hang for a while; keep sending until two of them are in flight
-    // there (those that land on `idle` return at once).
-    busy.set_delay(Duration::from_secs(3));
+    // Requests to `busy` hang for longer than the test needs (on a loaded machine too);
+    // keep sending until one is in flight there (those that land on `idle` return at
+    // once).
+    busy.set_delay(Duration::from_secs(8));
     let url = gateway.url("/");
-    let mut holders = Vec::new();
+    let mut holders: Vec<thread::JoinHandle<()>> = Vec::new();
     let held = wait_until(EVENTUALLY, || {
         let url = url.clone();
         holders.push(thread::spawn(move || {
             let _ = common::http_agent().get(&url).call();
         }));
-        busy.requests() >= 2
+        busy.requests() >= 1
     });
     assert!(held, "no request reached the busy target");
 
-    for _ in 0..30 {
+    for _ in 0..20 {
         assert_eq!(gateway.get("/").body, "idle");
     }
-    busy.set_delay(Duration::ZERO);
-    for holder in holders {
-        let _ = holder.join();
-    }
+    // The held requests end on their own; nothing here waits for them.
+    drop(holders);
 }
 
 #[test]

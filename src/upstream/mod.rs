@@ -244,8 +244,7 @@ impl Upstream {
                 healthy
                     && target_index(backend).is_some_and(|index| {
                         skip & bit(index) == 0
-                            && self.availability(&self.targets[index])
-                                != Availability::Ejected
+                            && self.availability(&self.targets[index]) != Availability::Ejected
                     })
             };
             let backend = self.balancer.select(key, &accept)?;
