@@ -1,7 +1,7 @@
 //! Outlier ejection as a circuit breaker: ejection after exactly `consecutive_5xx`, no
 //! traffic while ejected, one half-open probe, longer repeat ejections,
 //! `max_ejection_percent`, the route failing fast (or to its fallback) when every target
-//! is out, and ejection and health state surviving a reload.
+//! is out, and ejection, health and bulkhead state surviving a reload.
 
 mod common;
 
@@ -263,4 +263,27 @@ fn ejection_and_health_survive_a_reload() {
     }
     assert_eq!(bad.requests(), bad_before);
     assert_eq!(sick.requests(), sick_before);
+}
+
+#[test]
+fn max_requests_counts_requests_started_before_a_reload() {
+    let slow = Upstream::start("slow");
+    slow.set_delay(Duration::from_secs(2));
+    let pool = format!(
+        "\nupstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\n    max_requests: 1\n",
+        slow.addr()
+    );
+    let routes = "routes:\n  - name: all\n    match: { path_prefix: / }\n    upstream: app\n";
+    let gateway = Gateway::start(&format!("{pool}{routes}"));
+    let url = gateway.url("/");
+    let held = std::thread::spawn(move || http_agent().get(&url).call().map(|r| r.status()));
+    assert!(wait_until(EVENTUALLY, || slow.requests() == 1));
+
+    gateway.rewrite_config(&format!(
+        "{pool}{routes}  - name: ping\n    match: {{ path: /ping }}\n    respond: {{ status: 200 }}\n"
+    ));
+    reload(&gateway);
+
+    assert_gateway_error(&gateway.get("/"), 503, "UPSTREAM_OVERLOADED");
+    assert!(matches!(held.join(), Ok(Ok(200))));
 }

@@ -207,7 +207,10 @@ pub fn compile_upstream(
         ejection_lock: Default::default(),
         tracks_latency: config.load_balancing == LoadBalancing::PeakEwma,
         max_requests: config.max_requests,
-        in_flight: AtomicU32::new(0),
+        in_flight: retained.get_or_insert_with::<AtomicU32>(
+            &format!("upstream/{name}/in_flight"),
+            AtomicU32::default,
+        ),
         in_flight_gauge: metrics.upstream_in_flight.with_label_values(&[name]),
         health,
     })

@@ -127,7 +127,9 @@ pub struct Upstream {
     tracks_latency: bool,
     /// The bulkhead: most requests in flight, if limited.
     pub max_requests: Option<u32>,
-    in_flight: AtomicU32,
+    /// Requests in flight to the pool; shared with the previous configuration's pool of
+    /// the same name, so `max_requests` counts requests still running on it.
+    in_flight: Arc<AtomicU32>,
     in_flight_gauge: IntGauge,
     /// Active health checking, if configured.
     pub health: Option<ActiveHealth>,
