@@ -1,5 +1,6 @@
-//! Criterion benches of the request path's pure pieces: route matching over 100 routes
-//! and the header work done on every proxied request.
+//! Criterion benches of the request path's pure pieces: route matching over 100 routes,
+//! the header work done on every proxied request, target selection (with and without
+//! outlier detection, for each balancer) and the canary choice.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
@@ -85,5 +86,61 @@ fn headers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, headers);
+/// A pool of three targets with `load_balancing: algorithm` and `extra` YAML fields.
+fn pool(algorithm: &str, extra: &str) -> std::sync::Arc<portcullis::upstream::Upstream> {
+    let yaml = format!(
+        "targets: [{{address: '127.0.0.1:9001'}}, {{address: '127.0.0.1:9002'}}, \
+         {{address: '127.0.0.1:9003'}}]\nload_balancing: {algorithm}\n{extra}"
+    );
+    let config: portcullis::config::schema::UpstreamConfig =
+        serde_yaml::from_str(&yaml).expect("valid pool");
+    let metrics = portcullis::metrics::Metrics::new();
+    let retained = portcullis_plugins::Retained::fresh();
+    let upstream =
+        portcullis::upstream::compile_upstream("bench", &config, "bench", &metrics, &retained)
+            .unwrap_or_else(|problems| panic!("{problems:?}"));
+    std::sync::Arc::new(upstream)
+}
+
+fn target_selection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("target_select");
+    let outlier = "outlier_detection: { consecutive_5xx: 5 }";
+    for (name, algorithm, extra) in [
+        ("round_robin", "round_robin", ""),
+        ("round_robin_outlier", "round_robin", outlier),
+        ("least_request_outlier", "least_request", outlier),
+        ("peak_ewma_outlier", "peak_ewma", outlier),
+    ] {
+        let upstream = pool(algorithm, extra);
+        group.bench_function(name, |b| {
+            b.iter(|| upstream.select(black_box(b""), 0).map(|slot| slot.index()))
+        });
+    }
+    group.finish();
+}
+
+fn canary_choice(c: &mut Criterion) {
+    use portcullis::canary::Canary;
+    use portcullis::config::schema::CanaryConfig;
+    let config: CanaryConfig = serde_yaml::from_str(
+        "{upstream: canary, weight: 10, sticky_on: 'header:X-User', force_header: X-Canary}",
+    )
+    .expect("valid canary");
+    let mut problems = Vec::new();
+    let canary = Canary::compile(
+        &config,
+        Some(pool("round_robin", "")),
+        "bench",
+        &mut problems,
+    )
+    .expect("canary compiles");
+    let mut req = request("/api/orders", "api.example.com");
+    req.insert_header("X-User", "user-4711").expect("header");
+    let ctx = portcullis_plugins::PluginCtx::default();
+    c.bench_function("canary_choose_sticky_header", |b| {
+        b.iter(|| canary.choose(black_box(&req), &ctx))
+    });
+}
+
+criterion_group!(benches, routing, headers, target_selection, canary_choice);
 criterion_main!(benches);

@@ -38,7 +38,7 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-edge portcullis-auth portcullis-cache nginx-tls portcullis-tls}"
+ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-traffic portcullis-edge portcullis-auth portcullis-cache nginx-tls portcullis-tls}"
 PROXY_CPU=0
 LOAD_CPU=1
 
@@ -60,6 +60,7 @@ AUTH_ACCESS_LOG=/tmp/portcullis-bench-auth-access.log
 FIXTURE_BIN="$(dirname "$GATEWAY_BIN")/examples/auth_fixture"
 # Extra request header of the row being measured (the auth row's bearer token).
 REQUEST_HEADER=""
+TRAFFIC_CONF="$LOADTEST_DIR/conf/traffic.yaml"
 # The gateway configs name the upstream; every row uses that one.
 UPSTREAM_ADDR="$(conf_first_address "$PLAIN_CONF" upstreams)"
 EDGE_PATH=/api/v1/items/42
@@ -103,7 +104,8 @@ prepare() {
 	for addr in "$NGINX_ADDR" "$HAPROXY_ADDR" "$UPSTREAM_ADDR" \
 		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)" \
 		"$(conf_first_address "$CACHE_CONF" listeners)" "$BARE_ADDR" "$NGINX_TLS_ADDR" \
-		"$(conf_first_address "$TLS_CONF" listeners)" "$(conf_first_address "$AUTH_CONF" listeners)"; do
+		"$(conf_first_address "$TLS_CONF" listeners)" "$(conf_first_address "$AUTH_CONF" listeners)" \
+		"$(conf_first_address "$TRAFFIC_CONF" listeners)"; do
 		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
 			die "something already listens on $addr"
 		fi
@@ -355,6 +357,10 @@ run_row() {
 		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
 		return
 	} ;;
+	portcullis-traffic) start_portcullis "$TRAFFIC_CONF" "$row" || {
+		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return
+	} ;;
 	portcullis-edge)
 		: >"$EDGE_ACCESS_LOG"
 		start_portcullis "$EDGE_CONF" "$row" || {
@@ -387,6 +393,7 @@ run_row() {
 	nginx-tls) url="https://localhost:${NGINX_TLS_ADDR##*:}/" ;;
 	portcullis-tls) url="https://localhost:$(conf_first_address "$TLS_CONF" listeners | cut -d: -f2)/" ;;
 	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
+	portcullis-traffic) url="http://$(conf_first_address "$TRAFFIC_CONF" listeners)/" ;;
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
 	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;
 	portcullis-auth) url="http://$(conf_first_address "$AUTH_CONF" listeners)$EDGE_PATH" ;;

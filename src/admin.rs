@@ -33,12 +33,17 @@ impl Admin {
             .router
             .iter()
             .map(|route| {
-                let (upstream, fallback) = match &route.action {
-                    crate::gateway::RouteAction::Proxy { upstream, fallback } => (
+                let (upstream, canary, fallback) = match &route.action {
+                    crate::gateway::RouteAction::Proxy {
+                        upstream,
+                        canary,
+                        fallback,
+                    } => (
                         Some(upstream.name.to_string()),
+                        canary.as_ref().map(|c| c.upstream.name.to_string()),
                         fallback.as_ref().map(|f| f.name.to_string()),
                     ),
-                    crate::gateway::RouteAction::Respond(_) => (None, None),
+                    crate::gateway::RouteAction::Respond(_) => (None, None, None),
                 };
                 let cache = route.cache.as_ref().map(
                     |cache| json!({"bytes": cache.store.size(), "responses": cache.store.items()}),
@@ -46,6 +51,7 @@ impl Admin {
                 json!({
                     "name": &*route.name,
                     "upstream": upstream,
+                    "canary_upstream": canary,
                     "fallback_upstream": fallback,
                     "plugins": route.plugins.names().collect::<Vec<_>>(),
                     "cache": cache,
@@ -60,12 +66,18 @@ impl Admin {
                     .targets
                     .iter()
                     .map(|target| {
+                        let ejected = upstream.target_ejected(target);
+                        let outlier = &target.state.outlier;
                         json!({
                             "address": &*target.label,
                             "weight": target.weight,
                             "healthy": upstream.target_healthy(target),
-                            "ejected": false,
-                            "in_flight": target.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                            "ejected": ejected,
+                            "ejection_ends_in_ms": ejected.then(|| {
+                                outlier.ejected_until_ms().saturating_sub(crate::upstream::clock_ms())
+                            }),
+                            "ejections": outlier.ejections(),
+                            "in_flight": target.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                         })
                     })
                     .collect();

@@ -18,6 +18,7 @@ use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
 use crate::cache::RouteCache;
+use crate::canary::Canary;
 use crate::compression::CompressionPolicy;
 use crate::config::schema::{RespondConfig, RouteConfig};
 use crate::config::{Config, Problem};
@@ -46,10 +47,13 @@ pub struct Route {
 
 /// What a route does.
 pub enum RouteAction {
-    /// Proxy to a pool, or to the fallback pool when the first has no available target.
+    /// Proxy to a pool (or the canary's), or to the fallback pool when the chosen one
+    /// has no available target.
     Proxy {
         /// The pool.
         upstream: Arc<Upstream>,
+        /// A share of the traffic to another pool.
+        canary: Option<Canary>,
         /// Used when every target of `upstream` is unavailable.
         fallback: Option<Arc<Upstream>>,
     },
@@ -229,7 +233,7 @@ impl Gateway {
                     "names use letters, digits, '-', '_' and '.'",
                 ));
             }
-            match compile_upstream(name, upstream, &path, metrics) {
+            match compile_upstream(name, upstream, &path, metrics, &plugin_env.retained) {
                 Ok(compiled) => {
                     upstreams.insert(name.clone(), Arc::new(compiled));
                 }
@@ -349,9 +353,6 @@ fn compile_route(
             "needs match.path_prefix",
         ));
     }
-    if route.canary.is_some() {
-        problems.push(Problem::planned(format!("{path}.canary"), 5));
-    }
     let cache = route.cache.as_ref().and_then(|cache| {
         let cache_path = format!("{path}.cache");
         if route.respond.is_some() && cache.enabled {
@@ -403,7 +404,15 @@ fn compile_route(
                 .fallback_upstream
                 .as_deref()
                 .and_then(|name| lookup("fallback_upstream", name, &mut problems));
-            upstream.map(|upstream| RouteAction::Proxy { upstream, fallback })
+            let canary = route.canary.as_ref().and_then(|canary| {
+                let pool = lookup("canary.upstream", &canary.upstream, &mut problems);
+                Canary::compile(canary, pool, &format!("{path}.canary"), &mut problems)
+            });
+            upstream.map(|upstream| RouteAction::Proxy {
+                upstream,
+                canary,
+                fallback,
+            })
         }
         (None, Some(respond)) => {
             compile_respond(respond, &format!("{path}.respond"), &mut problems)

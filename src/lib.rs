@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod cache;
+pub mod canary;
 pub mod compression;
 pub mod config;
 pub mod gateway;

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// `portcullis_upstream_target_healthy{upstream,target}`
     pub target_healthy: IntGaugeVec,
+    /// `portcullis_upstream_target_ejected{upstream,target}`
+    pub target_ejected: IntGaugeVec,
+    /// `portcullis_upstream_ejections_total{upstream,target}`
+    pub ejections: IntCounterVec,
     /// `portcullis_upstream_in_flight{upstream}`
     pub upstream_in_flight: IntGaugeVec,
     /// `portcullis_retries_total{upstream,reason}`
@@ -78,6 +82,20 @@ impl Metrics {
             Opts::new(
                 "portcullis_upstream_target_healthy",
                 "1 when the target passes its active health checks.",
+            ),
+            &["upstream", "target"],
+        );
+        let target_ejected = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_upstream_target_ejected",
+                "1 while outlier detection has the target ejected.",
+            ),
+            &["upstream", "target"],
+        );
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_ejections_total",
+                "Ejections of the target by outlier detection.",
             ),
             &["upstream", "target"],
         );
@@ -152,6 +170,8 @@ impl Metrics {
             request_duration: request_duration.expect("valid metric definition"),
             upstream_duration: upstream_duration.expect("valid metric definition"),
             target_healthy: target_healthy.expect("valid metric definition"),
+            target_ejected: target_ejected.expect("valid metric definition"),
+            ejections: ejections.expect("valid metric definition"),
             upstream_in_flight: upstream_in_flight.expect("valid metric definition"),
             retries: retries.expect("valid metric definition"),
             config_reloads: config_reloads.expect("valid metric definition"),
@@ -164,11 +184,13 @@ impl Metrics {
             rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
             cache_requests: cache_requests.expect("valid metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
             Box::new(metrics.target_healthy.clone()),
+            Box::new(metrics.target_ejected.clone()),
+            Box::new(metrics.ejections.clone()),
             Box::new(metrics.upstream_in_flight.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.config_reloads.clone()),

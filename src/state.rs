@@ -99,6 +99,10 @@ fn publish(gateway: &Gateway, metrics: &Metrics) {
                 .target_healthy
                 .with_label_values(&[&upstream.name, &target.label])
                 .set(i64::from(upstream.target_healthy(target)));
+            metrics
+                .target_ejected
+                .with_label_values(&[&upstream.name, &target.label])
+                .set(i64::from(upstream.target_ejected(target)));
         }
     }
 }

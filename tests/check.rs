@@ -178,10 +178,10 @@ fn version_prints_the_version() {
 fn features_of_later_issues_are_refused_not_ignored() {
     let check = Check::run(&valid_except(&[(
         "    strip_prefix: true\n",
-        "    strip_prefix: true\n    canary: { upstream: app, weight: 5 }\n",
+        "    strip_prefix: true\n    plugins: { concurrency_limit: { key: route, max: 5 } }\n",
     )]));
 
-    let message = check.problem_at("routes[0].canary");
+    let message = check.problem_at("routes[0].plugins.concurrency_limit");
     assert!(message.contains("not supported yet"), "{message}");
 }
 
@@ -203,4 +203,64 @@ fn cache_settings_are_checked_at_their_path() {
         "    strip_prefix: true\n    cache: { vary: [\"not a header\"] }\n",
     )]));
     vary.problem_at("routes[0].cache.vary[0]");
+}
+
+#[test]
+fn traffic_management_fields_are_checked() {
+    let traffic = "    health_check: { type: http, path: /healthz, interval: 2s, timeout: 1s }\n    \
+                   load_balancing: peak_ewma\n    \
+                   retries: { attempts: 2, on: [connect_failure, 502, \"503\", 418], budget_percent: 20 }\n    \
+                   outlier_detection: { consecutive_5xx: 0, max_ejection_percent: 150, \
+                   base_ejection_time: 1m, max_ejection_time: 10s }\n";
+    let canary = "    strip_prefix: true\n    \
+                  canary: { upstream: nope, weight: 120, sticky_on: user, force_header: \"X Canary\" }\n";
+    let check = Check::run(&valid_except(&[
+        ("    load_balancing: round_robin\n", ""),
+        (
+            "    health_check: { type: http, path: /healthz, interval: 2s, timeout: 1s }\n",
+            traffic,
+        ),
+        ("    strip_prefix: true\n", canary),
+    ]));
+
+    for path in [
+        "upstreams.app.retries.on[3]",
+        "upstreams.app.outlier_detection.consecutive_5xx",
+        "upstreams.app.outlier_detection.max_ejection_percent",
+        "upstreams.app.outlier_detection.max_ejection_time",
+        "routes[0].canary.upstream",
+        "routes[0].canary.weight",
+        "routes[0].canary.sticky_on",
+        "routes[0].canary.force_header",
+    ] {
+        check.problem_at(path);
+    }
+    assert!(
+        !check.text().contains("not supported yet"),
+        "{}",
+        check.text()
+    );
+}
+
+#[test]
+fn a_complete_traffic_configuration_is_ok() {
+    let check = Check::run(&valid_except(&[
+        ("load_balancing: round_robin", "load_balancing: least_request"),
+        (
+            "    strip_prefix: true\n",
+            "    strip_prefix: true\n    fallback_upstream: app\n    \
+             canary: { upstream: app, weight: 2.5, sticky_on: \"jwt:sub\", force_header: X-Canary }\n",
+        ),
+        (
+            "    timeouts: { connect: 1s, read: 2s }\n",
+            "    timeouts: { connect: 1s, read: 2s }\n    \
+             retries: { attempts: 2, on: [connect_failure, 502, 503, 504], backoff: 25ms, budget_percent: 20 }\n    \
+             max_requests: 1024\n    \
+             outlier_detection: { consecutive_5xx: 5, consecutive_gateway_failure: 3, \
+             failure_percentage_threshold: 50, failure_percentage_request_volume: 20, interval: 10s, \
+             base_ejection_time: 30s, max_ejection_time: 300s, max_ejection_percent: 50 }\n",
+        ),
+    ]));
+
+    assert_eq!(check.output.status.code(), Some(0), "{}", check.text());
 }

@@ -183,8 +183,59 @@ pub struct UpstreamConfig {
     pub max_requests: Option<u32>,
     /// Active health checks; absent means none.
     pub health_check: Option<HealthCheckConfig>,
-    /// Passive outlier ejection (planned: issue #5).
-    pub outlier_detection: Option<serde_yaml::Value>,
+    /// Passive outlier ejection (circuit breaking per target); absent means none.
+    pub outlier_detection: Option<OutlierDetectionConfig>,
+}
+
+/// `upstreams.*.outlier_detection`, with Envoy's field names and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetectionConfig {
+    /// Consecutive 5xx answers (gateway failures included) that eject a target.
+    #[serde(default = "OutlierDetectionConfig::default_consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// Consecutive gateway failures (connect refused/timeout, 502, 503, 504) that eject a
+    /// target; absent means this rule is off.
+    pub consecutive_gateway_failure: Option<u32>,
+    /// Percent of failed requests in one `interval` that ejects a target; absent means off.
+    pub failure_percentage_threshold: Option<u32>,
+    /// Requests a target must have had in the interval for the percentage to count.
+    #[serde(default = "OutlierDetectionConfig::default_request_volume")]
+    pub failure_percentage_request_volume: u32,
+    /// The window of the failure percentage, and the step by which repeated-ejection
+    /// memory fades.
+    #[serde(default = "OutlierDetectionConfig::default_interval")]
+    pub interval: Duration,
+    /// Ejection time for a first ejection; multiplied by the number of ejections.
+    #[serde(default = "OutlierDetectionConfig::default_base_ejection_time")]
+    pub base_ejection_time: Duration,
+    /// Longest ejection.
+    #[serde(default = "OutlierDetectionConfig::default_max_ejection_time")]
+    pub max_ejection_time: Duration,
+    /// Most targets of the pool ejected at once, in percent (at least one may always be).
+    #[serde(default = "OutlierDetectionConfig::default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierDetectionConfig {
+    fn default_consecutive_5xx() -> u32 {
+        5
+    }
+    fn default_request_volume() -> u32 {
+        100
+    }
+    fn default_interval() -> Duration {
+        Duration(std::time::Duration::from_secs(10))
+    }
+    fn default_base_ejection_time() -> Duration {
+        Duration(std::time::Duration::from_secs(30))
+    }
+    fn default_max_ejection_time() -> Duration {
+        Duration(std::time::Duration::from_secs(300))
+    }
+    fn default_max_ejection_percent() -> u32 {
+        10
+    }
 }
 
 /// One target of a pool.
@@ -215,9 +266,9 @@ pub enum LoadBalancing {
     Random,
     /// Ketama consistent hashing on `hash_on`.
     ConsistentHash,
-    /// Power of two choices on in-flight count (planned: issue #5).
+    /// Power of two choices on in-flight count.
     LeastRequest,
-    /// Latency-aware peak EWMA (planned: issue #5).
+    /// Power of two choices on latency (peak EWMA) × in-flight count.
     PeakEwma,
 }
 
@@ -254,11 +305,22 @@ pub struct RetriesConfig {
     pub attempts: u32,
     /// Conditions that allow a retry.
     #[serde(default)]
-    pub on: Vec<String>,
+    pub on: Vec<RetryCondition>,
     /// Pause before a retry.
     pub backoff: Option<Duration>,
-    /// Share of retries on top of requests (planned: issue #5).
+    /// Retries may add at most this percent on top of the recent request rate.
     pub budget_percent: Option<u32>,
+}
+
+/// One entry of `retries.on`: `connect_failure`, or a status written as a number
+/// (`503`) or a string (`"503"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RetryCondition {
+    /// A status code.
+    Status(u16),
+    /// A named condition (or a status as text).
+    Named(String),
 }
 
 /// `upstreams.*.health_check`.
@@ -333,8 +395,8 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// The pool requests go to.
     pub upstream: Option<String>,
-    /// Canary split (planned: issue #5).
-    pub canary: Option<serde_yaml::Value>,
+    /// Canary split: a share of the traffic goes to another pool.
+    pub canary: Option<CanaryConfig>,
     /// The pool used when every target of `upstream` is unavailable.
     pub fallback_upstream: Option<String>,
     /// The route's plugins.
@@ -383,6 +445,21 @@ impl CacheConfig {
     fn default_max_size() -> Size {
         Size(64 * 1024 * 1024)
     }
+}
+
+/// `routes[].canary`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The canary pool.
+    pub upstream: String,
+    /// Percent of the traffic sent to the canary, 0-100 (fractions allowed, to 0.01).
+    pub weight: f64,
+    /// What keeps a user on one variant: `consumer`, `client_ip`, `header:NAME`,
+    /// `cookie:NAME` or `jwt:CLAIM`; absent means each request is drawn on its own.
+    pub sticky_on: Option<String>,
+    /// A request header whose value `always` or `never` forces the variant.
+    pub force_header: Option<String>,
 }
 
 /// `routes[].match`.

@@ -8,6 +8,7 @@ use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 use super::connection::Connection;
 use super::trace::TraceContext;
 use crate::cache::CacheStatus;
+use crate::canary::Variant;
 use crate::gateway::{Gateway, Route};
 use crate::upstream::{TargetSlot, Upstream, UpstreamSlot};
 
@@ -30,7 +31,9 @@ pub struct RequestCtx {
     pub trace: Option<TraceContext>,
     /// The state plugins share.
     pub plugins: PluginCtx,
-    /// The pool serving the request (the route's, or its fallback).
+    /// The variant the canary split chose (stable without a canary).
+    pub variant: Option<Variant>,
+    /// The pool serving the request (the route's, its canary's, or the fallback).
     pub upstream: Option<Arc<Upstream>>,
     /// The request's place in the pool's bulkhead.
     pub upstream_slot: Option<UpstreamSlot>,
@@ -40,6 +43,8 @@ pub struct RequestCtx {
     pub tried: u64,
     /// Attempts made so far (1 after the first `upstream_peer`).
     pub attempts: u32,
+    /// The last attempt's answer had a status that is being retried.
+    pub retrying_status: bool,
     /// When the request was handed to the upstream connection.
     pub upstream_sent_at: Option<Instant>,
     /// Time to the upstream's response headers, in milliseconds.
@@ -67,11 +72,13 @@ impl RequestCtx {
             request_id: String::new(),
             trace: None,
             plugins: PluginCtx::default(),
+            variant: None,
             upstream: None,
             upstream_slot: None,
             target: None,
             tried: 0,
             attempts: 0,
+            retrying_status: false,
             upstream_sent_at: None,
             upstream_ms: None,
             body_bytes: 0,

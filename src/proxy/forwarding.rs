@@ -16,6 +16,9 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// `X-Consumer-Id`: the authenticated consumer, set only by the gateway.
 pub const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 
+/// Tells the upstream which variant of a canary split the request is (`stable|canary`).
+pub const VARIANT: HeaderName = HeaderName::from_static("x-portcullis-variant");
+
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE` and `Trailer`.
 /// A protocol upgrade keeps `Upgrade` and `Connection: upgrade`; framing headers

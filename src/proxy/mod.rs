@@ -1,40 +1,45 @@
 //! The request's walk: Pingora's `ProxyHttp` phases, in order, each short and delegating
 //! to the router, the plugins and the upstream pools.
 
+mod choice;
 mod connection;
 mod context;
 mod errors;
 pub mod forwarding;
 mod hygiene;
 mod respond;
+mod retry;
 pub mod trace;
 
 use std::any::Any;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
+use portcullis_plugins::{ErrorCode, Rejection};
 
 pub use context::RequestCtx;
 pub use errors::error_response;
 
 use crate::access_log::Entry;
 use crate::cache::{self, policy, store, CacheStatus};
+use crate::canary::Variant;
 use crate::compression;
 use crate::gateway::RouteAction;
 use crate::metrics::method_label;
 use crate::state::State;
-use crate::upstream::{bit, HashOn, Upstream};
+use crate::upstream::{bit, Outcome};
+use choice::{balancing_key, choose_target};
 use connection::Connection;
+use retry::{backoff, retriable_request, status_reason};
 use trace::TraceContext;
 
 /// The proxy service logic.
@@ -205,10 +210,25 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route.clone() else {
             return Ok(true);
         };
-        let RouteAction::Proxy { upstream, fallback } = &route.action else {
+        let RouteAction::Proxy {
+            upstream,
+            canary,
+            fallback,
+        } = &route.action
+        else {
             return Ok(true);
         };
-        let Err(rejection) = choose_target(session, ctx, upstream, fallback.as_ref()) else {
+        let canary = canary
+            .as_ref()
+            .filter(|canary| canary.choose(session.req_header(), &ctx.plugins) == Variant::Canary);
+        let pools = [
+            canary.map(|canary| (&canary.upstream, Variant::Canary)),
+            Some((upstream, Variant::Stable)),
+            fallback
+                .as_ref()
+                .map(|fallback| (fallback, Variant::Stable)),
+        ];
+        let Err(rejection) = choose_target(session, ctx, pools) else {
             return Ok(true);
         };
         if rejection.code == ErrorCode::UpstreamUnavailable && session.cache.can_serve_stale_error()
@@ -290,6 +310,8 @@ impl ProxyHttp for Proxy {
         Ok(target.peer())
     }
 
+    /// A refused or timed-out connect: nothing was sent, so any method may be retried
+    /// (on another target) when `retries.on` has `connect_failure` and the budget allows.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -297,8 +319,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(target) = &mut ctx.target {
+            target.record(Outcome::GatewayFailure);
+        }
         if let Some(upstream) = &ctx.upstream {
-            if ctx.attempts <= upstream.retries.attempts {
+            let policy = &upstream.retries;
+            if policy.on_connect_failure
+                && ctx.attempts <= policy.attempts
+                && policy.budget_allows()
+            {
                 e.set_retry(true);
                 self.state
                     .metrics
@@ -308,6 +337,52 @@ impl ProxyHttp for Proxy {
             }
         }
         e
+    }
+
+    /// An error once connected. A status retry decided in `upstream_response_filter`
+    /// stands; any other error counts as a gateway failure of the target, and is retried
+    /// only as Pingora would (a stale reused connection), for retriable requests.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.retrying_status) {
+            return e;
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(target) = &mut ctx.target {
+                target.record(Outcome::GatewayFailure);
+            }
+        }
+        if retriable_request(session) {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        if let (true, Some(upstream)) = (e.retry(), &ctx.upstream) {
+            self.state
+                .metrics
+                .retries
+                .with_label_values(&[&upstream.name, "reused_connection"])
+                .inc();
+        }
+        e
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // Every retry is counted in portcullis_retries_total; no log line per request.
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     async fn upstream_request_filter(
@@ -335,6 +410,10 @@ impl ProxyHttp for Proxy {
         if let Some(trace) = &ctx.trace {
             upstream_request.insert_header("traceparent", trace.header())?;
         }
+        upstream_request.remove_header(&forwarding::VARIANT);
+        if let Some(variant) = ctx.variant {
+            upstream_request.insert_header(forwarding::VARIANT, variant.as_str())?;
+        }
         // Only the gateway says who the consumer is: a client's own copy never passes.
         upstream_request.remove_header(&forwarding::CONSUMER_ID);
         if let Some(consumer) = &ctx.plugins.consumer {
@@ -349,16 +428,46 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// Timing, the target's outcome for outlier detection and peak EWMA, and status
+    /// retries: a retried status is turned into a retryable error here, before anything
+    /// of the answer reaches the client.
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(sent), Some(target)) = (ctx.upstream_sent_at, &ctx.target) {
-            let elapsed = sent.elapsed();
-            target.target().duration.observe(elapsed.as_secs_f64());
-            ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
+        let status = upstream_response.status.as_u16();
+        if let Some(target) = &mut ctx.target {
+            if let Some(sent) = ctx.upstream_sent_at {
+                let elapsed = sent.elapsed();
+                target.target().duration.observe(elapsed.as_secs_f64());
+                target.observe_latency(elapsed);
+                ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
+            }
+            target.record(Outcome::of_status(status));
+        }
+        if let Some(upstream) = &ctx.upstream {
+            let policy = &upstream.retries;
+            if policy.on_status.contains(&status)
+                && ctx.attempts <= policy.attempts
+                && retriable_request(session)
+                && policy.budget_allows()
+            {
+                self.state
+                    .metrics
+                    .retries
+                    .with_label_values(&[&upstream.name, status_reason(status)])
+                    .inc();
+                ctx.retrying_status = true;
+                let mut e = Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "upstream answered with a retried status",
+                );
+                e.as_up();
+                e.set_retry(true);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -424,7 +533,7 @@ impl ProxyHttp for Proxy {
             .map_or(0, |resp| resp.status.as_u16());
         let route_name = ctx.route.as_ref().map(|route| &*route.name);
         let upstream_name = ctx.upstream.as_ref().map(|upstream| &*upstream.name);
-        let variant = upstream_name.map(|_| "stable");
+        let variant = ctx.variant.map(Variant::as_str);
         let req = session.req_header();
         let elapsed = ctx.started.elapsed();
 
@@ -496,77 +605,6 @@ fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::T
     }
 }
 
-/// Picks the pool (the route's, or its fallback when the route's has no available
-/// target), takes a bulkhead slot and chooses the target.
-fn choose_target(
-    session: &Session,
-    ctx: &mut RequestCtx,
-    upstream: &Arc<Upstream>,
-    fallback: Option<&Arc<Upstream>>,
-) -> Result<(), Rejection> {
-    let pool = match fallback {
-        Some(fallback) if !upstream.any_healthy() => fallback,
-        _ => upstream,
-    };
-    ctx.upstream = Some(Arc::clone(pool));
-    let Some(slot) = pool.try_acquire() else {
-        return Err(Rejection::new(
-            ErrorCode::UpstreamOverloaded,
-            format!("upstream {} has too many requests in flight", pool.name),
-        )
-        .retry_after(1));
-    };
-    ctx.upstream_slot = Some(slot);
-    let key = balancing_key(session, &ctx.plugins, &pool.hash_on);
-    match pool.select(&key, 0) {
-        Some(target) => {
-            ctx.target = Some(target);
-            Ok(())
-        }
-        None => Err(Rejection::new(
-            ErrorCode::UpstreamUnavailable,
-            format!("upstream {} has no healthy target", pool.name),
-        )
-        .retry_after(1)),
-    }
-}
-
-/// The bytes `consistent_hash` hashes (empty for the other algorithms).
-fn balancing_key(session: &Session, plugins: &PluginCtx, hash_on: &HashOn) -> Vec<u8> {
-    let req = session.req_header();
-    match hash_on {
-        HashOn::Nothing => Vec::new(),
-        HashOn::ClientIp => client_ip(session)
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default(),
-        HashOn::Header(name) => req
-            .headers
-            .get(name)
-            .map(|value| value.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashOn::Cookie(name) => req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashOn::Consumer => plugins
-            .consumer
-            .as_deref()
-            .map(|id| id.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashOn::Claim(claim) => match plugins.claims.as_ref().and_then(|c| c.get(claim)) {
-            Some(serde_json::Value::String(text)) => text.as_bytes().to_vec(),
-            Some(other) => other.to_string().into_bytes(),
-            None => Vec::new(),
-        },
-    }
-}
-
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -583,13 +621,6 @@ fn forwarded_proto(session: &Session) -> &'static str {
     } else {
         "http"
     }
-}
-
-/// Jittered exponential backoff: `base × 2^(retry-1)`, scaled by a random 50–100%.
-fn backoff(base: Duration, retry: u32) -> Duration {
-    use rand::Rng;
-    let exponential = base.saturating_mul(1u32 << retry.saturating_sub(1).min(10));
-    exponential.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
 /// The client-facing error for a proxy failure.

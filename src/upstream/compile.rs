@@ -8,69 +8,56 @@ use std::time::Duration;
 
 use pingora::lb::discovery::Static;
 use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
-use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::upstreams::peer::HttpPeer;
+use portcullis_plugins::Retained;
 
 use super::health::{build_health_check, ActiveHealth};
-use super::{Balancer, HashOn, RetryPolicy, Target, TargetIndex, Upstream};
-use crate::config::schema::{LoadBalancing, UpstreamConfig};
+use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
+use super::{
+    Balancer, HashOn, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState,
+    Upstream,
+};
+use crate::config::schema::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
 use crate::config::Problem;
 use crate::metrics::Metrics;
 
 /// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
 const MAX_WEIGHT: u32 = 1000;
 
-/// Compiles one upstream pool; `path` is its config path (`upstreams.NAME`).
+/// Compiles one upstream pool; `path` is its config path (`upstreams.NAME`). State that
+/// must survive a reload (per-target ejection, latency and in-flight state, active health,
+/// the retry budget) is taken from `retained` when the previous configuration had it.
 pub fn compile_upstream(
     name: &str,
     config: &UpstreamConfig,
     path: &str,
     metrics: &Metrics,
+    retained: &Retained,
 ) -> Result<Upstream, Vec<Problem>> {
     let mut problems = Vec::new();
-    let not_yet = |problems: &mut Vec<Problem>, field: &str, issue: u32| {
-        problems.push(Problem::planned(format!("{path}.{field}"), issue))
+    let outlier = match &config.outlier_detection {
+        Some(outlier) => {
+            match OutlierPolicy::compile(outlier, &format!("{path}.outlier_detection")) {
+                Ok(policy) => Some(policy),
+                Err(mut more) => {
+                    problems.append(&mut more);
+                    None
+                }
+            }
+        }
+        None => None,
     };
-    if config.outlier_detection.is_some() {
-        not_yet(&mut problems, "outlier_detection", 5);
-    }
-    if matches!(
-        config.load_balancing,
-        LoadBalancing::LeastRequest | LoadBalancing::PeakEwma
-    ) {
-        not_yet(&mut problems, "load_balancing", 5);
-    }
     let retries = match &config.retries {
         None => RetryPolicy {
             attempts: 1,
             backoff: Duration::ZERO,
+            on_connect_failure: true,
+            on_status: Vec::new(),
+            budget: None,
         },
-        Some(retries) => {
-            if retries.budget_percent.is_some() {
-                not_yet(&mut problems, "retries.budget_percent", 5);
-            }
-            for (i, reason) in retries.on.iter().enumerate() {
-                match reason.as_str() {
-                    "connect_failure" => {}
-                    "502" | "503" | "504" => not_yet(&mut problems, &format!("retries.on[{i}]"), 5),
-                    other => problems.push(Problem::new(
-                        format!("{path}.retries.on[{i}]"),
-                        format!("unknown retry condition {other:?}; use connect_failure, 502, 503 or 504"),
-                    )),
-                }
-            }
-            let on_connect_failure =
-                retries.on.is_empty() || retries.on.iter().any(|r| r == "connect_failure");
-            RetryPolicy {
-                attempts: if on_connect_failure {
-                    retries.attempts
-                } else {
-                    0
-                },
-                backoff: retries.backoff.map(|d| d.0).unwrap_or_default(),
-            }
-        }
+        Some(retries) => compile_retries(name, retries, path, retained, &mut problems),
     };
 
     let hash_on = match (&config.load_balancing, config.hash_on.as_deref()) {
@@ -139,12 +126,17 @@ pub fn compile_upstream(
             ));
             continue;
         }
+        let state = retained.get_or_insert_with::<TargetState>(
+            &format!("upstream/{name}/target/{address}"),
+            TargetState::default,
+        );
         let mut backend = Backend {
             addr: PeerAddr::Inet(address),
             weight: target.weight as usize,
             ext: Default::default(),
         };
         backend.ext.insert(TargetIndex(targets.len()));
+        backend.ext.insert(Arc::clone(&state));
         let mut peer = peer_template.clone();
         peer._address = PeerAddr::Inet(address);
         let label: Arc<str> = address.to_string().into();
@@ -152,10 +144,12 @@ pub fn compile_upstream(
             address,
             label: Arc::clone(&label),
             weight: target.weight,
-            in_flight: AtomicU32::new(0),
             backend: backend.clone(),
             peer,
             duration: metrics.upstream_duration.with_label_values(&[name, &label]),
+            ejected_gauge: metrics.target_ejected.with_label_values(&[name, &label]),
+            ejections: metrics.ejections.with_label_values(&[name, &label]),
+            state,
         });
         backends.insert(backend);
     }
@@ -163,7 +157,17 @@ pub fn compile_upstream(
     let health_check = match &config.health_check {
         Some(health) => {
             match build_health_check(name, health, &format!("{path}.health_check"), metrics) {
-                Ok(check) => Some((check, ActiveHealth::new(health.interval.0))),
+                Ok(check) => {
+                    // The same checks of the same pool keep their targets' health
+                    // across a reload (keyed by address, whatever the weight).
+                    let key = format!("upstream/{name}/health/{health:?}");
+                    let registry = retained.get_or_insert_with::<HealthRegistry>(&key, || {
+                        let registry = HealthRegistry::with_equivalence(address_key);
+                        registry.set_health_check(check);
+                        registry
+                    });
+                    Some((registry, ActiveHealth::new(health.interval.0)))
+                }
                 Err(mut more) => {
                     problems.append(&mut more);
                     None
@@ -176,14 +180,22 @@ pub fn compile_upstream(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let (check, health) = match health_check {
-        Some((check, health)) => (Some(check), Some(health)),
+    let (registry, health) = match health_check {
+        Some((registry, health)) => (Some(registry), Some(health)),
         None => (None, None),
     };
     let balancer: Box<dyn Balancer> = match config.load_balancing {
-        LoadBalancing::Random => Box::new(load_balancer::<Random>(backends, check)),
-        LoadBalancing::ConsistentHash => Box::new(load_balancer::<Consistent>(backends, check)),
-        _ => Box::new(load_balancer::<RoundRobin>(backends, check)),
+        LoadBalancing::RoundRobin => Box::new(load_balancer::<RoundRobin>(backends, registry)),
+        LoadBalancing::Random => Box::new(load_balancer::<Random>(backends, registry)),
+        LoadBalancing::ConsistentHash => Box::new(load_balancer::<Consistent>(backends, registry)),
+        LoadBalancing::LeastRequest => Box::new(PowerOfTwoChoices::new(
+            load_balancer::<Random>(backends, registry),
+            LeastRequest,
+        )),
+        LoadBalancing::PeakEwma => Box::new(PowerOfTwoChoices::new(
+            load_balancer::<Random>(backends, registry),
+            PeakEwmaCost,
+        )),
     };
     Ok(Upstream {
         name: name.into(),
@@ -191,8 +203,14 @@ pub fn compile_upstream(
         balancer,
         hash_on,
         retries,
+        outlier,
+        ejection_lock: Default::default(),
+        tracks_latency: config.load_balancing == LoadBalancing::PeakEwma,
         max_requests: config.max_requests,
-        in_flight: AtomicU32::new(0),
+        in_flight: retained.get_or_insert_with::<AtomicU32>(
+            &format!("upstream/{name}/in_flight"),
+            AtomicU32::default,
+        ),
         in_flight_gauge: metrics.upstream_in_flight.with_label_values(&[name]),
         health,
     })
@@ -200,16 +218,18 @@ pub fn compile_upstream(
 
 fn load_balancer<S>(
     backends: BTreeSet<Backend>,
-    check: Option<Box<dyn pingora::lb::health_check::HealthCheck + Send + Sync>>,
+    registry: Option<Arc<HealthRegistry>>,
 ) -> LoadBalancer<S>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
-    let mut balancer = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
-    if let Some(check) = check {
-        balancer.set_health_check(check);
-    }
+    let discovery = Static::new(backends);
+    let view = match registry {
+        Some(registry) => Backends::new_with_health_registry(discovery, registry),
+        None => Backends::new(discovery),
+    };
+    let balancer = LoadBalancer::from_backends(view);
     // Static discovery resolves immediately and never fails.
     let _ = futures_now(balancer.update());
     balancer
@@ -259,5 +279,65 @@ fn parse_hash_on(key: &str) -> Result<HashOn, String> {
         _ => Err(format!(
             "{key:?} is not one of client_ip, header:NAME, cookie:NAME, consumer, jwt:CLAIM"
         )),
+    }
+}
+
+/// Health is shared by address: a weight change keeps the target's health.
+fn address_key(backend: &Backend) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    backend.addr.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `upstreams.NAME.retries`: attempts, conditions, backoff and budget.
+fn compile_retries(
+    name: &str,
+    retries: &RetriesConfig,
+    path: &str,
+    retained: &Retained,
+    problems: &mut Vec<Problem>,
+) -> RetryPolicy {
+    let mut on_connect_failure = retries.on.is_empty();
+    let mut on_status = Vec::new();
+    for (i, condition) in retries.on.iter().enumerate() {
+        let status = match condition {
+            RetryCondition::Status(status) => Some(*status),
+            RetryCondition::Named(name) if name == "connect_failure" => {
+                on_connect_failure = true;
+                continue;
+            }
+            RetryCondition::Named(name) => name.parse().ok(),
+        };
+        match status {
+            Some(status @ 502..=504) => on_status.push(status),
+            _ => problems.push(Problem::new(
+                format!("{path}.retries.on[{i}]"),
+                format!(
+                    "unknown retry condition {condition:?}; use connect_failure, 502, 503 or 504"
+                ),
+            )),
+        }
+    }
+    let budget = match retries.budget_percent {
+        None => None,
+        Some(percent) if percent > 100 => {
+            problems.push(Problem::new(
+                format!("{path}.retries.budget_percent"),
+                "must be between 1 and 100",
+            ));
+            None
+        }
+        Some(percent) => Some(retained.get_or_insert_with::<RetryBudget>(
+            &format!("upstream/{name}/retry_budget/{percent}"),
+            || RetryBudget::new(percent),
+        )),
+    };
+    RetryPolicy {
+        attempts: retries.attempts,
+        backoff: retries.backoff.map(|d| d.0).unwrap_or_default(),
+        on_connect_failure,
+        on_status,
+        budget,
     }
 }

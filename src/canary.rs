@@ -1,0 +1,317 @@
+//! Canary routing: a route sends `weight` percent of its traffic to another pool.
+//!
+//! With `sticky_on`, the variant is a pure function of the sticky value: its hash, taken
+//! modulo 10 000, is compared with `weight × 100`. So one user always sees the same
+//! variant, the choice survives restarts and reloads (the hash is fixed, not seeded),
+//! and raising the weight only adds users to the canary: everyone canary at 5% is
+//! still canary at 10%.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use pingora_http::RequestHeader;
+use portcullis_plugins::PluginCtx;
+
+use crate::config::schema::CanaryConfig;
+use crate::config::Problem;
+use crate::upstream::Upstream;
+
+/// Which pool a request went to, as the upstream (`X-Portcullis-Variant`), the metrics
+/// and the access log see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The route's own upstream.
+    Stable,
+    /// The canary upstream.
+    Canary,
+}
+
+impl Variant {
+    /// `stable` or `canary`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Stable => "stable",
+            Variant::Canary => "canary",
+        }
+    }
+}
+
+/// What keeps a user on one variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyOn {
+    /// Nothing: every request is drawn on its own.
+    Nothing,
+    /// The authenticated consumer.
+    Consumer,
+    /// The client's IP address.
+    ClientIp,
+    /// A request header's value.
+    Header(HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// A claim of the JWT that authenticated the request.
+    Jwt(String),
+}
+
+/// Buckets the sticky hash falls into; a weight of 1% is 100 of them.
+const BUCKETS: u64 = 10_000;
+
+/// A route's canary split, compiled.
+pub struct Canary {
+    /// The canary pool.
+    pub upstream: Arc<Upstream>,
+    /// Buckets (of 10 000) that go to the canary.
+    threshold: u64,
+    sticky_on: StickyOn,
+    force_header: Option<HeaderName>,
+}
+
+impl Canary {
+    /// Checks and compiles `config`; `upstream` is the canary pool, already looked up.
+    pub fn compile(
+        config: &CanaryConfig,
+        upstream: Option<Arc<Upstream>>,
+        path: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Self> {
+        let mut ok = true;
+        if !(0.0..=100.0).contains(&config.weight) {
+            problems.push(Problem::new(
+                format!("{path}.weight"),
+                "must be between 0 and 100",
+            ));
+            ok = false;
+        }
+        let sticky_on = match config.sticky_on.as_deref().map(parse_sticky_on) {
+            None => StickyOn::Nothing,
+            Some(Ok(sticky_on)) => sticky_on,
+            Some(Err(message)) => {
+                problems.push(Problem::new(format!("{path}.sticky_on"), message));
+                ok = false;
+                StickyOn::Nothing
+            }
+        };
+        let force_header = match config.force_header.as_deref() {
+            None => None,
+            Some(name) => match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    problems.push(Problem::new(
+                        format!("{path}.force_header"),
+                        format!("{name:?} is not a valid header name"),
+                    ));
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let upstream = upstream?;
+        ok.then(|| Self {
+            upstream,
+            threshold: (config.weight * 100.0).round() as u64,
+            sticky_on,
+            force_header,
+        })
+    }
+
+    /// The variant for this request: forced by the force header, else by the sticky
+    /// value's bucket, else drawn at random.
+    pub fn choose(&self, req: &RequestHeader, ctx: &PluginCtx) -> Variant {
+        if let Some(forced) = self
+            .force_header
+            .as_ref()
+            .and_then(|name| req.headers.get(name))
+        {
+            let forced = forced.as_bytes();
+            if forced.eq_ignore_ascii_case(b"always") {
+                return Variant::Canary;
+            }
+            if forced.eq_ignore_ascii_case(b"never") {
+                return Variant::Stable;
+            }
+        }
+        let bucket = match self.sticky_value(req, ctx) {
+            Some(value) => sticky_bucket(&value),
+            None => {
+                use rand::Rng;
+                rand::thread_rng().gen_range(0..BUCKETS)
+            }
+        };
+        if bucket < self.threshold {
+            Variant::Canary
+        } else {
+            Variant::Stable
+        }
+    }
+
+    /// The force header, which the upstream does not need to see.
+    pub fn force_header(&self) -> Option<&HeaderName> {
+        self.force_header.as_ref()
+    }
+
+    fn sticky_value(&self, req: &RequestHeader, ctx: &PluginCtx) -> Option<Vec<u8>> {
+        match &self.sticky_on {
+            StickyOn::Nothing => None,
+            StickyOn::Consumer => ctx.consumer.as_ref().map(|c| c.as_bytes().to_vec()),
+            StickyOn::ClientIp => ctx.client_ip.map(|ip| ip.to_string().into_bytes()),
+            StickyOn::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
+            StickyOn::Cookie(name) => cookie(req, name).map(|v| v.as_bytes().to_vec()),
+            StickyOn::Jwt(claim) => {
+                let value = ctx.claims.as_ref()?.get(claim)?;
+                Some(match value {
+                    serde_json::Value::String(text) => text.as_bytes().to_vec(),
+                    other => other.to_string().into_bytes(),
+                })
+            }
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The bucket (0..10 000) of a sticky value: FNV-1a, then MurmurHash3's finalizer so
+/// that similar values spread evenly. Fixed, so every process agrees.
+pub fn sticky_bucket(value: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in value {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
+    hash % BUCKETS
+}
+
+fn parse_sticky_on(key: &str) -> Result<StickyOn, String> {
+    match key.split_once(':') {
+        None if key == "consumer" => Ok(StickyOn::Consumer),
+        None if key == "client_ip" => Ok(StickyOn::ClientIp),
+        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+            .map(StickyOn::Header)
+            .map_err(|_| format!("{name:?} is not a valid header name")),
+        Some(("cookie", name)) if !name.is_empty() => Ok(StickyOn::Cookie(name.to_string())),
+        Some(("jwt", claim)) if !claim.is_empty() => Ok(StickyOn::Jwt(claim.to_string())),
+        _ => Err(format!(
+            "{key:?} is not one of consumer, client_ip, header:NAME, cookie:NAME, jwt:CLAIM"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(weight: f64, sticky_on: &str) -> Canary {
+        Canary {
+            upstream: Arc::new(crate::upstream::test_pool("canary")),
+            threshold: (weight * 100.0).round() as u64,
+            sticky_on: parse_sticky_on(sticky_on).unwrap_or(StickyOn::Nothing),
+            force_header: Some(HeaderName::from_static("x-canary")),
+        }
+    }
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("valid request");
+        for (name, value) in headers {
+            req.insert_header(name.to_string(), *value)
+                .expect("valid header");
+        }
+        req
+    }
+
+    fn consumer_ctx(consumer: &str) -> PluginCtx {
+        PluginCtx {
+            consumer: Some(consumer.into()),
+            ..PluginCtx::default()
+        }
+    }
+
+    #[test]
+    fn a_consumer_always_sees_the_same_variant() {
+        let canary = canary(50.0, "consumer");
+        let req = request(&[]);
+        for user in 0..100 {
+            let ctx = consumer_ctx(&format!("user-{user}"));
+            let first = canary.choose(&req, &ctx);
+            assert!((0..20).all(|_| canary.choose(&req, &ctx) == first));
+        }
+    }
+
+    #[test]
+    fn raising_the_weight_keeps_every_canary_user() {
+        let (five, ten) = (canary(5.0, "consumer"), canary(10.0, "consumer"));
+        let req = request(&[]);
+        let users: Vec<_> = (0..5000).map(|i| consumer_ctx(&format!("u{i}"))).collect();
+        let at = |c: &Canary| -> Vec<bool> {
+            users
+                .iter()
+                .map(|ctx| c.choose(&req, ctx) == Variant::Canary)
+                .collect()
+        };
+        let (at_five, at_ten) = (at(&five), at(&ten));
+        assert!(at_five.iter().zip(&at_ten).all(|(five, ten)| !five || *ten));
+        let count = |v: &[bool]| v.iter().filter(|c| **c).count();
+        assert!(
+            (200..=300).contains(&count(&at_five)),
+            "{}",
+            count(&at_five)
+        );
+        assert!((400..=600).contains(&count(&at_ten)), "{}", count(&at_ten));
+    }
+
+    #[test]
+    fn jwt_claims_are_sticky_keys() {
+        let canary = canary(50.0, "jwt:sub");
+        let req = request(&[]);
+        let split: Vec<_> = (0..200)
+            .map(|i| {
+                let mut claims = serde_json::Map::new();
+                claims.insert("sub".into(), format!("user-{i}").into());
+                let ctx = PluginCtx {
+                    claims: Some(Arc::new(claims)),
+                    ..PluginCtx::default()
+                };
+                let first = canary.choose(&req, &ctx);
+                assert_eq!(canary.choose(&req, &ctx), first);
+                first
+            })
+            .collect();
+        assert!(split.contains(&Variant::Canary) && split.contains(&Variant::Stable));
+    }
+
+    #[test]
+    fn the_force_header_overrides_the_weight() {
+        let (none, all) = (canary(0.0, "consumer"), canary(100.0, "consumer"));
+        let ctx = consumer_ctx("someone");
+        let always = request(&[("X-Canary", "always")]);
+        let never = request(&[("X-Canary", "Never")]);
+        assert_eq!(none.choose(&always, &ctx), Variant::Canary);
+        assert_eq!(all.choose(&never, &ctx), Variant::Stable);
+        assert_eq!(all.choose(&request(&[]), &ctx), Variant::Canary);
+        assert_eq!(none.choose(&request(&[]), &ctx), Variant::Stable);
+    }
+
+    #[test]
+    fn sticky_keys_parse() {
+        assert_eq!(parse_sticky_on("consumer"), Ok(StickyOn::Consumer));
+        assert_eq!(
+            parse_sticky_on("jwt:tenant"),
+            Ok(StickyOn::Jwt("tenant".into()))
+        );
+        assert!(parse_sticky_on("cookie:").is_err());
+        assert!(parse_sticky_on("user").is_err());
+    }
+}

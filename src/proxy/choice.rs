@@ -1,0 +1,92 @@
+//! Pool and target choice: the canary's pool, the route's, or its fallback; the bulkhead
+//! slot; the balancing key.
+
+use std::sync::Arc;
+
+use pingora::proxy::Session;
+use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
+
+use super::{client_ip, RequestCtx};
+use crate::canary::Variant;
+use crate::upstream::{HashOn, Upstream};
+
+/// Takes the first of `pools` (the canary for canary requests, the route's pool, its
+/// fallback) that has an available target: a bulkhead slot there and the target. A
+/// canary without an available target leaves the request to the stable pool. With no
+/// pool available the route fails fast: 503 with `Retry-After`, no connect attempt.
+/// Availability is learnt from the selection itself, so the usual case costs one
+/// selection and no scan of the targets.
+pub(super) fn choose_target(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    pools: [Option<(&Arc<Upstream>, Variant)>; 3],
+) -> Result<(), Rejection> {
+    let mut unavailable_pool = None;
+    for (pool, variant) in pools.into_iter().flatten() {
+        ctx.upstream = Some(Arc::clone(pool));
+        ctx.variant = Some(variant);
+        let Some(slot) = pool.try_acquire() else {
+            return Err(Rejection::new(
+                ErrorCode::UpstreamOverloaded,
+                format!("upstream {} has too many requests in flight", pool.name),
+            )
+            .retry_after(1));
+        };
+        let key = balancing_key(session, &ctx.plugins, &pool.hash_on);
+        if let Some(target) = pool.select(&key, 0) {
+            if let Some(budget) = &pool.retries.budget {
+                budget.deposit();
+            }
+            ctx.upstream_slot = Some(slot);
+            ctx.target = Some(target);
+            return Ok(());
+        }
+        if variant == Variant::Stable {
+            unavailable_pool.get_or_insert(pool);
+        }
+    }
+    // The route's own pool (a canary is never the last candidate) names the failure.
+    let pool = unavailable_pool.or(ctx.upstream.as_ref()).map(Arc::clone);
+    ctx.upstream = pool.clone();
+    Err(match pool {
+        Some(pool) => unavailable(&pool),
+        None => Rejection::new(ErrorCode::UpstreamUnavailable, "no upstream available"),
+    })
+}
+
+fn unavailable(pool: &Upstream) -> Rejection {
+    Rejection::new(
+        ErrorCode::UpstreamUnavailable,
+        format!("upstream {} has no healthy, non-ejected target", pool.name),
+    )
+    .retry_after(pool.retry_after())
+}
+
+/// The bytes `consistent_hash` hashes (empty for the other algorithms).
+pub(super) fn balancing_key(session: &Session, plugins: &PluginCtx, hash_on: &HashOn) -> Vec<u8> {
+    let req = session.req_header();
+    match hash_on {
+        HashOn::Nothing => Vec::new(),
+        HashOn::ClientIp => client_ip(session)
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default(),
+        HashOn::Header(name) => req
+            .headers
+            .get(name)
+            .map(|value| value.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Cookie(name) => crate::canary::cookie(req, name)
+            .map(|value| value.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Consumer => plugins
+            .consumer
+            .as_deref()
+            .map(|id| id.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashOn::Claim(claim) => match plugins.claims.as_ref().and_then(|c| c.get(claim)) {
+            Some(serde_json::Value::String(text)) => text.as_bytes().to_vec(),
+            Some(other) => other.to_string().into_bytes(),
+            None => Vec::new(),
+        },
+    }
+}

@@ -1,0 +1,166 @@
+//! Canary routing: the share of traffic, stickiness, the superset property when the
+//! weight grows (across a reload), the force header, and what the upstream, the metrics
+//! and the access log see.
+
+mod common;
+
+use common::{http_agent, Gateway, Upstream};
+
+/// A gateway whose route `api` splits between `stable` and `canary`; `canary_yaml` is
+/// the body of `routes[0].canary` (weight, sticky_on, ...), on one line.
+fn canary_config(stable: &Upstream, canary: &Upstream, canary_yaml: &str) -> String {
+    format!(
+        r#"
+upstreams:
+  stable:
+    targets: [{{ address: "{}" }}]
+  canary:
+    targets: [{{ address: "{}" }}]
+routes:
+  - name: api
+    match: {{ path_prefix: / }}
+    upstream: stable
+    canary: {{ upstream: canary, {canary_yaml} }}
+"#,
+        stable.addr(),
+        canary.addr()
+    )
+}
+
+/// Sends one GET as user `user` (header `X-User`) and says whether the canary served it.
+fn served_by_canary(gateway: &Gateway, user: &str) -> bool {
+    let response = gateway.request("GET", "/", &[("X-User", user)]);
+    assert_eq!(response.status, 200, "{response:?}");
+    match response.body.as_str() {
+        "canary" => true,
+        "stable" => false,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn reload(gateway: &Gateway) {
+    let response = http_agent()
+        .post(&gateway.admin_url("/reload"))
+        .send_string("");
+    let status = match response {
+        Ok(response) => response.status(),
+        Err(ureq::Error::Status(status, _)) => status,
+        Err(e) => panic!("POST /reload: {e}"),
+    };
+    assert_eq!(status, 200, "{}", gateway.diagnostics());
+}
+
+#[test]
+fn ten_percent_of_users_go_to_the_canary_and_upstreams_see_the_variant() {
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let gateway = Gateway::start(&canary_config(
+        &stable,
+        &canary,
+        "weight: 10, sticky_on: \"header:X-User\"",
+    ));
+
+    let total = 5000;
+    let to_canary = (0..total)
+        .filter(|i| served_by_canary(&gateway, &format!("user-{i}")))
+        .count();
+
+    let share = to_canary as f64 / total as f64;
+    assert!((0.08..=0.12).contains(&share), "canary share {share}");
+    assert_eq!(canary.requests(), to_canary);
+    assert_eq!(
+        canary.last_request().header("X-Portcullis-Variant"),
+        Some("canary")
+    );
+    assert_eq!(
+        stable.last_request().header("X-Portcullis-Variant"),
+        Some("stable")
+    );
+    let counted = |variant: &str| {
+        gateway
+            .metric(
+                "portcullis_requests_total",
+                &[("route", "api"), ("variant", variant), ("status", "200")],
+            )
+            .unwrap_or(0.0) as usize
+    };
+    assert_eq!(counted("canary"), to_canary);
+    assert_eq!(counted("stable"), total - to_canary);
+    let log = gateway.wait_for_access_log(total);
+    let logged_canary = log
+        .iter()
+        .filter(|line| line["variant"] == "canary")
+        .count();
+    assert_eq!(logged_canary, to_canary);
+}
+
+#[test]
+fn a_user_stays_on_one_variant_and_raising_the_weight_keeps_the_canary_users() {
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let gateway = Gateway::start(&canary_config(
+        &stable,
+        &canary,
+        "weight: 5, sticky_on: \"cookie:session\"",
+    ));
+    let users: Vec<String> = (0..1000).map(|i| format!("session={i}-abc")).collect();
+    let variant = |cookie: &str| {
+        let response = gateway.request("GET", "/", &[("Cookie", cookie)]);
+        assert_eq!(response.status, 200, "{response:?}");
+        response.body == "canary"
+    };
+    let at_five: Vec<bool> = users.iter().map(|user| variant(user)).collect();
+    for (user, first) in users.iter().zip(&at_five).take(100) {
+        assert_eq!(variant(user), *first, "{user} changed variant");
+    }
+
+    gateway.rewrite_config(&canary_config(
+        &stable,
+        &canary,
+        "weight: 10, sticky_on: \"cookie:session\"",
+    ));
+    reload(&gateway);
+    let at_ten: Vec<bool> = users.iter().map(|user| variant(user)).collect();
+
+    let count = |v: &[bool]| v.iter().filter(|canary| **canary).count();
+    assert!(count(&at_five) > 20 && count(&at_ten) > count(&at_five));
+    for (user, (five, ten)) in users.iter().zip(at_five.iter().zip(&at_ten)) {
+        assert!(!five || *ten, "{user} was canary at 5% but not at 10%");
+    }
+}
+
+#[test]
+fn the_force_header_overrides_the_split() {
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let gateway = Gateway::start(&canary_config(
+        &stable,
+        &canary,
+        "weight: 50, sticky_on: client_ip, force_header: X-Canary",
+    ));
+    for _ in 0..20 {
+        let always = gateway.request("GET", "/", &[("X-Canary", "always")]);
+        assert_eq!(always.body, "canary");
+        let never = gateway.request("GET", "/", &[("X-Canary", "never")]);
+        assert_eq!(never.body, "stable");
+    }
+    // Without the header, one client IP sticks to one variant.
+    let first = gateway.get("/").body;
+    assert!((0..20).all(|_| gateway.get("/").body == first));
+    assert!(gateway.get("/").header("X-Canary").is_none());
+}
+
+#[test]
+fn an_unavailable_canary_leaves_its_users_on_stable() {
+    let stable = Upstream::start("stable");
+    let canary = Upstream::start("canary");
+    let config = canary_config(&stable, &canary, "weight: 100");
+    canary.stop();
+    let gateway = Gateway::start(&config.replace(
+        "  canary:\n    targets",
+        "  canary:\n    health_check: { type: tcp, interval: 100ms, unhealthy_threshold: 1 }\n    targets",
+    ));
+    let all_stable = common::wait_until(common::EVENTUALLY, || gateway.get("/").body == "stable");
+    assert!(all_stable, "{}", gateway.diagnostics());
+    for _ in 0..10 {
+        let response = gateway.get("/");
+        assert_eq!(response.body, "stable");
+    }
+}
