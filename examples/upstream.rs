@@ -12,9 +12,13 @@
 //!   query, headers (lower-case names, repeated headers joined with ", ") and body size.
 //! * Every other request waits `--latency`, then fails with 500 with probability
 //!   `--error-rate`, else answers 200 with a fixed `text/plain` body of `--body-size` bytes.
+//! * The failure switch, for chaos tests: any request to `/_chaos/fail` makes the listener
+//!   it arrived on answer every request but `/healthz` with 500 (so active health checks
+//!   pass while passive outlier detection sees the failures); `/_chaos/recover` ends it.
 //!
 //! No configuration file is read. SIGINT exits at once, SIGTERM after draining for up to a second.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,6 +83,8 @@ struct Upstream {
     body_len: HeaderValue,
     error_body: &'static [u8],
     error_len: HeaderValue,
+    /// Listen addresses whose failure switch is on.
+    failing: Vec<(String, AtomicBool)>,
 }
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain");
@@ -103,6 +109,11 @@ impl Upstream {
             body: Bytes::from(body),
             error_body,
             error_len: HeaderValue::from(error_body.len()),
+            failing: args
+                .listen
+                .iter()
+                .map(|addr| (addr.clone(), AtomicBool::new(false)))
+                .collect(),
         }
     }
 
@@ -118,6 +129,15 @@ impl Upstream {
         headers.insert(CONTENT_TYPE, content_type);
         headers.insert(CONTENT_LENGTH, len.clone());
         resp
+    }
+
+    /// The failure switch of the listener `session` arrived on.
+    fn switch(&self, session: &ServerSession) -> Option<&AtomicBool> {
+        let local = session.server_addr()?.to_string();
+        self.failing
+            .iter()
+            .find(|(addr, _)| *addr == local)
+            .map(|(_, failing)| failing)
     }
 
     async fn echo(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -181,6 +201,29 @@ impl ServeHttp for Upstream {
                 TEXT_PLAIN,
                 &HeaderValue::from_static("2"),
                 b"ok".to_vec(),
+            );
+        }
+        if let Some(on) = match path {
+            "/_chaos/fail" => Some(true),
+            "/_chaos/recover" => Some(false),
+            _ => None,
+        } {
+            if let Some(switch) = self.switch(session) {
+                switch.store(on, Ordering::Relaxed);
+            }
+            let state: &[u8] = if on { b"failing\n" } else { b"serving\n" };
+            let len = HeaderValue::from(state.len());
+            return Self::fixed(StatusCode::OK, TEXT_PLAIN, &len, state.to_vec());
+        }
+        if self
+            .switch(session)
+            .is_some_and(|failing| failing.load(Ordering::Relaxed))
+        {
+            return Self::fixed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT_PLAIN,
+                &self.error_len,
+                self.error_body.to_vec(),
             );
         }
         if wants_echo(path, uri.query()) {
