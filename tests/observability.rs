@@ -329,3 +329,42 @@ fn access_log_never_contains_credentials() {
         assert!(!log.contains(secret), "{secret} logged:\n{log}");
     }
 }
+
+#[test]
+fn downstream_connections_counts_open_client_connections() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let app = Upstream::start("app");
+    let gateway = api_gateway(&app);
+    let gauge = || gateway.metric("portcullis_downstream_connections", &[]);
+    let request = b"GET /api/x HTTP/1.1\r\nHost: test\r\n\r\n";
+
+    // Three kept-alive connections, each after one complete exchange.
+    let mut connections: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = TcpStream::connect(gateway.addr()).expect("connect");
+            stream.write_all(request).expect("send");
+            let mut buf = [0u8; 4096];
+            let read = stream.read(&mut buf).expect("answer");
+            assert!(
+                buf[..read].starts_with(b"HTTP/1.1 200"),
+                "{:?}",
+                &buf[..read]
+            );
+            stream
+        })
+        .collect();
+    assert!(
+        wait_until(EVENTUALLY, || gauge() == Some(3.0)),
+        "three open connections, got {:?}",
+        gauge()
+    );
+
+    connections.clear();
+    assert!(
+        wait_until(EVENTUALLY, || gauge() == Some(0.0)),
+        "closed connections are released, got {:?}",
+        gauge()
+    );
+}
