@@ -10,7 +10,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, StatusCode};
-use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
+use portcullis_plugins::rate_limit::RedisBackend;
+use portcullis_plugins::{
+    build_chain, ConfigProblem, PluginChain, PluginEnv, Retained, RetainedSet,
+};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
@@ -132,15 +135,24 @@ impl Gateway {
         context: &CompileContext<'_>,
     ) -> Result<Self, Vec<Problem>> {
         let metrics: &Metrics = context.metrics;
-        let plugin_env = PluginEnv {
+        let mut plugin_env = PluginEnv {
             telemetry: Arc::clone(context.metrics) as _,
             retained: match context.previous {
                 Some(previous) => Retained::after(Arc::clone(&previous.retained)),
                 None => Retained::fresh(),
             },
             background: context.background,
+            redis: None,
         };
         let mut problems = Vec::new();
+        if let Some(redis) = &config.redis {
+            match RedisBackend::new(redis, &plugin_env.retained, context.background) {
+                Ok(backend) => plugin_env.redis = Some(Arc::new(backend)),
+                Err(problem) => {
+                    problems.push(Problem::new(format!("redis.{}", problem.path), problem.message))
+                }
+            }
+        }
         let process = compile_process(config, &mut problems);
         let tracing = match HeaderName::from_bytes(config.tracing.request_id_header.as_bytes()) {
             Ok(request_id_header) => Tracing {
@@ -158,16 +170,14 @@ impl Gateway {
                 }
             }
         };
-        if config.redis.is_some() {
-            problems.push(Problem::planned("redis", 4));
-        }
         if !config.consumers.is_empty() {
             problems.push(Problem::planned("consumers", 3));
         }
-        for problem in config.plugins.problems() {
+        let global_problems = config.plugins.problems_in(&plugin_env);
+        for problem in &global_problems {
             problems.push(Problem::new(
                 format!("plugins.{}", problem.path),
-                problem.message,
+                problem.message.clone(),
             ));
         }
 
@@ -198,7 +208,7 @@ impl Gateway {
                     "another route has this name",
                 ));
             }
-            match compile_route(config, route, &path, &upstreams, metrics, &plugin_env) {
+            match compile_route(config, route, &path, &upstreams, metrics, &plugin_env, &global_problems) {
                 Ok(compiled) => routes.push(compiled),
                 Err(mut more) => problems.append(&mut more),
             }
@@ -278,6 +288,7 @@ fn compile_route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     metrics: &Metrics,
     plugin_env: &PluginEnv,
+    global_problems: &[ConfigProblem],
 ) -> Result<(Matcher, Arc<Route>), Vec<Problem>> {
     let mut problems = Vec::new();
     if !is_config_name(&route.name) {
@@ -305,8 +316,7 @@ fn compile_route(
         Ok(chain) => chain,
         Err(more) => {
             // Problems of the global section are reported once, under `plugins`.
-            let global = config.plugins.problems();
-            for problem in more.into_iter().filter(|p| !global.contains(p)) {
+            for problem in more.into_iter().filter(|p| !global_problems.contains(p)) {
                 problems.push(Problem::new(
                     format!("{path}.plugins.{}", problem.path),
                     problem.message,

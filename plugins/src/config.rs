@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitConfig};
 use crate::headers::{Headers, HeadersConfig};
+use crate::rate_limit::{RateLimit, RateLimitRuleConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
 use crate::{Plugin, PluginChain, PluginEnv};
 
@@ -21,10 +23,10 @@ pub struct PluginsConfig {
     pub jwt: Option<serde_yaml::Value>,
     /// API key authentication (planned: issue #3).
     pub key_auth: Option<serde_yaml::Value>,
-    /// Rate limiting (planned: issue #4).
-    pub rate_limit: Option<serde_yaml::Value>,
-    /// Concurrency limiting (planned: issue #4).
-    pub concurrency_limit: Option<serde_yaml::Value>,
+    /// Rate-limit rules; a request must pass all of them.
+    pub rate_limit: Option<Vec<RateLimitRuleConfig>>,
+    /// A cap on requests in flight per key.
+    pub concurrency_limit: Option<ConcurrencyLimitConfig>,
     /// CORS (planned: issue #8).
     pub cors: Option<serde_yaml::Value>,
 }
@@ -50,18 +52,21 @@ impl ConfigProblem {
 impl PluginsConfig {
     /// Every mistake in this one section (global or a route's), with paths relative to it.
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        match build_chain(&PluginsConfig::default(), self, &PluginEnv::check()) {
+        self.problems_in(&PluginEnv::check())
+    }
+
+    /// [`Self::problems`] against the facts of `env` (e.g. whether a `redis` section exists).
+    pub fn problems_in(&self, env: &PluginEnv) -> Vec<ConfigProblem> {
+        match build_chain(&PluginsConfig::default(), self, env) {
             Ok(_) => Vec::new(),
             Err(problems) => problems,
         }
     }
 
-    fn planned(&self) -> [(&'static str, bool, u32); 5] {
+    fn planned(&self) -> [(&'static str, bool, u32); 3] {
         [
             ("jwt", self.jwt.is_some(), 3),
             ("key_auth", self.key_auth.is_some(), 3),
-            ("rate_limit", self.rate_limit.is_some(), 4),
-            ("concurrency_limit", self.concurrency_limit.is_some(), 4),
             ("cors", self.cors.is_some(), 8),
         ]
     }
@@ -72,7 +77,7 @@ impl PluginsConfig {
 pub fn build_chain(
     global: &PluginsConfig,
     route: &PluginsConfig,
-    _env: &PluginEnv,
+    env: &PluginEnv,
 ) -> Result<PluginChain, Vec<ConfigProblem>> {
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     let mut problems = Vec::new();
@@ -86,6 +91,21 @@ pub fn build_chain(
     }
     if let Some(config) = route.headers.as_ref().or(global.headers.as_ref()) {
         add(Headers::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+    }
+    if let Some(config) = route.concurrency_limit.as_ref().or(global.concurrency_limit.as_ref()) {
+        let route_level = route.concurrency_limit.is_some();
+        add(ConcurrencyLimit::new(config, route_level, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+    }
+    let rate_limit = match (&route.rate_limit, &global.rate_limit) {
+        (Some(rules), _) => Some((rules, true)),
+        (None, Some(rules)) => Some((rules, false)),
+        (None, None) => None,
+    };
+    if let Some((rules, route_level)) = rate_limit {
+        match RateLimit::new(rules, route_level, env) {
+            Ok(plugin) => plugins.push(Arc::new(plugin)),
+            Err(mut more) => problems.append(&mut more),
+        }
     }
     for ((name, on_route, issue), (_, on_global, _)) in
         route.planned().into_iter().zip(global.planned())

@@ -31,6 +31,8 @@ pub struct PluginEnv {
     /// Whether plugins may start background work (key fetches, connections). False for
     /// `portcullis check`, which only validates.
     pub background: bool,
+    /// The top-level `redis` section, compiled, for rules with `backend: redis`.
+    pub redis: Option<Arc<crate::rate_limit::RedisBackend>>,
 }
 
 impl PluginEnv {
@@ -40,6 +42,7 @@ impl PluginEnv {
             telemetry: Arc::new(NoTelemetry),
             retained: Retained::fresh(),
             background: false,
+            redis: None,
         }
     }
 }

@@ -13,7 +13,9 @@ mod env;
 mod reject;
 pub mod units;
 
+pub mod concurrency_limit;
 pub mod headers;
+pub mod rate_limit;
 pub mod request_size;
 
 pub use chain::PluginChain;

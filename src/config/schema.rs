@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use portcullis_plugins::units::Duration;
+use portcullis_plugins::rate_limit::RedisConfig;
 use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
 
@@ -26,8 +27,8 @@ pub struct Config {
     /// Request id and trace context propagation.
     #[serde(default)]
     pub tracing: TracingConfig,
-    /// Shared rate-limit backend (planned: issue #4).
-    pub redis: Option<serde_yaml::Value>,
+    /// The shared rate-limit backend, for rules with `backend: redis`.
+    pub redis: Option<RedisConfig>,
     /// API consumers (planned: issue #3).
     #[serde(default)]
     pub consumers: Vec<serde_yaml::Value>,
