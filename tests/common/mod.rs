@@ -24,6 +24,7 @@
 mod gateway;
 mod http;
 mod metrics;
+mod redis;
 mod upstream;
 
 // The harness's surface; each test crate imports only part of it.
@@ -32,6 +33,7 @@ pub use self::{
     gateway::{render_config, run_portcullis, Gateway, BASE_CONFIG},
     http::{assert_gateway_error, http_agent, raw_exchange, send, HttpResponse},
     metrics::metric_value,
+    redis::RedisServer,
     upstream::{ReceivedRequest, Upstream, HEALTH_PATH},
 };
 
