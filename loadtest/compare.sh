@@ -18,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-edge}"
+ROWS="${ROWS:-direct nginx haproxy portcullis-plain portcullis-edge portcullis-ratelimit-local portcullis-ratelimit-redis}"
 PROXY_CPU=0
 LOAD_CPU=1
 
@@ -26,6 +26,10 @@ NGINX_ADDR=127.0.0.1:28081
 HAPROXY_ADDR=127.0.0.1:28082
 PLAIN_CONF="$LOADTEST_DIR/conf/plain.yaml"
 EDGE_CONF="$LOADTEST_DIR/conf/edge.yaml"
+RL_LOCAL_CONF="$LOADTEST_DIR/conf/ratelimit-local.yaml"
+RL_REDIS_CONF="$LOADTEST_DIR/conf/ratelimit-redis.yaml"
+# The redis-server of the "(redis)" row, started by this script (never the system one).
+REDIS_PORT=28379
 # The gateway configs name the upstream; every row uses that one.
 UPSTREAM_ADDR="$(conf_first_address "$PLAIN_CONF" upstreams)"
 EDGE_PATH=/api/v1/items/42
@@ -170,6 +174,20 @@ EOF
 	wait_http "http://$HAPROXY_ADDR/" "$PROXY_PID" 10
 }
 
+# start_redis — a redis-server of the run's own (no persistence) on $REDIS_PORT, on the
+# load CPU like the upstream: it is a dependency of the gateway, not the gateway.
+start_redis() {
+	command -v redis-server >/dev/null || return 1
+	start_bg redis "$LOAD_CPU" TERM "$WORK/redis.log" \
+		redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
+	local i
+	for ((i = 0; i < 100; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 start_portcullis() {
 	local conf="$1" name="$2"
 	((GATEWAY_OK)) || return 1
@@ -254,6 +272,20 @@ run_row() {
 		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
 		return
 	} ;;
+	portcullis-ratelimit-local) start_portcullis "$RL_LOCAL_CONF" "$row" || {
+		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return
+	} ;;
+	portcullis-ratelimit-redis)
+		start_redis || {
+			skip_row "$row" "redis-server did not start (scripts/setup-debian.sh installs it)"
+			return
+		}
+		start_portcullis "$RL_REDIS_CONF" "$row" || {
+			skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+			return
+		}
+		;;
 	portcullis-edge)
 		: >"$EDGE_ACCESS_LOG"
 		start_portcullis "$EDGE_CONF" "$row" || {
@@ -270,6 +302,8 @@ run_row() {
 	haproxy) url="http://$HAPROXY_ADDR/" ;;
 	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
+	portcullis-ratelimit-local) url="http://$(conf_first_address "$RL_LOCAL_CONF" listeners)/" ;;
+	portcullis-ratelimit-redis) url="http://$(conf_first_address "$RL_REDIS_CONF" listeners)/" ;;
 	esac
 	measure "$row" "$url" "$PROXY_PID"
 	if [[ $row == portcullis-edge ]]; then

@@ -148,9 +148,10 @@ impl Gateway {
         if let Some(redis) = &config.redis {
             match RedisBackend::new(redis, &plugin_env.retained, context.background) {
                 Ok(backend) => plugin_env.redis = Some(Arc::new(backend)),
-                Err(problem) => {
-                    problems.push(Problem::new(format!("redis.{}", problem.path), problem.message))
-                }
+                Err(problem) => problems.push(Problem::new(
+                    format!("redis.{}", problem.path),
+                    problem.message,
+                )),
             }
         }
         let process = compile_process(config, &mut problems);
@@ -208,7 +209,15 @@ impl Gateway {
                     "another route has this name",
                 ));
             }
-            match compile_route(config, route, &path, &upstreams, metrics, &plugin_env, &global_problems) {
+            match compile_route(
+                config,
+                route,
+                &path,
+                &upstreams,
+                metrics,
+                &plugin_env,
+                &global_problems,
+            ) {
                 Ok(compiled) => routes.push(compiled),
                 Err(mut more) => problems.append(&mut more),
             }

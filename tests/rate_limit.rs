@@ -38,7 +38,9 @@ fn as_client(gateway: &Gateway, client: &str) -> HttpResponse {
 }
 
 fn statuses(gateway: &Gateway, client: &str, count: usize) -> Vec<u16> {
-    (0..count).map(|_| as_client(gateway, client).status).collect()
+    (0..count)
+        .map(|_| as_client(gateway, client).status)
+        .collect()
 }
 
 fn header_number(response: &HttpResponse, name: &str) -> u64 {
@@ -60,7 +62,11 @@ fn token_bucket_lets_exactly_burst_through_then_rate_per_period() {
     let first = statuses(&gateway, "a", 8);
 
     assert_eq!(first, [200, 200, 200, 200, 200, 429, 429, 429]);
-    assert_eq!(app.requests(), 5, "refused requests never reach the upstream");
+    assert_eq!(
+        app.requests(),
+        5,
+        "refused requests never reach the upstream"
+    );
     let refused = as_client(&gateway, "a");
     assert_gateway_error(&refused, 429, "RATE_LIMITED");
     let retry_after = header_number(&refused, "Retry-After");
@@ -91,9 +97,17 @@ fn headers_count_down_remaining_and_reset_counts_to_the_refill() {
         .iter()
         .map(|r| header_number(r, "X-RateLimit-Reset"))
         .collect();
-    assert_eq!(reset, [10, 20, 30, 30], "seconds until the bucket is full again");
+    assert_eq!(
+        reset,
+        [10, 20, 30, 30],
+        "seconds until the bucket is full again"
+    );
     for response in &responses {
-        assert_eq!(header_number(response, "X-RateLimit-Limit"), 1, "{response:?}");
+        assert_eq!(
+            header_number(response, "X-RateLimit-Limit"),
+            1,
+            "{response:?}"
+        );
         assert_eq!(
             response.header("RateLimit-Policy"),
             Some("\"per-client\";q=1;w=10"),
@@ -123,12 +137,21 @@ fn the_rule_closest_to_its_limit_drives_the_headers() {
     let third = as_client(&gateway, "a");
     let other = as_client(&gateway, "b");
 
-    assert_eq!(first.header("RateLimit-Policy"), Some("\"per-client\";q=2;w=60"));
+    assert_eq!(
+        first.header("RateLimit-Policy"),
+        Some("\"per-client\";q=2;w=60")
+    );
     assert_eq!(header_number(&first, "X-RateLimit-Remaining"), 1);
     assert_eq!(header_number(&second, "X-RateLimit-Remaining"), 0);
     assert_gateway_error(&third, 429, "RATE_LIMITED");
-    assert_eq!(third.header("RateLimit-Policy"), Some("\"per-client\";q=2;w=60"));
-    assert_eq!(other.status, 200, "another client has its own count: {other:?}");
+    assert_eq!(
+        third.header("RateLimit-Policy"),
+        Some("\"per-client\";q=2;w=60")
+    );
+    assert_eq!(
+        other.status, 200,
+        "another client has its own count: {other:?}"
+    );
     assert_eq!(
         gateway.metric(
             "portcullis_rate_limited_total",
@@ -165,16 +188,27 @@ fn sliding_window_allows_no_second_burst_after_the_window_boundary() {
         "      rate_limit:\n        - { name: per-client, key: 'header:X-Client', algorithm: sliding_window, limit: 10, window: 2s }",
     );
 
-    assert_eq!(statuses(&gateway, "a", 11).iter().filter(|s| **s == 200).count(), 10);
+    assert_eq!(
+        statuses(&gateway, "a", 11)
+            .iter()
+            .filter(|s| **s == 200)
+            .count(),
+        10
+    );
     // Wait for the first request to pass again: the window has moved on. A fixed window
     // would now let a whole new burst of 10 through at once.
     let started = Instant::now();
-    let passed_again = wait_until(Duration::from_secs(8), || as_client(&gateway, "a").status == 200);
+    let passed_again = wait_until(Duration::from_secs(8), || {
+        as_client(&gateway, "a").status == 200
+    });
     assert!(passed_again, "nothing passed for {:?}", started.elapsed());
     let burst = statuses(&gateway, "a", 10);
 
     let passed = burst.iter().filter(|s| **s == 200).count();
-    assert!(passed <= 1, "a second burst got through after the boundary: {burst:?}");
+    assert!(
+        passed <= 1,
+        "a second burst got through after the boundary: {burst:?}"
+    );
 }
 
 #[test]
@@ -187,7 +221,9 @@ fn concurrency_limit_caps_requests_in_flight_and_frees_slots() {
         .map(|_| {
             let url = gateway.url("/slow");
             thread::spawn(move || match common::http_agent().get(&url).call() {
-                Ok(response) | Err(ureq::Error::Status(_, response)) => HttpResponse::from(response),
+                Ok(response) | Err(ureq::Error::Status(_, response)) => {
+                    HttpResponse::from(response)
+                }
                 Err(e) => panic!("GET {url}: {e}"),
             })
         })

@@ -31,7 +31,9 @@ routes:
 }
 
 fn passed(gateway: &Gateway, count: usize) -> usize {
-    (0..count).filter(|_| gateway.get("/items").status == 200).count()
+    (0..count)
+        .filter(|_| gateway.get("/items").status == 200)
+        .count()
 }
 
 #[test]
@@ -42,13 +44,21 @@ fn two_gateways_share_one_limit() {
     let first = redis_gateway(&app, &redis.url(), "deny", rule);
     let second = redis_gateway(&app, &redis.url(), "deny", rule);
 
-    let total: usize = (0..75).map(|_| passed(&first, 1) + passed(&second, 1)).sum();
+    let total: usize = (0..75)
+        .map(|_| passed(&first, 1) + passed(&second, 1))
+        .sum();
 
-    assert_eq!(total, 100, "150 requests over two gateways against one limit of 100");
+    assert_eq!(
+        total, 100,
+        "150 requests over two gateways against one limit of 100"
+    );
     let refused = first.get("/items");
     assert_gateway_error(&refused, 429, "RATE_LIMITED");
     assert!(refused.header("Retry-After").is_some(), "{refused:?}");
-    assert_eq!(refused.header("RateLimit-Policy"), Some("\"shared\";q=100;w=60"));
+    assert_eq!(
+        refused.header("RateLimit-Policy"),
+        Some("\"shared\";q=100;w=60")
+    );
 }
 
 #[test]
@@ -77,15 +87,25 @@ fn redis_going_away_fails_open_and_limits_return_with_it() {
     assert_eq!(passed(&gateway, 8), 5);
 
     redis.kill();
-    assert_eq!(passed(&gateway, 10), 10, "fail open: traffic goes on without Redis");
+    assert_eq!(
+        passed(&gateway, 10),
+        10,
+        "fail open: traffic goes on without Redis"
+    );
     let errors = gateway
-        .metric("portcullis_rate_limit_backend_errors_total", &[("backend", "redis")])
+        .metric(
+            "portcullis_rate_limit_backend_errors_total",
+            &[("backend", "redis")],
+        )
         .unwrap_or(0.0);
     assert!(errors >= 10.0, "backend errors counted: {errors}");
 
     redis.restart();
     let enforced = wait_until(EVENTUALLY, || gateway.get("/items").status == 429);
-    assert!(enforced, "the limit was not enforced again after Redis came back");
+    assert!(
+        enforced,
+        "the limit was not enforced again after Redis came back"
+    );
 }
 
 #[test]

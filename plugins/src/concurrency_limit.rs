@@ -114,7 +114,9 @@ impl ConcurrencyLimit {
             key,
             max: config.max,
             route_level,
-            in_flight: env.retained.get_or_insert_with(&identity, InFlight::default),
+            in_flight: env
+                .retained
+                .get_or_insert_with(&identity, InFlight::default),
         })
     }
 }
@@ -157,10 +159,15 @@ mod tests {
     #[test]
     fn slots_are_capped_and_freed_on_drop() {
         let in_flight = Arc::new(InFlight::default());
-        let held: Vec<Slot> = (0..3).filter_map(|_| in_flight.try_acquire(b"k", 3)).collect();
+        let held: Vec<Slot> = (0..3)
+            .filter_map(|_| in_flight.try_acquire(b"k", 3))
+            .collect();
         assert_eq!(held.len(), 3);
         assert!(in_flight.try_acquire(b"k", 3).is_none());
-        assert!(in_flight.try_acquire(b"other", 3).is_some(), "keys are apart");
+        assert!(
+            in_flight.try_acquire(b"other", 3).is_some(),
+            "keys are apart"
+        );
         drop(held);
         assert_eq!(in_flight.count(b"k"), 0);
         assert!(in_flight.try_acquire(b"k", 3).is_some());
@@ -168,13 +175,25 @@ mod tests {
 
     #[tokio::test]
     async fn the_slot_lives_as_long_as_the_request_context() {
-        let config = ConcurrencyLimitConfig { key: "consumer".into(), max: 1 };
+        let config = ConcurrencyLimitConfig {
+            key: "consumer".into(),
+            max: 1,
+        };
         let plugin = ConcurrencyLimit::new(&config, false, &PluginEnv::check()).expect("valid");
         let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        let mut first = PluginCtx { consumer: Some("acme".into()), ..PluginCtx::default() };
-        let mut second = PluginCtx { consumer: Some("acme".into()), ..PluginCtx::default() };
+        let mut first = PluginCtx {
+            consumer: Some("acme".into()),
+            ..PluginCtx::default()
+        };
+        let mut second = PluginCtx {
+            consumer: Some("acme".into()),
+            ..PluginCtx::default()
+        };
         assert!(plugin.request(&mut req, &mut first).await.is_ok());
-        let refused = plugin.request(&mut req, &mut second).await.expect_err("full");
+        let refused = plugin
+            .request(&mut req, &mut second)
+            .await
+            .expect_err("full");
         assert_eq!(refused.code, ErrorCode::ConcurrencyLimited);
         drop(first);
         assert!(plugin.request(&mut req, &mut second).await.is_ok());

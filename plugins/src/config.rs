@@ -92,7 +92,11 @@ pub fn build_chain(
     if let Some(config) = route.headers.as_ref().or(global.headers.as_ref()) {
         add(Headers::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
     }
-    if let Some(config) = route.concurrency_limit.as_ref().or(global.concurrency_limit.as_ref()) {
+    if let Some(config) = route
+        .concurrency_limit
+        .as_ref()
+        .or(global.concurrency_limit.as_ref())
+    {
         let route_level = route.concurrency_limit.is_some();
         add(ConcurrencyLimit::new(config, route_level, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
     }

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use portcullis_plugins::units::Duration;
 use portcullis_plugins::rate_limit::RedisConfig;
+use portcullis_plugins::units::Duration;
 use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
 

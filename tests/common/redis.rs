@@ -53,7 +53,8 @@ impl RedisServer {
         self.child = Some(child);
         let port = self.port;
         assert!(
-            wait_until(EVENTUALLY, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            wait_until(EVENTUALLY, || TcpStream::connect(("127.0.0.1", port))
+                .is_ok()),
             "redis-server did not listen on port {port}"
         );
     }

@@ -33,8 +33,14 @@ impl RateLimitHeaders {
         let window = seconds(outcome.window_ns).max(1);
         let reset = seconds(outcome.reset_ns);
         let values = [
-            (&POLICY, format!("\"{}\";q={};w={window}", self.rule, outcome.quota)),
-            (&RATE_LIMIT, format!("\"{}\";r={};t={reset}", self.rule, outcome.remaining)),
+            (
+                &POLICY,
+                format!("\"{}\";q={};w={window}", self.rule, outcome.quota),
+            ),
+            (
+                &RATE_LIMIT,
+                format!("\"{}\";r={};t={reset}", self.rule, outcome.remaining),
+            ),
             (&LIMIT, outcome.quota.to_string()),
             (&REMAINING, outcome.remaining.to_string()),
             (&RESET, reset.to_string()),
@@ -67,9 +73,20 @@ mod tests {
         };
         let mut resp = ResponseHeader::build(200, None).expect("response");
         headers.apply(&mut resp);
-        let get = |name: &str| resp.headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
-        assert_eq!(get("ratelimit-policy").as_deref(), Some("\"per-consumer\";q=100;w=1"));
-        assert_eq!(get("ratelimit").as_deref(), Some("\"per-consumer\";r=57;t=1"));
+        let get = |name: &str| {
+            resp.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        assert_eq!(
+            get("ratelimit-policy").as_deref(),
+            Some("\"per-consumer\";q=100;w=1")
+        );
+        assert_eq!(
+            get("ratelimit").as_deref(),
+            Some("\"per-consumer\";r=57;t=1")
+        );
         assert_eq!(get("x-ratelimit-limit").as_deref(), Some("100"));
         assert_eq!(get("x-ratelimit-remaining").as_deref(), Some("57"));
         assert_eq!(get("x-ratelimit-reset").as_deref(), Some("1"));

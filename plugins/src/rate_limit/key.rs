@@ -59,8 +59,16 @@ impl LimitKey {
     pub fn write_value(&self, req: &RequestHeader, ctx: &PluginCtx, out: &mut String) {
         let found = match self {
             Self::ClientIp => false,
-            Self::Consumer => ctx.consumer.as_deref().map(|c| push(out, "c=", c)).is_some(),
-            Self::Tier => ctx.consumer_tier.as_deref().map(|t| push(out, "t=", t)).is_some(),
+            Self::Consumer => ctx
+                .consumer
+                .as_deref()
+                .map(|c| push(out, "c=", c))
+                .is_some(),
+            Self::Tier => ctx
+                .consumer_tier
+                .as_deref()
+                .map(|t| push(out, "t=", t))
+                .is_some(),
             Self::Route => {
                 push(out, "r=", &ctx.route);
                 true
@@ -116,7 +124,9 @@ mod tests {
             req.insert_header(name.to_string(), *v).expect("header");
         }
         let mut out = String::new();
-        LimitKey::parse(key).expect("key").write_value(&req, ctx, &mut out);
+        LimitKey::parse(key)
+            .expect("key")
+            .write_value(&req, ctx, &mut out);
         out
     }
 

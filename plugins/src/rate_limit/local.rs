@@ -27,9 +27,11 @@ struct Slot<S> {
     last_seen: u64,
 }
 
+type Shard<S> = Mutex<HashMap<u64, Slot<S>>>;
+
 /// Per-key state of type `S` for one rule.
 pub struct LocalStore<S> {
-    shards: Box<[Mutex<HashMap<u64, Slot<S>>>]>,
+    shards: Box<[Shard<S>]>,
     hasher: RandomState,
     epoch: Instant,
     capacity: usize,
@@ -82,6 +84,7 @@ impl<S: Default> LocalStore<S> {
     }
 
     /// How many keys are held (for tests).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.shards
             .iter()

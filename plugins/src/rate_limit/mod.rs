@@ -146,17 +146,23 @@ impl Rule {
         match (&self.store, limits) {
             (Store::LocalBucket(store), Limits::TokenBucket(bucket)) => {
                 let now = store.now_ns();
-                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| bucket.check(state, now)))
+                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| {
+                    bucket.check(state, now)
+                }))
             }
             (Store::LocalWindow(store), Limits::SlidingWindow(window)) => {
                 let now = store.now_ns();
-                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| window.check(state, now)))
+                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| {
+                    window.check(state, now)
+                }))
             }
             (Store::Redis(redis), Limits::TokenBucket(bucket)) => {
                 let cost_us = bucket.per_ns as f64 / 1_000.0 / bucket.rate.max(1) as f64;
                 let capacity_us = cost_us * bucket.burst as f64;
                 let args = [format!("{cost_us:.3}"), format!("{capacity_us:.3}")];
-                let reply = redis.eval(&redis::TOKEN_BUCKET, redis_key(&self.name, key), args).await?;
+                let reply = redis
+                    .eval(&redis::TOKEN_BUCKET, redis_key(&self.name, key), args)
+                    .await?;
                 let [allowed, remaining, reset_us, retry_us] = integers(&reply)?;
                 Ok(Outcome {
                     allowed: allowed == 1,
@@ -170,7 +176,9 @@ impl Rule {
             (Store::Redis(redis), Limits::SlidingWindow(window)) => {
                 let window_us = (window.window_ns / 1_000).max(1);
                 let args = [window.limit.to_string(), window_us.to_string()];
-                let reply = redis.eval(&redis::SLIDING_WINDOW, redis_key(&self.name, key), args).await?;
+                let reply = redis
+                    .eval(&redis::SLIDING_WINDOW, redis_key(&self.name, key), args)
+                    .await?;
                 let [allowed, previous, current, elapsed_us] = integers(&reply)?;
                 let mut outcome = sliding_window::weigh(
                     window.limit,
@@ -232,7 +240,10 @@ impl RateLimit {
         for (i, config) in configs.iter().enumerate() {
             let path = format!("rate_limit[{i}]");
             if !names.insert(config.name.as_str()) {
-                problems.push(problem(format!("{path}.name"), "another rule has this name"));
+                problems.push(problem(
+                    format!("{path}.name"),
+                    "another rule has this name",
+                ));
             }
             match compile_rule(config, &path, env) {
                 Ok(rule) => rules.push(rule),
@@ -257,13 +268,21 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem
     }
 }
 
-fn compile_rule(config: &RateLimitRuleConfig, path: &str, env: &PluginEnv) -> Result<Rule, ConfigProblem> {
+fn compile_rule(
+    config: &RateLimitRuleConfig,
+    path: &str,
+    env: &PluginEnv,
+) -> Result<Rule, ConfigProblem> {
     let name = &config.name;
     let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
-        return Err(problem(format!("{path}.name"), "use 1-64 letters, digits, '-', '_' or '.'"));
+        return Err(problem(
+            format!("{path}.name"),
+            "use 1-64 letters, digits, '-', '_' or '.'",
+        ));
     }
-    let key = LimitKey::parse(&config.key).map_err(|message| problem(format!("{path}.key"), message))?;
+    let key =
+        LimitKey::parse(&config.key).map_err(|message| problem(format!("{path}.key"), message))?;
     let positive = |field: &str, value: Option<u64>| match value {
         Some(0) => Err(problem(format!("{path}.{field}"), "must be at least 1")),
         Some(value) => Ok(Some(value)),
@@ -271,7 +290,10 @@ fn compile_rule(config: &RateLimitRuleConfig, path: &str, env: &PluginEnv) -> Re
     };
     let refuse = |field: &str, set: bool, algorithm: &str| {
         if set {
-            Err(problem(format!("{path}.{field}"), format!("not a field of {algorithm}")))
+            Err(problem(
+                format!("{path}.{field}"),
+                format!("not a field of {algorithm}"),
+            ))
         } else {
             Ok(())
         }
@@ -282,12 +304,18 @@ fn compile_rule(config: &RateLimitRuleConfig, path: &str, env: &PluginEnv) -> Re
             refuse("window", config.window.is_some(), "token_bucket")?;
             let rate = positive("rate", config.rate)?
                 .ok_or_else(|| problem(format!("{path}.rate"), "token_bucket needs a rate"))?;
-            let per_ns = config.per.map_or(1_000_000_000, |per| per.0.as_nanos() as u64);
+            let per_ns = config
+                .per
+                .map_or(1_000_000_000, |per| per.0.as_nanos() as u64);
             if per_ns < 1_000_000 {
                 return Err(problem(format!("{path}.per"), "must be at least 1ms"));
             }
             let burst = positive("burst", config.burst)?.unwrap_or(rate);
-            Limits::TokenBucket(TokenBucket { rate, per_ns, burst })
+            Limits::TokenBucket(TokenBucket {
+                rate,
+                per_ns,
+                burst,
+            })
         }
         Algorithm::SlidingWindow => {
             refuse("rate", config.rate.is_some(), "sliding_window")?;
@@ -298,7 +326,9 @@ fn compile_rule(config: &RateLimitRuleConfig, path: &str, env: &PluginEnv) -> Re
             let window_ns = config
                 .window
                 .map(|window| window.0.as_nanos() as u64)
-                .ok_or_else(|| problem(format!("{path}.window"), "sliding_window needs a window"))?;
+                .ok_or_else(|| {
+                    problem(format!("{path}.window"), "sliding_window needs a window")
+                })?;
             if window_ns < 1_000_000 {
                 return Err(problem(format!("{path}.window"), "must be at least 1ms"));
             }
@@ -310,34 +340,65 @@ fn compile_rule(config: &RateLimitRuleConfig, path: &str, env: &PluginEnv) -> Re
         let tier_path = format!("{path}.tiers.{tier}");
         let limits = match base {
             Limits::TokenBucket(bucket) => {
-                refuse_tier(&tier_path, "limit", overrides.limit.is_some(), "token_bucket")?;
+                refuse_tier(
+                    &tier_path,
+                    "limit",
+                    overrides.limit.is_some(),
+                    "token_bucket",
+                )?;
                 let rate = positive("rate", overrides.rate)?.unwrap_or(bucket.rate);
-                let default_burst = if overrides.rate.is_some() { rate } else { bucket.burst };
+                let default_burst = if overrides.rate.is_some() {
+                    rate
+                } else {
+                    bucket.burst
+                };
                 let burst = positive("burst", overrides.burst)?.unwrap_or(default_burst);
-                Limits::TokenBucket(TokenBucket { rate, burst, ..bucket })
+                Limits::TokenBucket(TokenBucket {
+                    rate,
+                    burst,
+                    ..bucket
+                })
             }
             Limits::SlidingWindow(window) => {
-                refuse_tier(&tier_path, "rate", overrides.rate.is_some(), "sliding_window")?;
-                refuse_tier(&tier_path, "burst", overrides.burst.is_some(), "sliding_window")?;
+                refuse_tier(
+                    &tier_path,
+                    "rate",
+                    overrides.rate.is_some(),
+                    "sliding_window",
+                )?;
+                refuse_tier(
+                    &tier_path,
+                    "burst",
+                    overrides.burst.is_some(),
+                    "sliding_window",
+                )?;
                 let limit = positive("limit", overrides.limit)?.unwrap_or(window.limit);
                 Limits::SlidingWindow(SlidingWindow { limit, ..window })
             }
         };
         tiers.push((tier.clone(), limits));
     }
-    let idle_ns = tiers.iter().map(|(_, limits)| limits.idle_ns()).fold(base.idle_ns(), u64::max);
+    let idle_ns = tiers
+        .iter()
+        .map(|(_, limits)| limits.idle_ns())
+        .fold(base.idle_ns(), u64::max);
     // Counters carry over a reload only while everything that gives them meaning is unchanged.
     let identity = format!("rate_limit|{name}|{:?}|{base:?}|{tiers:?}", config.key);
     let store = match (config.backend, base) {
         (Backend::Redis, _) => Store::Redis(env.redis.clone().ok_or_else(|| {
-            problem(format!("{path}.backend"), "backend redis needs the top-level redis section")
+            problem(
+                format!("{path}.backend"),
+                "backend redis needs the top-level redis section",
+            )
         })?),
-        (Backend::Local, Limits::TokenBucket(_)) => {
-            Store::LocalBucket(env.retained.get_or_insert_with(&identity, LocalStore::default))
-        }
-        (Backend::Local, Limits::SlidingWindow(_)) => {
-            Store::LocalWindow(env.retained.get_or_insert_with(&identity, LocalStore::default))
-        }
+        (Backend::Local, Limits::TokenBucket(_)) => Store::LocalBucket(
+            env.retained
+                .get_or_insert_with(&identity, LocalStore::default),
+        ),
+        (Backend::Local, Limits::SlidingWindow(_)) => Store::LocalWindow(
+            env.retained
+                .get_or_insert_with(&identity, LocalStore::default),
+        ),
     };
     Ok(Rule {
         name: name.as_str().into(),
@@ -351,7 +412,10 @@ fn compile_rule(config: &RateLimitRuleConfig, path: &str, env: &PluginEnv) -> Re
 
 fn refuse_tier(path: &str, field: &str, set: bool, algorithm: &str) -> Result<(), ConfigProblem> {
     if set {
-        Err(problem(format!("{path}.{field}"), format!("not a field of {algorithm}")))
+        Err(problem(
+            format!("{path}.{field}"),
+            format!("not a field of {algorithm}"),
+        ))
     } else {
         Ok(())
     }
@@ -386,7 +450,10 @@ impl Plugin for RateLimit {
             let limits = rule.limits_for(ctx.consumer_tier.as_deref());
             match rule.check(&key, limits).await {
                 Ok(outcome) if outcome.allowed => {
-                    if closest.as_ref().is_none_or(|best| closer(&outcome, &best.outcome)) {
+                    if closest
+                        .as_ref()
+                        .is_none_or(|best| closer(&outcome, &best.outcome))
+                    {
                         closest = Some(RateLimitHeaders {
                             rule: Arc::clone(&rule.name),
                             outcome,

@@ -129,7 +129,10 @@ impl Link {
         let cluster = url
             .strip_prefix("redis+cluster://")
             .map(|rest| ("redis", rest))
-            .or_else(|| url.strip_prefix("rediss+cluster://").map(|rest| ("rediss", rest)));
+            .or_else(|| {
+                url.strip_prefix("rediss+cluster://")
+                    .map(|rest| ("rediss", rest))
+            });
         match cluster {
             Some((scheme, nodes)) => {
                 let nodes: Vec<String> = nodes
@@ -156,7 +159,7 @@ impl Link {
                     .set_response_timeout(timeout);
                 ConnectionManager::new_with_config(client.clone(), config)
                     .await
-                    .map(Connection::Single)
+                    .map(|conn| Connection::Single(Box::new(conn)))
             }
             Link::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
         }
@@ -166,14 +169,14 @@ impl Link {
 /// An established (multiplexed, self-reconnecting) connection.
 #[derive(Clone)]
 enum Connection {
-    Single(ConnectionManager),
+    Single(Box<ConnectionManager>),
     Cluster(ClusterConnection),
 }
 
 impl Connection {
     async fn invoke(&mut self, invocation: &ScriptInvocation<'_>) -> redis::RedisResult<Vec<i64>> {
         match self {
-            Connection::Single(conn) => invocation.invoke_async(conn).await,
+            Connection::Single(conn) => invocation.invoke_async(conn.as_mut()).await,
             Connection::Cluster(conn) => invocation.invoke_async(conn).await,
         }
     }
@@ -233,7 +236,9 @@ impl RedisConnection {
                                     return;
                                 }
                                 Err(e) if !logged => {
-                                    log::warn!("rate-limit backend redis unreachable, retrying: {e}");
+                                    log::warn!(
+                                        "rate-limit backend redis unreachable, retrying: {e}"
+                                    );
                                     logged = true;
                                 }
                                 Err(_) => {}
@@ -288,7 +293,9 @@ impl RedisConnection {
     fn note(&self, result: &Result<Vec<i64>, BackendError>) {
         match result {
             Ok(_) => {
-                if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
+                if self.failing.load(Ordering::Relaxed)
+                    && self.failing.swap(false, Ordering::Relaxed)
+                {
                     log::info!("rate-limit backend redis answers again");
                 }
             }
@@ -303,7 +310,9 @@ impl RedisConnection {
                         .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                 {
-                    log::warn!("rate-limit backend redis failed (logged once per {LOG_INTERVAL:?}): {e}");
+                    log::warn!(
+                        "rate-limit backend redis failed (logged once per {LOG_INTERVAL:?}): {e}"
+                    );
                 }
             }
         }

@@ -33,7 +33,11 @@ impl SlidingWindow {
         let window = self.window_ns.max(1);
         let index = now_ns / window;
         if index != state.index {
-            state.previous = if index == state.index + 1 { state.current } else { 0 };
+            state.previous = if index == state.index + 1 {
+                state.current
+            } else {
+                0
+            };
             state.current = 0;
             state.index = index;
         }
@@ -126,23 +130,33 @@ mod tests {
 
     #[test]
     fn no_double_burst_across_the_window_boundary() {
-        let rule = SlidingWindow { limit: 10, window_ns: 10 * SECOND };
+        let rule = SlidingWindow {
+            limit: 10,
+            window_ns: 10 * SECOND,
+        };
         let mut state = WindowState::default();
         let end_of_window = 19 * SECOND;
-        let passed = (0..20).filter(|_| rule.check(&mut state, end_of_window).allowed).count();
+        let passed = (0..20)
+            .filter(|_| rule.check(&mut state, end_of_window).allowed)
+            .count();
         assert_eq!(passed, 10);
         // Just after the boundary the previous window still weighs ~100%.
         let after = 20 * SECOND + SECOND / 10;
         assert!(!rule.check(&mut state, after).allowed);
         // Halfway through, half of it is left: five more pass.
         let halfway = 25 * SECOND;
-        let passed = (0..20).filter(|_| rule.check(&mut state, halfway).allowed).count();
+        let passed = (0..20)
+            .filter(|_| rule.check(&mut state, halfway).allowed)
+            .count();
         assert_eq!(passed, 5);
     }
 
     #[test]
     fn retry_after_points_at_the_first_moment_a_request_passes() {
-        let rule = SlidingWindow { limit: 4, window_ns: 4 * SECOND };
+        let rule = SlidingWindow {
+            limit: 4,
+            window_ns: 4 * SECOND,
+        };
         let mut state = WindowState::default();
         for _ in 0..4 {
             assert!(rule.check(&mut state, 4 * SECOND).allowed);
@@ -156,9 +170,14 @@ mod tests {
 
     #[test]
     fn remaining_counts_down() {
-        let rule = SlidingWindow { limit: 3, window_ns: SECOND };
+        let rule = SlidingWindow {
+            limit: 3,
+            window_ns: SECOND,
+        };
         let mut state = WindowState::default();
-        let remaining: Vec<u64> = (0..4).map(|_| rule.check(&mut state, 0).remaining).collect();
+        let remaining: Vec<u64> = (0..4)
+            .map(|_| rule.check(&mut state, 0).remaining)
+            .collect();
         assert_eq!(remaining, [2, 1, 0, 0]);
     }
 }

@@ -10,7 +10,10 @@ struct Counted(Mutex<Vec<(String, String)>>);
 
 impl Telemetry for Counted {
     fn rate_limited(&self, route: &str, rule: &str) {
-        self.0.lock().expect("lock").push((route.into(), rule.into()));
+        self.0
+            .lock()
+            .expect("lock")
+            .push((route.into(), rule.into()));
     }
 }
 
@@ -63,8 +66,14 @@ async fn tiers_override_the_limits() {
            tiers: {gold: {limit: 5}}}]",
         Arc::default(),
     );
-    assert_eq!(passed(&plugin, &mut ctx(Some("a"), Some("gold")), 10).await, 5);
-    assert_eq!(passed(&plugin, &mut ctx(Some("b"), Some("free")), 10).await, 2);
+    assert_eq!(
+        passed(&plugin, &mut ctx(Some("a"), Some("gold")), 10).await,
+        5
+    );
+    assert_eq!(
+        passed(&plugin, &mut ctx(Some("b"), Some("free")), 10).await,
+        2
+    );
     assert_eq!(passed(&plugin, &mut ctx(Some("c"), None), 10).await, 2);
 }
 
@@ -75,8 +84,14 @@ async fn tier_key_shares_one_counter_per_tier() {
            tiers: {gold: {rate: 4}}}]",
         Arc::default(),
     );
-    assert_eq!(passed(&plugin, &mut ctx(Some("a"), Some("gold")), 3).await, 3);
-    assert_eq!(passed(&plugin, &mut ctx(Some("b"), Some("gold")), 3).await, 1);
+    assert_eq!(
+        passed(&plugin, &mut ctx(Some("a"), Some("gold")), 3).await,
+        3
+    );
+    assert_eq!(
+        passed(&plugin, &mut ctx(Some("b"), Some("gold")), 3).await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -115,7 +130,10 @@ async fn the_rule_closest_to_its_limit_drives_the_headers_and_refusals_are_count
     let mut second = ctx(Some("acme"), None);
     plugin.request(&mut req, &mut second).await.expect("passes");
     let mut third = ctx(Some("acme"), None);
-    let refusal = plugin.request(&mut req, &mut third).await.expect_err("refused");
+    let refusal = plugin
+        .request(&mut req, &mut third)
+        .await
+        .expect_err("refused");
     assert_eq!(refusal.code, ErrorCode::RateLimited);
     assert!(refusal.retry_after.is_some_and(|seconds| seconds >= 1));
     assert_eq!(third.rate_limit_rule.as_deref(), Some("tight"));
@@ -139,7 +157,9 @@ fn mistakes_are_reported_with_their_path() {
         ["rate_limit[0].rate"]
     );
     assert_eq!(
-        problems("[{name: a, key: client_ip, algorithm: sliding_window, limit: 1, window: 1s, rate: 3}]"),
+        problems(
+            "[{name: a, key: client_ip, algorithm: sliding_window, limit: 1, window: 1s, rate: 3}]"
+        ),
         ["rate_limit[0].rate"]
     );
     assert_eq!(

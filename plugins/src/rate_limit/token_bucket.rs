@@ -49,7 +49,8 @@ impl TokenBucket {
         };
         if outcome.allowed {
             state.tat = after;
-            outcome.remaining = u64::try_from((capacity - (after - now)) / cost.max(1)).unwrap_or(0);
+            outcome.remaining =
+                u64::try_from((capacity - (after - now)) / cost.max(1)).unwrap_or(0);
             outcome.reset_ns = to_ns(after - now);
         } else {
             outcome.retry_after_ns = to_ns(after - capacity - now);
@@ -84,10 +85,16 @@ mod tests {
 
     #[test]
     fn burst_passes_at_once_then_rate_per_period() {
-        let bucket = TokenBucket { rate: 2, per_ns: SECOND, burst: 5 };
+        let bucket = TokenBucket {
+            rate: 2,
+            per_ns: SECOND,
+            burst: 5,
+        };
         let mut state = BucketState::default();
         let start = 100 * SECOND;
-        let passed = (0..10).filter(|_| bucket.check(&mut state, start).allowed).count();
+        let passed = (0..10)
+            .filter(|_| bucket.check(&mut state, start).allowed)
+            .count();
         assert_eq!(passed, 5);
         // Half a second later one token (rate 2/s) is back, and only one.
         let later = start + SECOND / 2;
@@ -97,7 +104,11 @@ mod tests {
 
     #[test]
     fn remaining_counts_down_and_reset_counts_to_full() {
-        let bucket = TokenBucket { rate: 10, per_ns: SECOND, burst: 3 };
+        let bucket = TokenBucket {
+            rate: 10,
+            per_ns: SECOND,
+            burst: 3,
+        };
         let mut state = BucketState::default();
         let first = bucket.check(&mut state, SECOND);
         assert_eq!((first.remaining, first.reset_ns), (2, SECOND / 10));
@@ -111,7 +122,11 @@ mod tests {
 
     #[test]
     fn fractional_rates_stay_exact() {
-        let bucket = TokenBucket { rate: 3, per_ns: SECOND, burst: 1 };
+        let bucket = TokenBucket {
+            rate: 3,
+            per_ns: SECOND,
+            burst: 1,
+        };
         let mut state = BucketState::default();
         assert!(bucket.check(&mut state, 0).allowed);
         assert!(!bucket.check(&mut state, SECOND / 3).allowed);
