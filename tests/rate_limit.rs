@@ -272,3 +272,56 @@ fn concurrency_slots_are_released_when_clients_disconnect() {
         "slots were not released after the clients disconnected"
     );
 }
+
+#[test]
+fn counters_survive_a_reload_that_keeps_the_rule_and_restart_when_it_changes() {
+    let app = Upstream::start("app");
+    let sections = |burst: u32, extra_route: &str| {
+        format!(
+            r#"
+upstreams:
+  app:
+    targets:
+      - address: "{}"
+routes:
+{extra_route}  - name: api
+    match: {{ path_prefix: / }}
+    upstream: app
+    plugins:
+      rate_limit:
+        - {{ name: per-client, key: 'header:X-Client', algorithm: token_bucket, rate: 1, per: 1m, burst: {burst} }}
+"#,
+            app.addr()
+        )
+    };
+    let gateway = Gateway::start(&sections(2, ""));
+    assert_eq!(statuses(&gateway, "a", 2), [200, 200]);
+    let reload = |gateway: &Gateway| {
+        let url = gateway.admin_url("/reload");
+        let status = match common::http_agent().post(&url).call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response.status(),
+            Err(e) => panic!("POST {url}: {e}"),
+        };
+        assert_eq!(status, 200, "reload refused: {}", gateway.stderr());
+    };
+
+    gateway.rewrite_config(&sections(
+        2,
+        "  - name: ping\n    match: { path: /ping }\n    respond: { status: 200, body: pong }\n",
+    ));
+    reload(&gateway);
+    assert_eq!(
+        gateway.get("/ping").body,
+        "pong",
+        "the new configuration is in force"
+    );
+    assert_eq!(statuses(&gateway, "a", 1), [429], "the bucket was kept");
+
+    gateway.rewrite_config(&sections(3, ""));
+    reload(&gateway);
+    assert_eq!(
+        statuses(&gateway, "a", 4),
+        [200, 200, 200, 429],
+        "a changed rule starts afresh"
+    );
+}
