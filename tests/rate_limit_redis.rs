@@ -1,10 +1,13 @@
 //! `backend: redis`: gateway processes sharing one real `redis-server` enforce one limit
 //! together; when Redis goes away, `on_error: allow` lets traffic through (counted) and
-//! limits come back with Redis, and `on_error: deny` answers 503.
+//! limits come back with Redis, and `on_error: deny` answers 503. A Redis Cluster URL
+//! works the same.
 
 mod common;
 
-use common::{assert_gateway_error, wait_until, Gateway, RedisServer, Upstream, EVENTUALLY};
+use common::{
+    assert_gateway_error, wait_until, Gateway, RedisCluster, RedisServer, Upstream, EVENTUALLY,
+};
 
 /// A gateway whose route `api` has one Redis-backed rule keyed on `global`.
 fn redis_gateway(app: &Upstream, redis_url: &str, on_error: &str, rule: &str) -> Gateway {
@@ -121,4 +124,21 @@ fn on_error_deny_answers_503_when_redis_is_down() {
 
     assert_gateway_error(&response, 503, "RATE_LIMIT_BACKEND_DOWN");
     assert_eq!(app.requests(), 0);
+}
+
+#[test]
+fn a_redis_cluster_holds_the_counters_of_keys_on_every_slot() {
+    let cluster = RedisCluster::start();
+    let app = Upstream::start("app");
+    let rule = "{ name: bucket, key: 'header:X-Client', algorithm: token_bucket, rate: 1, per: 1m, burst: 3, backend: redis }";
+    let gateway = redis_gateway(&app, &cluster.url(), "deny", rule);
+
+    // Twenty clients: their keys hash to slots on all three nodes.
+    for client in 0..20 {
+        let client = format!("client-{client}");
+        let statuses: Vec<u16> = (0..4)
+            .map(|_| gateway.request("GET", "/", &[("X-Client", &client)]).status)
+            .collect();
+        assert_eq!(statuses, [200, 200, 200, 429], "client {client}");
+    }
 }

@@ -33,7 +33,7 @@ pub use self::{
     gateway::{render_config, run_portcullis, Gateway, BASE_CONFIG},
     http::{assert_gateway_error, http_agent, raw_exchange, send, HttpResponse},
     metrics::metric_value,
-    redis::RedisServer,
+    redis::{RedisCluster, RedisServer},
     upstream::{ReceivedRequest, Upstream, HEALTH_PATH},
 };
 

@@ -65,3 +65,106 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Three `redis-server` masters forming a Redis Cluster (`redis-cli --cluster create`),
+/// each on a free port, with their cluster files in a directory of their own.
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    nodes: Vec<Child>,
+    _dir: super::TestDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = super::TestDir::new();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for port in &ports {
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                ])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run redis-server ({e}); install it: scripts/setup-debian.sh")
+                });
+            nodes.push(child);
+        }
+        let cluster = RedisCluster {
+            ports,
+            nodes,
+            _dir: dir,
+        };
+        for port in &cluster.ports {
+            let port = *port;
+            assert!(
+                wait_until(EVENTUALLY, || TcpStream::connect(("127.0.0.1", port))
+                    .is_ok()),
+                "redis-server did not listen on port {port}"
+            );
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}); it comes with redis-server"));
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for port in &cluster.ports {
+            let ok = wait_until(EVENTUALLY, || {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .is_ok_and(|out| {
+                        String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+                    })
+            });
+            assert!(
+                ok,
+                "the cluster node on port {port} never reported cluster_state:ok"
+            );
+        }
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
