@@ -1,30 +1,32 @@
 //! The shared counter backend: one atomic Lua script per check on a Redis server (or a
 //! Redis Cluster), so every gateway instance enforces one limit together.
 //!
-//! The connection lives on a runtime of its own (one background thread per configured
-//! Redis), so it never depends on a Pingora runtime that may shut down first; each check
-//! is handed to it and awaited with the configured `timeout`. The connection is
-//! multiplexed: concurrent checks are pipelined on one socket. It is established in the
-//! background and re-established by itself after Redis comes back.
+//! Each worker thread has its own connection, made on first use on that thread's runtime
+//! (driver task and reconnects included), so a check never hands work to another thread
+//! and a connection never outlives the runtime it depends on. Each connection is
+//! multiplexed: the concurrent checks of a thread are pipelined on one socket. A lost
+//! connection is re-made by itself (at most one attempt per second per thread while Redis
+//! is down), so limits are enforced again as soon as Redis is back.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Script, ScriptInvocation};
 use serde::Deserialize;
-use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 
 use crate::units;
 use crate::{ConfigProblem, Retained};
 
 /// A failure is logged at most once per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// Pause between attempts to establish the first connection.
+/// Pause between attempts to connect, per worker thread.
 const CONNECT_RETRY: Duration = Duration::from_secs(1);
 
 /// The top-level `redis:` section.
@@ -66,7 +68,6 @@ pub struct BackendError(pub String);
 /// The compiled `redis:` section, handed to plugins through the plugin environment.
 pub struct RedisBackend {
     connection: Arc<RedisConnection>,
-    timeout: Duration,
     /// What a check does when Redis fails.
     pub on_error: OnError,
 }
@@ -93,13 +94,12 @@ impl RedisBackend {
         }
         let connection = if background {
             let key = format!("{}|{timeout:?}", config.url);
-            retained.get_or_insert_with(&key, || RedisConnection::start(link, timeout))
+            retained.get_or_insert_with(&key, || RedisConnection::new(link, timeout, true))
         } else {
-            Arc::new(RedisConnection::idle())
+            Arc::new(RedisConnection::new(link, timeout, false))
         };
         Ok(Self {
             connection,
-            timeout,
             on_error: config.on_error,
         })
     }
@@ -111,7 +111,7 @@ impl RedisBackend {
         key: String,
         args: [String; 2],
     ) -> Result<Vec<i64>, BackendError> {
-        let result = self.connection.eval(script, key, args, self.timeout).await;
+        let result = self.connection.eval(script, key, args).await;
         self.connection.note(&result);
         result
     }
@@ -182,111 +182,144 @@ impl Connection {
     }
 }
 
-/// The connection and the runtime that owns it; the runtime's thread ends when this is
-/// dropped (with the last configuration that uses it).
+/// The connections to one configured Redis: one per worker thread, made on first use on
+/// that thread's runtime (so its driver task and reconnects run there, and go with it),
+/// cached in a thread-local. No check ever crosses threads.
 struct RedisConnection {
-    established: Arc<OnceLock<Connection>>,
-    runtime: Option<Handle>,
-    _shutdown: Option<oneshot::Sender<()>>,
+    id: u64,
+    link: Link,
+    timeout: Duration,
+    /// False for `portcullis check`: never connect.
+    enabled: bool,
     started: Instant,
     last_logged_ms: AtomicU64,
     failing: AtomicBool,
 }
 
+type Connecting = Shared<BoxFuture<'static, Result<Connection, String>>>;
+
+/// A worker thread's connection to one backend.
+enum ThreadSlot {
+    Connecting(Connecting),
+    Connected(Connection),
+    /// The last attempt failed; the next is not made before this instant.
+    Failed(Instant),
+}
+
+struct ThreadConnection {
+    backend: u64,
+    alive: Weak<RedisConnection>,
+    slot: ThreadSlot,
+}
+
+thread_local! {
+    static CONNECTIONS: RefCell<Vec<ThreadConnection>> = const { RefCell::new(Vec::new()) };
+}
+
 impl RedisConnection {
-    /// A connection that never connects (`portcullis check`).
-    fn idle() -> Self {
+    fn new(link: Link, timeout: Duration, enabled: bool) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
-            established: Arc::default(),
-            runtime: None,
-            _shutdown: None,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            link,
+            timeout,
+            enabled,
             started: Instant::now(),
             last_logged_ms: AtomicU64::new(0),
             failing: AtomicBool::new(false),
         }
     }
 
-    fn start(link: Link, timeout: Duration) -> Self {
-        let mut connection = Self::idle();
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let established = Arc::clone(&connection.established);
-        let spawned = std::thread::Builder::new()
-            .name("portcullis-redis".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        log::error!("cannot start the Redis rate-limit runtime: {e}");
-                        return;
+    /// This thread's connection, or the attempt to make it.
+    fn thread_connection(self: &Arc<Self>) -> Result<Result<Connection, Connecting>, BackendError> {
+        CONNECTIONS.with(|cell| {
+            let mut connections = cell.borrow_mut();
+            if let Some(entry) = connections.iter().find(|entry| entry.backend == self.id) {
+                return match &entry.slot {
+                    ThreadSlot::Connected(conn) => Ok(Ok(conn.clone())),
+                    ThreadSlot::Connecting(attempt) => Ok(Err(attempt.clone())),
+                    ThreadSlot::Failed(until) if Instant::now() < *until => {
+                        Err(BackendError("not connected (retrying)".into()))
                     }
+                    ThreadSlot::Failed(_) => Ok(Err(self.attempt(&mut connections))),
                 };
-                let _ = handle_tx.send(runtime.handle().clone());
-                runtime.block_on(async move {
-                    let connect = async {
-                        let mut logged = false;
-                        loop {
-                            match link.connect(timeout).await {
-                                Ok(conn) => {
-                                    let _ = established.set(conn);
-                                    log::info!("rate-limit backend redis connected");
-                                    return;
-                                }
-                                Err(e) if !logged => {
-                                    log::warn!(
-                                        "rate-limit backend redis unreachable, retrying: {e}"
-                                    );
-                                    logged = true;
-                                }
-                                Err(_) => {}
-                            }
-                            tokio::time::sleep(CONNECT_RETRY).await;
-                        }
-                    };
-                    let mut stopped = stopped;
-                    let connected = tokio::select! {
-                        () = connect => true,
-                        _ = &mut stopped => false,
-                    };
-                    if connected {
-                        let _ = stopped.await;
-                    }
-                });
-            });
-        match spawned {
-            Ok(_) => {
-                connection.runtime = handle_rx.recv().ok();
-                connection._shutdown = Some(shutdown);
             }
-            Err(e) => log::error!("cannot start the Redis rate-limit thread: {e}"),
+            // Forget the connections of configurations gone since.
+            connections.retain(|entry| entry.alive.strong_count() > 0);
+            Ok(Err(self.attempt(&mut connections)))
+        })
+    }
+
+    fn attempt(self: &Arc<Self>, connections: &mut Vec<ThreadConnection>) -> Connecting {
+        let link = self.link.clone();
+        let timeout = self.timeout;
+        let attempt: Connecting = async move {
+            let patience = timeout.max(Duration::from_millis(250));
+            match tokio::time::timeout(patience, link.connect(timeout)).await {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no connection within {patience:?}")),
+            }
         }
-        connection
+        .boxed()
+        .shared();
+        let slot = ThreadSlot::Connecting(attempt.clone());
+        match connections
+            .iter_mut()
+            .find(|entry| entry.backend == self.id)
+        {
+            Some(entry) => entry.slot = slot,
+            None => connections.push(ThreadConnection {
+                backend: self.id,
+                alive: Arc::downgrade(self),
+                slot,
+            }),
+        }
+        attempt
+    }
+
+    fn settle(&self, slot: ThreadSlot) {
+        CONNECTIONS.with(|cell| {
+            if let Some(entry) = cell
+                .borrow_mut()
+                .iter_mut()
+                .find(|entry| entry.backend == self.id)
+            {
+                if matches!(entry.slot, ThreadSlot::Connecting(_)) {
+                    entry.slot = slot;
+                }
+            }
+        });
     }
 
     async fn eval(
-        &self,
+        self: &Arc<Self>,
         script: &'static Script,
         key: String,
         args: [String; 2],
-        timeout: Duration,
     ) -> Result<Vec<i64>, BackendError> {
-        let (Some(runtime), Some(conn)) = (&self.runtime, self.established.get()) else {
+        if !self.enabled {
             return Err(BackendError("not connected".into()));
+        }
+        let mut conn = match self.thread_connection()? {
+            Ok(conn) => conn,
+            Err(attempt) => match attempt.await {
+                Ok(conn) => {
+                    self.settle(ThreadSlot::Connected(conn.clone()));
+                    conn
+                }
+                Err(e) => {
+                    self.settle(ThreadSlot::Failed(Instant::now() + CONNECT_RETRY));
+                    return Err(BackendError(e));
+                }
+            },
         };
-        let mut conn = conn.clone();
-        let task = runtime.spawn(async move {
-            let mut invocation = script.key(key);
-            invocation.arg(&args[0]).arg(&args[1]);
-            match tokio::time::timeout(timeout, conn.invoke(&invocation)).await {
-                Ok(result) => result.map_err(|e| BackendError(e.to_string())),
-                Err(_) => Err(BackendError(format!("no answer within {timeout:?}"))),
-            }
-        });
-        task.await
-            .unwrap_or_else(|e| Err(BackendError(format!("check abandoned: {e}"))))
+        let mut invocation = script.key(key);
+        invocation.arg(&args[0]).arg(&args[1]);
+        match tokio::time::timeout(self.timeout, conn.invoke(&invocation)).await {
+            Ok(result) => result.map_err(|e| BackendError(e.to_string())),
+            Err(_) => Err(BackendError(format!("no answer within {:?}", self.timeout))),
+        }
     }
 
     /// Logs a failure at most once per [`LOG_INTERVAL`], and the recovery once.
