@@ -38,7 +38,7 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-traffic portcullis-edge portcullis-auth portcullis-cache nginx-tls portcullis-tls}"
+ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-traffic portcullis-edge portcullis-auth portcullis-ratelimit-local portcullis-ratelimit-redis portcullis-cache nginx-tls portcullis-tls}"
 PROXY_CPU=0
 LOAD_CPU=1
 
@@ -61,6 +61,10 @@ FIXTURE_BIN="$(dirname "$GATEWAY_BIN")/examples/auth_fixture"
 # Extra request header of the row being measured (the auth row's bearer token).
 REQUEST_HEADER=""
 TRAFFIC_CONF="$LOADTEST_DIR/conf/traffic.yaml"
+RL_LOCAL_CONF="$LOADTEST_DIR/conf/ratelimit-local.yaml"
+RL_REDIS_CONF="$LOADTEST_DIR/conf/ratelimit-redis.yaml"
+# The redis-server of the "(redis)" row, started by this script (never the system one).
+REDIS_PORT=28379
 # The gateway configs name the upstream; every row uses that one.
 UPSTREAM_ADDR="$(conf_first_address "$PLAIN_CONF" upstreams)"
 EDGE_PATH=/api/v1/items/42
@@ -105,7 +109,8 @@ prepare() {
 		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)" \
 		"$(conf_first_address "$CACHE_CONF" listeners)" "$BARE_ADDR" "$NGINX_TLS_ADDR" \
 		"$(conf_first_address "$TLS_CONF" listeners)" "$(conf_first_address "$AUTH_CONF" listeners)" \
-		"$(conf_first_address "$TRAFFIC_CONF" listeners)"; do
+		"$(conf_first_address "$TRAFFIC_CONF" listeners)" "$(conf_first_address "$RL_LOCAL_CONF" listeners)" \
+		"$(conf_first_address "$RL_REDIS_CONF" listeners)"; do
 		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
 			die "something already listens on $addr"
 		fi
@@ -236,6 +241,20 @@ start_bare() {
 	wait_http "http://$BARE_ADDR/" "$PROXY_PID" 10
 }
 
+# start_redis — a redis-server of the run's own (no persistence) on $REDIS_PORT, on the
+# load CPU like the upstream: it is a dependency of the gateway, not the gateway.
+start_redis() {
+	command -v redis-server >/dev/null || return 1
+	start_bg redis "$LOAD_CPU" TERM "$WORK/redis.log" \
+		redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
+	local i
+	for ((i = 0; i < 100; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 start_portcullis() {
 	local conf="$1" name="$2"
 	((GATEWAY_OK)) || return 1
@@ -361,6 +380,20 @@ run_row() {
 		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
 		return
 	} ;;
+	portcullis-ratelimit-local) start_portcullis "$RL_LOCAL_CONF" "$row" || {
+		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return
+	} ;;
+	portcullis-ratelimit-redis)
+		start_redis || {
+			skip_row "$row" "redis-server did not start (scripts/setup-debian.sh installs it)"
+			return
+		}
+		start_portcullis "$RL_REDIS_CONF" "$row" || {
+			skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+			return
+		}
+		;;
 	portcullis-edge)
 		: >"$EDGE_ACCESS_LOG"
 		start_portcullis "$EDGE_CONF" "$row" || {
@@ -397,6 +430,8 @@ run_row() {
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
 	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;
 	portcullis-auth) url="http://$(conf_first_address "$AUTH_CONF" listeners)$EDGE_PATH" ;;
+	portcullis-ratelimit-local) url="http://$(conf_first_address "$RL_LOCAL_CONF" listeners)/" ;;
+	portcullis-ratelimit-redis) url="http://$(conf_first_address "$RL_REDIS_CONF" listeners)/" ;;
 	esac
 	measure "$row" "$url" "$PROXY_PID"
 	REQUEST_HEADER=""

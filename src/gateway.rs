@@ -13,7 +13,10 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use portcullis_plugins::auth::failures::AuthFailureLimit;
 use portcullis_plugins::consumers::Consumers;
 use portcullis_plugins::ip_restriction::IpRules;
-use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
+use portcullis_plugins::rate_limit::RedisBackend;
+use portcullis_plugins::{
+    build_chain, ConfigProblem, PluginChain, PluginEnv, Retained, RetainedSet,
+};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
@@ -168,13 +171,23 @@ impl Gateway {
                 .map_err(|p| problems.push(Problem::new(p.path, p.message)))
                 .ok()
         });
-        let plugin_env = PluginEnv {
+        let mut plugin_env = PluginEnv {
             telemetry: Arc::clone(context.metrics) as _,
             retained,
             background: context.background,
             consumers: Arc::new(consumers),
             auth_failure_limit,
+            redis: None,
         };
+        if let Some(redis) = &config.redis {
+            match RedisBackend::new(redis, &plugin_env.retained, context.background) {
+                Ok(backend) => plugin_env.redis = Some(Arc::new(backend)),
+                Err(problem) => problems.push(Problem::new(
+                    format!("redis.{}", problem.path),
+                    problem.message,
+                )),
+            }
+        }
         let process = compile_process(config, &mut problems);
         let tracing = match HeaderName::from_bytes(config.tracing.request_id_header.as_bytes()) {
             Ok(request_id_header) => Tracing {
@@ -192,13 +205,11 @@ impl Gateway {
                 }
             }
         };
-        if config.redis.is_some() {
-            problems.push(Problem::planned("redis", 4));
-        }
-        for problem in config.plugins.problems() {
+        let global_problems = config.plugins.problems_in(&plugin_env);
+        for problem in &global_problems {
             problems.push(Problem::new(
                 format!("plugins.{}", problem.path),
-                problem.message,
+                problem.message.clone(),
             ));
         }
 
@@ -251,7 +262,15 @@ impl Gateway {
                     "another route has this name",
                 ));
             }
-            match compile_route(config, route, &path, &upstreams, metrics, &plugin_env) {
+            match compile_route(
+                config,
+                route,
+                &path,
+                &upstreams,
+                metrics,
+                &plugin_env,
+                &global_problems,
+            ) {
                 Ok(compiled) => routes.push(compiled),
                 Err(mut more) => problems.append(&mut more),
             }
@@ -338,6 +357,7 @@ fn compile_route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     metrics: &Metrics,
     plugin_env: &PluginEnv,
+    global_problems: &[ConfigProblem],
 ) -> Result<(Matcher, Arc<Route>), Vec<Problem>> {
     let mut problems = Vec::new();
     if !is_config_name(&route.name) {
@@ -367,8 +387,7 @@ fn compile_route(
         Ok(chain) => chain,
         Err(more) => {
             // Problems of the global section are reported once, under `plugins`.
-            let global = config.plugins.problems();
-            for problem in more.into_iter().filter(|p| !global.contains(p)) {
+            for problem in more.into_iter().filter(|p| !global_problems.contains(p)) {
                 problems.push(Problem::new(
                     format!("{path}.plugins.{}", problem.path),
                     problem.message,

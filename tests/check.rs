@@ -175,17 +175,6 @@ fn version_prints_the_version() {
 }
 
 #[test]
-fn features_of_later_issues_are_refused_not_ignored() {
-    let check = Check::run(&valid_except(&[(
-        "    strip_prefix: true\n",
-        "    strip_prefix: true\n    plugins: { concurrency_limit: { key: route, max: 5 } }\n",
-    )]));
-
-    let message = check.problem_at("routes[0].plugins.concurrency_limit");
-    assert!(message.contains("not supported yet"), "{message}");
-}
-
-#[test]
 fn cache_settings_are_checked_at_their_path() {
     let check = Check::run(&valid_except(&[(
         "    strip_prefix: true\n",

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitConfig};
 use crate::cors::{Cors, CorsConfig};
 use crate::headers::{Headers, HeadersConfig};
 use crate::ip_restriction::{IpRestriction, IpRestrictionConfig};
 use crate::jwt::{Jwt, JwtConfig};
 use crate::key_auth::{KeyAuth, KeyAuthConfig};
+use crate::rate_limit::{RateLimit, RateLimitRuleConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
 use crate::{AuthGuard, Plugin, PluginChain, PluginEnv};
 
@@ -25,10 +27,10 @@ pub struct PluginsConfig {
     pub jwt: Option<JwtConfig>,
     /// API key authentication.
     pub key_auth: Option<KeyAuthConfig>,
-    /// Rate limiting (planned: issue #4).
-    pub rate_limit: Option<serde_yaml::Value>,
-    /// Concurrency limiting (planned: issue #4).
-    pub concurrency_limit: Option<serde_yaml::Value>,
+    /// Rate-limit rules; a request must pass all of them.
+    pub rate_limit: Option<Vec<RateLimitRuleConfig>>,
+    /// A cap on requests in flight per key.
+    pub concurrency_limit: Option<ConcurrencyLimitConfig>,
     /// CORS preflights and response headers.
     pub cors: Option<CorsConfig>,
     /// Client address allow/deny lists.
@@ -56,17 +58,15 @@ impl ConfigProblem {
 impl PluginsConfig {
     /// Every mistake in this one section (global or a route's), with paths relative to it.
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        match build_chain(&PluginsConfig::default(), self, &PluginEnv::check()) {
+        self.problems_in(&PluginEnv::check())
+    }
+
+    /// [`Self::problems`] against the facts of `env` (e.g. whether a `redis` section exists).
+    pub fn problems_in(&self, env: &PluginEnv) -> Vec<ConfigProblem> {
+        match build_chain(&PluginsConfig::default(), self, env) {
             Ok(_) => Vec::new(),
             Err(problems) => problems,
         }
-    }
-
-    fn planned(&self) -> [(&'static str, bool, u32); 2] {
-        [
-            ("rate_limit", self.rate_limit.is_some(), 4),
-            ("concurrency_limit", self.concurrency_limit.is_some(), 4),
-        ]
     }
 }
 
@@ -111,17 +111,25 @@ pub fn build_chain(
         add(Jwt::new(config, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
     }
     let has_auth = key_auth.is_some() || jwt.is_some();
-    for ((name, on_route, issue), (_, on_global, _)) in
-        route.planned().into_iter().zip(global.planned())
+    if let Some(config) = route
+        .concurrency_limit
+        .as_ref()
+        .or(global.concurrency_limit.as_ref())
     {
-        if on_route || on_global {
-            problems.push(ConfigProblem::new(
-                name,
-                format!("plugin not supported yet (planned in issue #{issue}); remove it"),
-            ));
+        let route_level = route.concurrency_limit.is_some();
+        add(ConcurrencyLimit::new(config, route_level, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+    }
+    let rate_limit = match (&route.rate_limit, &global.rate_limit) {
+        (Some(rules), _) => Some((rules, true)),
+        (None, Some(rules)) => Some((rules, false)),
+        (None, None) => None,
+    };
+    if let Some((rules, route_level)) = rate_limit {
+        match RateLimit::new(rules, route_level, env) {
+            Ok(plugin) => plugins.push(Arc::new(plugin)),
+            Err(mut more) => problems.append(&mut more),
         }
     }
-
     if problems.is_empty() {
         let chain = PluginChain::new(plugins);
         Ok(if has_auth {

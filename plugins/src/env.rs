@@ -38,6 +38,8 @@ pub struct PluginEnv {
     pub consumers: Arc<Consumers>,
     /// The per-client-IP cap on failed authentications (`auth_failure_limit`), if set.
     pub auth_failure_limit: Option<Arc<AuthFailureLimit>>,
+    /// The top-level `redis` section, compiled, for rules with `backend: redis`.
+    pub redis: Option<Arc<crate::rate_limit::RedisBackend>>,
 }
 
 impl PluginEnv {
@@ -49,6 +51,7 @@ impl PluginEnv {
             background: false,
             consumers: Arc::default(),
             auth_failure_limit: None,
+            redis: None,
         }
     }
 }

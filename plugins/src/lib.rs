@@ -14,12 +14,14 @@ mod env;
 mod reject;
 pub mod units;
 
+pub mod concurrency_limit;
 pub mod consumers;
 pub mod cors;
 pub mod headers;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod rate_limit;
 pub mod request_size;
 
 pub use chain::{AuthGuard, PluginChain};

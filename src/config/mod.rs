@@ -28,17 +28,6 @@ impl Problem {
     }
 }
 
-impl Problem {
-    /// A field of the configuration whose feature a later issue implements: refused rather
-    /// than silently ignored.
-    pub fn planned(path: impl Into<String>, issue: u32) -> Self {
-        Self::new(
-            path,
-            format!("not supported yet (planned in issue #{issue}); remove it"),
-        )
-    }
-}
-
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {

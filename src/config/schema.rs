@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use portcullis_plugins::auth::failures::AuthFailureLimitConfig;
 use portcullis_plugins::consumers::ConsumerConfig;
+use portcullis_plugins::rate_limit::RedisConfig;
 use portcullis_plugins::units::{Duration, Size};
 use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
@@ -31,8 +32,8 @@ pub struct Config {
     /// Request id and trace context propagation.
     #[serde(default)]
     pub tracing: TracingConfig,
-    /// Shared rate-limit backend (planned: issue #4).
-    pub redis: Option<serde_yaml::Value>,
+    /// The shared rate-limit backend, for rules with `backend: redis`.
+    pub redis: Option<RedisConfig>,
     /// API consumers: who a key or a JWT subject authenticates as.
     #[serde(default)]
     pub consumers: Vec<ConsumerConfig>,

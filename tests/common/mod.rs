@@ -24,6 +24,7 @@
 mod gateway;
 mod http;
 mod metrics;
+mod redis;
 mod traffic;
 mod upstream;
 
@@ -33,6 +34,7 @@ pub use self::{
     gateway::{render_config, run_portcullis, Gateway, BASE_CONFIG},
     http::{assert_gateway_error, http_agent, raw_exchange, send, HttpResponse},
     metrics::metric_value,
+    redis::{RedisCluster, RedisServer},
     traffic::{Traffic, TrafficReport},
     upstream::{ReceivedRequest, Upstream, HEALTH_PATH},
 };

@@ -1,0 +1,504 @@
+//! `rate_limit`: a list of rules, each counting requests by a key with a token bucket or
+//! a sliding window, locally or in Redis. A request must pass every rule; the rule
+//! closest to its limit is described in the response headers.
+
+mod headers;
+mod key;
+mod local;
+pub mod redis;
+mod sliding_window;
+mod token_bucket;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use pingora_http::{RequestHeader, ResponseHeader};
+use serde::Deserialize;
+
+pub use self::headers::{seconds, RateLimitHeaders};
+pub use self::key::LimitKey;
+pub use self::local::LocalStore;
+pub use self::redis::{BackendError, OnError, RedisBackend, RedisConfig};
+pub use self::sliding_window::{SlidingWindow, WindowState};
+pub use self::token_bucket::{BucketState, TokenBucket};
+
+use crate::units::Duration;
+use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Rejection, Telemetry};
+
+/// One rule of `plugins.rate_limit` as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRuleConfig {
+    /// The rule's name: metric label, access-log value and header policy name.
+    pub name: String,
+    /// What requests are counted by (`client_ip`, `consumer`, `header:NAME`...).
+    pub key: String,
+    /// `token_bucket` or `sliding_window`.
+    pub algorithm: Algorithm,
+    /// token_bucket: tokens added per `per`.
+    pub rate: Option<u64>,
+    /// token_bucket: the refill period (default 1s).
+    pub per: Option<Duration>,
+    /// token_bucket: the bucket's capacity (default `rate`).
+    pub burst: Option<u64>,
+    /// sliding_window: requests per window.
+    pub limit: Option<u64>,
+    /// sliding_window: the window length.
+    pub window: Option<Duration>,
+    /// `local` (default) or `redis`.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Limits by consumer tier, replacing `rate`/`burst`/`limit` for that tier's consumers.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+/// A tier's replacement limits.
+#[derive(Debug, Clone, Default, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// token_bucket rate.
+    pub rate: Option<u64>,
+    /// token_bucket burst (default: the tier's rate when it sets one).
+    pub burst: Option<u64>,
+    /// sliding_window limit.
+    pub limit: Option<u64>,
+}
+
+/// Rate-limit algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// `burst` at once, then `rate` per `per`.
+    TokenBucket,
+    /// `limit` per sliding `window` (weighted two-window counter).
+    SlidingWindow,
+}
+
+/// Where counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// In this process.
+    #[default]
+    Local,
+    /// In the top-level `redis`, shared by every gateway instance.
+    Redis,
+}
+
+/// The verdict of one rule for one request, and what the headers say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the request may pass.
+    pub allowed: bool,
+    /// The quota of the policy (`q`, `X-RateLimit-Limit`): `rate` or `limit`.
+    pub quota: u64,
+    /// The policy's window (`w`): `per` or `window`.
+    pub window_ns: u64,
+    /// Requests that may still pass now (`r`, `X-RateLimit-Remaining`).
+    pub remaining: u64,
+    /// Time until the quota is whole again (`t`, `X-RateLimit-Reset`).
+    pub reset_ns: u64,
+    /// For a refused request: time until one would pass (`Retry-After`).
+    pub retry_after_ns: u64,
+}
+
+/// The limits of a rule (or of one tier of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Limits {
+    TokenBucket(TokenBucket),
+    SlidingWindow(SlidingWindow),
+}
+
+impl Limits {
+    fn idle_ns(&self) -> u64 {
+        match self {
+            Limits::TokenBucket(bucket) => bucket.idle_ns(),
+            Limits::SlidingWindow(window) => window.idle_ns(),
+        }
+    }
+}
+
+/// Where a rule's counters live.
+enum Store {
+    LocalBucket(Arc<LocalStore<BucketState>>),
+    LocalWindow(Arc<LocalStore<WindowState>>),
+    Redis(Arc<RedisBackend>),
+}
+
+struct Rule {
+    name: Arc<str>,
+    key: LimitKey,
+    limits: Limits,
+    tiers: Vec<(String, Limits)>,
+    store: Store,
+    /// Longest time a key's state takes to come to rest, over every tier.
+    idle_ns: u64,
+}
+
+impl Rule {
+    fn limits_for(&self, tier: Option<&str>) -> &Limits {
+        tier.and_then(|tier| self.tiers.iter().find(|(name, _)| name == tier))
+            .map_or(&self.limits, |(_, limits)| limits)
+    }
+
+    async fn check(&self, key: &str, limits: &Limits) -> Result<Outcome, BackendError> {
+        match (&self.store, limits) {
+            (Store::LocalBucket(store), Limits::TokenBucket(bucket)) => {
+                let now = store.now_ns();
+                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| {
+                    bucket.check(state, now)
+                }))
+            }
+            (Store::LocalWindow(store), Limits::SlidingWindow(window)) => {
+                let now = store.now_ns();
+                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| {
+                    window.check(state, now)
+                }))
+            }
+            (Store::Redis(redis), Limits::TokenBucket(bucket)) => {
+                let cost_us = bucket.per_ns as f64 / 1_000.0 / bucket.rate.max(1) as f64;
+                let capacity_us = cost_us * bucket.burst as f64;
+                let args = [format!("{cost_us:.3}"), format!("{capacity_us:.3}")];
+                let reply = redis
+                    .eval(&redis::TOKEN_BUCKET, redis_key(&self.name, key), args)
+                    .await?;
+                let [allowed, remaining, reset_us, retry_us] = integers(&reply)?;
+                Ok(Outcome {
+                    allowed: allowed == 1,
+                    quota: bucket.rate,
+                    window_ns: bucket.per_ns,
+                    remaining,
+                    reset_ns: reset_us.saturating_mul(1_000),
+                    retry_after_ns: retry_us.saturating_mul(1_000),
+                })
+            }
+            (Store::Redis(redis), Limits::SlidingWindow(window)) => {
+                let window_us = (window.window_ns / 1_000).max(1);
+                let args = [window.limit.to_string(), window_us.to_string()];
+                let reply = redis
+                    .eval(&redis::SLIDING_WINDOW, redis_key(&self.name, key), args)
+                    .await?;
+                let [allowed, previous, current, elapsed_us] = integers(&reply)?;
+                let mut outcome = sliding_window::weigh(
+                    window.limit,
+                    window_us * 1_000,
+                    (elapsed_us * 1_000).min(window_us * 1_000),
+                    previous,
+                    current,
+                );
+                // Redis decided; the weighing only supplies the header values.
+                outcome.allowed = allowed == 1;
+                Ok(outcome)
+            }
+            // A rule's store is chosen from its algorithm, so the pairs always match.
+            _ => Err(BackendError("store and algorithm mismatch".into())),
+        }
+    }
+}
+
+/// `portcullis:rl:{rule|key}`: the hash tag keeps the key on one cluster slot; long values
+/// (arbitrary header contents) are replaced by their SHA-1 so keys stay short.
+fn redis_key(rule: &str, key: &str) -> String {
+    if key.len() <= 128 {
+        format!("portcullis:rl:{{{rule}|{key}}}")
+    } else {
+        let digest = sha1_smol::Sha1::from(key).digest();
+        format!("portcullis:rl:{{{rule}|#{digest}}}")
+    }
+}
+
+fn integers(reply: &[i64]) -> Result<[u64; 4], BackendError> {
+    match reply {
+        [a, b, c, d] => Ok([*a, *b, *c, *d].map(|n| u64::try_from(n).unwrap_or(0))),
+        _ => Err(BackendError(format!("unexpected script reply {reply:?}"))),
+    }
+}
+
+/// The compiled `rate_limit` plugin.
+pub struct RateLimit {
+    rules: Vec<Rule>,
+    route_level: bool,
+    telemetry: Arc<dyn Telemetry>,
+}
+
+impl RateLimit {
+    /// Compiles the rules. `route_level` rules count per route (their key values are
+    /// prefixed by the route); rules of the global `plugins` section share their
+    /// counters across every route.
+    pub fn new(
+        configs: &[RateLimitRuleConfig],
+        route_level: bool,
+        env: &PluginEnv,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        let mut names = HashSet::new();
+        if configs.is_empty() {
+            problems.push(problem("rate_limit", "needs at least one rule"));
+        }
+        for (i, config) in configs.iter().enumerate() {
+            let path = format!("rate_limit[{i}]");
+            if !names.insert(config.name.as_str()) {
+                problems.push(problem(
+                    format!("{path}.name"),
+                    "another rule has this name",
+                ));
+            }
+            match compile_rule(config, &path, env) {
+                Ok(rule) => rules.push(rule),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            rules,
+            route_level,
+            telemetry: Arc::clone(&env.telemetry),
+        })
+    }
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn compile_rule(
+    config: &RateLimitRuleConfig,
+    path: &str,
+    env: &PluginEnv,
+) -> Result<Rule, ConfigProblem> {
+    let name = &config.name;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
+        return Err(problem(
+            format!("{path}.name"),
+            "use 1-64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let key =
+        LimitKey::parse(&config.key).map_err(|message| problem(format!("{path}.key"), message))?;
+    let positive = |field: &str, value: Option<u64>| match value {
+        Some(0) => Err(problem(format!("{path}.{field}"), "must be at least 1")),
+        Some(value) => Ok(Some(value)),
+        None => Ok(None),
+    };
+    let refuse = |field: &str, set: bool, algorithm: &str| {
+        if set {
+            Err(problem(
+                format!("{path}.{field}"),
+                format!("not a field of {algorithm}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let base = match config.algorithm {
+        Algorithm::TokenBucket => {
+            refuse("limit", config.limit.is_some(), "token_bucket")?;
+            refuse("window", config.window.is_some(), "token_bucket")?;
+            let rate = positive("rate", config.rate)?
+                .ok_or_else(|| problem(format!("{path}.rate"), "token_bucket needs a rate"))?;
+            let per_ns = config
+                .per
+                .map_or(1_000_000_000, |per| per.0.as_nanos() as u64);
+            if per_ns < 1_000_000 {
+                return Err(problem(format!("{path}.per"), "must be at least 1ms"));
+            }
+            let burst = positive("burst", config.burst)?.unwrap_or(rate);
+            Limits::TokenBucket(TokenBucket {
+                rate,
+                per_ns,
+                burst,
+            })
+        }
+        Algorithm::SlidingWindow => {
+            refuse("rate", config.rate.is_some(), "sliding_window")?;
+            refuse("per", config.per.is_some(), "sliding_window")?;
+            refuse("burst", config.burst.is_some(), "sliding_window")?;
+            let limit = positive("limit", config.limit)?
+                .ok_or_else(|| problem(format!("{path}.limit"), "sliding_window needs a limit"))?;
+            let window_ns = config
+                .window
+                .map(|window| window.0.as_nanos() as u64)
+                .ok_or_else(|| {
+                    problem(format!("{path}.window"), "sliding_window needs a window")
+                })?;
+            if window_ns < 1_000_000 {
+                return Err(problem(format!("{path}.window"), "must be at least 1ms"));
+            }
+            Limits::SlidingWindow(SlidingWindow { limit, window_ns })
+        }
+    };
+    let mut tiers = Vec::new();
+    for (tier, overrides) in &config.tiers {
+        let tier_path = format!("{path}.tiers.{tier}");
+        let limits = match base {
+            Limits::TokenBucket(bucket) => {
+                refuse_tier(
+                    &tier_path,
+                    "limit",
+                    overrides.limit.is_some(),
+                    "token_bucket",
+                )?;
+                let rate = positive("rate", overrides.rate)?.unwrap_or(bucket.rate);
+                let default_burst = if overrides.rate.is_some() {
+                    rate
+                } else {
+                    bucket.burst
+                };
+                let burst = positive("burst", overrides.burst)?.unwrap_or(default_burst);
+                Limits::TokenBucket(TokenBucket {
+                    rate,
+                    burst,
+                    ..bucket
+                })
+            }
+            Limits::SlidingWindow(window) => {
+                refuse_tier(
+                    &tier_path,
+                    "rate",
+                    overrides.rate.is_some(),
+                    "sliding_window",
+                )?;
+                refuse_tier(
+                    &tier_path,
+                    "burst",
+                    overrides.burst.is_some(),
+                    "sliding_window",
+                )?;
+                let limit = positive("limit", overrides.limit)?.unwrap_or(window.limit);
+                Limits::SlidingWindow(SlidingWindow { limit, ..window })
+            }
+        };
+        tiers.push((tier.clone(), limits));
+    }
+    let idle_ns = tiers
+        .iter()
+        .map(|(_, limits)| limits.idle_ns())
+        .fold(base.idle_ns(), u64::max);
+    // Counters carry over a reload only while everything that gives them meaning is unchanged.
+    let identity = format!("rate_limit|{name}|{:?}|{base:?}|{tiers:?}", config.key);
+    let store = match (config.backend, base) {
+        (Backend::Redis, _) => Store::Redis(env.redis.clone().ok_or_else(|| {
+            problem(
+                format!("{path}.backend"),
+                "backend redis needs the top-level redis section",
+            )
+        })?),
+        (Backend::Local, Limits::TokenBucket(_)) => Store::LocalBucket(
+            env.retained
+                .get_or_insert_with(&identity, LocalStore::default),
+        ),
+        (Backend::Local, Limits::SlidingWindow(_)) => Store::LocalWindow(
+            env.retained
+                .get_or_insert_with(&identity, LocalStore::default),
+        ),
+    };
+    Ok(Rule {
+        name: name.as_str().into(),
+        key,
+        limits: base,
+        tiers,
+        store,
+        idle_ns,
+    })
+}
+
+fn refuse_tier(path: &str, field: &str, set: bool, algorithm: &str) -> Result<(), ConfigProblem> {
+    if set {
+        Err(problem(
+            format!("{path}.{field}"),
+            format!("not a field of {algorithm}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Which of two allowed outcomes is closer to its limit: the smaller share remaining.
+fn closer(candidate: &Outcome, current: &Outcome) -> bool {
+    u128::from(candidate.remaining) * u128::from(current.quota.max(1))
+        < u128::from(current.remaining) * u128::from(candidate.quota.max(1))
+}
+
+#[async_trait::async_trait]
+impl Plugin for RateLimit {
+    fn name(&self) -> &'static str {
+        "rate_limit"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::RateLimit
+    }
+
+    async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+        let mut closest: Option<RateLimitHeaders> = None;
+        let mut key = String::with_capacity(64);
+        for rule in &self.rules {
+            key.clear();
+            if self.route_level {
+                key.push_str(&ctx.route);
+                key.push('|');
+            }
+            rule.key.write_value(req, ctx, &mut key);
+            let limits = rule.limits_for(ctx.consumer_tier.as_deref());
+            match rule.check(&key, limits).await {
+                Ok(outcome) if outcome.allowed => {
+                    if closest
+                        .as_ref()
+                        .is_none_or(|best| closer(&outcome, &best.outcome))
+                    {
+                        closest = Some(RateLimitHeaders {
+                            rule: Arc::clone(&rule.name),
+                            outcome,
+                        });
+                    }
+                }
+                Ok(outcome) => {
+                    self.telemetry.rate_limited(&ctx.route, &rule.name);
+                    ctx.rate_limit_rule = Some(Arc::clone(&rule.name));
+                    ctx.extensions.insert(RateLimitHeaders {
+                        rule: Arc::clone(&rule.name),
+                        outcome,
+                    });
+                    let retry_after = seconds(outcome.retry_after_ns).max(1);
+                    return Err(Rejection::new(
+                        ErrorCode::RateLimited,
+                        format!("rate limit {} exceeded", rule.name),
+                    )
+                    .retry_after(retry_after));
+                }
+                Err(_) => {
+                    self.telemetry.backend_error("redis");
+                    let deny = matches!(&rule.store, Store::Redis(redis) if redis.on_error == OnError::Deny);
+                    if deny {
+                        return Err(Rejection::new(
+                            ErrorCode::RateLimitBackendDown,
+                            "the rate-limit backend is unavailable",
+                        )
+                        .retry_after(1));
+                    }
+                }
+            }
+        }
+        if let Some(headers) = closest {
+            ctx.extensions.insert(headers);
+        }
+        Ok(())
+    }
+
+    fn response(&self, resp: &mut ResponseHeader, ctx: &mut PluginCtx) {
+        if let Some(headers) = ctx.extensions.get::<RateLimitHeaders>() {
+            headers.apply(resp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
