@@ -38,7 +38,7 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-traffic portcullis-edge portcullis-auth portcullis-ratelimit-local portcullis-ratelimit-redis portcullis-cache nginx-tls portcullis-tls}"
+ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-traffic portcullis-edge portcullis-auth portcullis-ratelimit-local portcullis-ratelimit-redis portcullis-full portcullis-cache nginx-tls portcullis-tls}"
 PROXY_CPU=0
 LOAD_CPU=1
 
@@ -56,6 +56,9 @@ CACHE_CONF="$LOADTEST_DIR/conf/cache.yaml"
 # The edge profile with key_auth + jwt (RS256) on the measured route.
 AUTH_CONF="$LOADTEST_DIR/conf/auth.yaml"
 AUTH_JWKS=/tmp/portcullis-bench-auth-jwks.json
+# The full edge chain: auth + rate_limit + canary + outlier detection + access log.
+FULL_CONF="$LOADTEST_DIR/conf/full.yaml"
+FULL_JWKS=/tmp/portcullis-bench-full-jwks.json
 AUTH_ACCESS_LOG=/tmp/portcullis-bench-auth-access.log
 FIXTURE_BIN="$(dirname "$GATEWAY_BIN")/examples/auth_fixture"
 # Extra request header of the row being measured (the auth row's bearer token).
@@ -110,7 +113,7 @@ prepare() {
 		"$(conf_first_address "$CACHE_CONF" listeners)" "$BARE_ADDR" "$NGINX_TLS_ADDR" \
 		"$(conf_first_address "$TLS_CONF" listeners)" "$(conf_first_address "$AUTH_CONF" listeners)" \
 		"$(conf_first_address "$TRAFFIC_CONF" listeners)" "$(conf_first_address "$RL_LOCAL_CONF" listeners)" \
-		"$(conf_first_address "$RL_REDIS_CONF" listeners)"; do
+		"$(conf_first_address "$RL_REDIS_CONF" listeners)" "$(conf_first_address "$FULL_CONF" listeners)"; do
 		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
 			die "something already listens on $addr"
 		fi
@@ -326,7 +329,7 @@ measure() {
 # k6_latency NAME URL — p50 and p99 (ms) at a constant K6_RATE requests/s.
 k6_latency() {
 	local name="$1" url="$2" summary="$WORK/k6-$1.json"
-	if ! taskset -c "$LOAD_CPU" env URL="$url" RATE="$K6_RATE" DURATION="$K6_DURATION" \
+	if ! taskset -c "$LOAD_CPU" env URL="$url" HEADER="$REQUEST_HEADER" RATE="$K6_RATE" DURATION="$K6_DURATION" \
 		k6 run --quiet --summary-export "$summary" "$LOADTEST_DIR/fixed-rate.js" >"$WORK/k6-$name.log" 2>&1; then
 		note "$name: k6 at $K6_RATE req/s failed its thresholds (see the row's latency)"
 	fi
@@ -401,15 +404,17 @@ run_row() {
 			return
 		}
 		;;
-	portcullis-auth)
+	portcullis-auth | portcullis-full)
+		local conf="$AUTH_CONF" jwks="$AUTH_JWKS"
+		[[ $row == portcullis-full ]] && conf="$FULL_CONF" jwks="$FULL_JWKS"
 		: >"$AUTH_ACCESS_LOG"
 		local token
-		if ! token="$("$FIXTURE_BIN" "$AUTH_JWKS")"; then
+		if ! token="$("$FIXTURE_BIN" "$jwks")"; then
 			skip_row "$row" "examples/auth_fixture failed (build it with cargo build --release --example auth_fixture)"
 			return
 		fi
 		REQUEST_HEADER="Authorization: Bearer $token"
-		start_portcullis "$AUTH_CONF" "$row" || {
+		start_portcullis "$conf" "$row" || {
 			REQUEST_HEADER=""
 			skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
 			return
@@ -430,12 +435,13 @@ run_row() {
 	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
 	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;
 	portcullis-auth) url="http://$(conf_first_address "$AUTH_CONF" listeners)$EDGE_PATH" ;;
+	portcullis-full) url="http://$(conf_first_address "$FULL_CONF" listeners)$EDGE_PATH" ;;
 	portcullis-ratelimit-local) url="http://$(conf_first_address "$RL_LOCAL_CONF" listeners)/" ;;
 	portcullis-ratelimit-redis) url="http://$(conf_first_address "$RL_REDIS_CONF" listeners)/" ;;
 	esac
 	measure "$row" "$url" "$PROXY_PID"
 	REQUEST_HEADER=""
-	rm -f "$AUTH_ACCESS_LOG" "$AUTH_JWKS"
+	rm -f "$AUTH_ACCESS_LOG" "$AUTH_JWKS" "$FULL_JWKS" /tmp/portcullis-bench-full-access.log
 	if [[ $row == portcullis-edge ]]; then
 		local lines
 		lines="$(wc -l <"$EDGE_ACCESS_LOG" 2>/dev/null || echo 0)"

@@ -1,12 +1,19 @@
 // Latency at a fixed load: a constant arrival rate of GETs to one URL. compare.sh runs it
 // against every proxy so the p50/p99 columns compare like with like.
 //
-//   URL=http://127.0.0.1:28083/ RATE=2000 DURATION=10s k6 run loadtest/fixed-rate.js
+//   URL=http://127.0.0.1:28083/ RATE=2000 DURATION=10s [HEADER='Authorization: Bearer ...'] \
+//     k6 run loadtest/fixed-rate.js
 import http from 'k6/http';
 import { check } from 'k6';
 
 const URL = __ENV.URL || 'http://127.0.0.1:28083/';
 const RATE = parseInt(__ENV.RATE || '2000', 10);
+// One extra request header, "Name: value" (compare.sh's auth rows send a bearer token).
+const HEADERS = {};
+if (__ENV.HEADER) {
+  const at = __ENV.HEADER.indexOf(':');
+  HEADERS[__ENV.HEADER.slice(0, at).trim()] = __ENV.HEADER.slice(at + 1).trim();
+}
 
 export const options = {
   // The TLS rows use a self-signed test certificate.
@@ -30,6 +37,6 @@ export const options = {
 };
 
 export default function () {
-  const res = http.get(URL);
+  const res = http.get(URL, { headers: HEADERS });
   check(res, { 'status 200': (r) => r.status === 200 });
 }
