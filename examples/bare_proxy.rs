@@ -1,7 +1,8 @@
 //! The smallest Pingora reverse proxy: one upstream, no routing, no plugins, no metrics,
-//! no log. `loadtest/compare.sh` runs it as the "pingora-bare" row, the ceiling any
-//! Pingora-based gateway can reach on this machine, so the cost of Portcullis's own work
-//! is the distance between it and the Portcullis rows.
+//! no log, and the same allocator as Portcullis (mimalloc). `loadtest/compare.sh` runs it
+//! as the "pingora-bare" row, the ceiling any Pingora-based gateway can reach on this
+//! machine, so the cost of Portcullis's own work is the distance between it and the
+//! Portcullis rows.
 //!
 //! ```text
 //! cargo build --release --example bare_proxy
@@ -14,6 +15,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{http_proxy_service, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(
