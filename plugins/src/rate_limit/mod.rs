@@ -288,16 +288,8 @@ fn compile_rule(
         Some(value) => Ok(Some(value)),
         None => Ok(None),
     };
-    let refuse = |field: &str, set: bool, algorithm: &str| {
-        if set {
-            Err(problem(
-                format!("{path}.{field}"),
-                format!("not a field of {algorithm}"),
-            ))
-        } else {
-            Ok(())
-        }
-    };
+    let refuse =
+        |field: &str, set: bool, algorithm: &str| refuse_field(path, field, set, algorithm);
     let base = match config.algorithm {
         Algorithm::TokenBucket => {
             refuse("limit", config.limit.is_some(), "token_bucket")?;
@@ -340,7 +332,7 @@ fn compile_rule(
         let tier_path = format!("{path}.tiers.{tier}");
         let limits = match base {
             Limits::TokenBucket(bucket) => {
-                refuse_tier(
+                refuse_field(
                     &tier_path,
                     "limit",
                     overrides.limit.is_some(),
@@ -360,13 +352,13 @@ fn compile_rule(
                 })
             }
             Limits::SlidingWindow(window) => {
-                refuse_tier(
+                refuse_field(
                     &tier_path,
                     "rate",
                     overrides.rate.is_some(),
                     "sliding_window",
                 )?;
-                refuse_tier(
+                refuse_field(
                     &tier_path,
                     "burst",
                     overrides.burst.is_some(),
@@ -410,7 +402,8 @@ fn compile_rule(
     })
 }
 
-fn refuse_tier(path: &str, field: &str, set: bool, algorithm: &str) -> Result<(), ConfigProblem> {
+/// A problem at `path.field` when a field of the other algorithm is `set`.
+fn refuse_field(path: &str, field: &str, set: bool, algorithm: &str) -> Result<(), ConfigProblem> {
     if set {
         Err(problem(
             format!("{path}.{field}"),
