@@ -14,6 +14,7 @@ use portcullis_plugins::PluginCtx;
 
 use crate::config::schema::CanaryConfig;
 use crate::config::Problem;
+use crate::request_key::RequestKey;
 use crate::upstream::Upstream;
 
 /// Which pool a request went to, as the upstream (`X-Portcullis-Variant`), the metrics
@@ -36,23 +37,6 @@ impl Variant {
     }
 }
 
-/// What keeps a user on one variant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StickyOn {
-    /// Nothing: every request is drawn on its own.
-    Nothing,
-    /// The authenticated consumer.
-    Consumer,
-    /// The client's IP address.
-    ClientIp,
-    /// A request header's value.
-    Header(HeaderName),
-    /// A cookie's value.
-    Cookie(String),
-    /// A claim of the JWT that authenticated the request.
-    Jwt(String),
-}
-
 /// Buckets the sticky hash falls into; a weight of 1% is 100 of them.
 const BUCKETS: u64 = 10_000;
 
@@ -62,7 +46,8 @@ pub struct Canary {
     pub upstream: Arc<Upstream>,
     /// Buckets (of 10 000) that go to the canary.
     threshold: u64,
-    sticky_on: StickyOn,
+    /// What keeps a user on one variant; `None` draws every request on its own.
+    sticky_on: Option<RequestKey>,
     force_header: Option<HeaderName>,
 }
 
@@ -82,13 +67,13 @@ impl Canary {
             ));
             ok = false;
         }
-        let sticky_on = match config.sticky_on.as_deref().map(parse_sticky_on) {
-            None => StickyOn::Nothing,
-            Some(Ok(sticky_on)) => sticky_on,
+        let sticky_on = match config.sticky_on.as_deref().map(RequestKey::parse) {
+            None => None,
+            Some(Ok(sticky_on)) => Some(sticky_on),
             Some(Err(message)) => {
                 problems.push(Problem::new(format!("{path}.sticky_on"), message));
                 ok = false;
-                StickyOn::Nothing
+                None
             }
         };
         let force_header = match config.force_header.as_deref() {
@@ -130,7 +115,8 @@ impl Canary {
                 return Variant::Stable;
             }
         }
-        let bucket = match self.sticky_value(req, ctx) {
+        let sticky_value = self.sticky_on.as_ref().and_then(|key| key.value(req, ctx));
+        let bucket = match sticky_value {
             Some(value) => sticky_bucket(&value),
             None => {
                 use rand::Rng;
@@ -148,35 +134,6 @@ impl Canary {
     pub fn force_header(&self) -> Option<&HeaderName> {
         self.force_header.as_ref()
     }
-
-    fn sticky_value(&self, req: &RequestHeader, ctx: &PluginCtx) -> Option<Vec<u8>> {
-        match &self.sticky_on {
-            StickyOn::Nothing => None,
-            StickyOn::Consumer => ctx.consumer.as_ref().map(|c| c.as_bytes().to_vec()),
-            StickyOn::ClientIp => ctx.client_ip.map(|ip| ip.to_string().into_bytes()),
-            StickyOn::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
-            StickyOn::Cookie(name) => cookie(req, name).map(|v| v.as_bytes().to_vec()),
-            StickyOn::Jwt(claim) => {
-                let value = ctx.claims.as_ref()?.get(claim)?;
-                Some(match value {
-                    serde_json::Value::String(text) => text.as_bytes().to_vec(),
-                    other => other.to_string().into_bytes(),
-                })
-            }
-        }
-    }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }
 
 /// The bucket (0..10 000) of a sticky value: FNV-1a, then MurmurHash3's finalizer so
@@ -195,21 +152,6 @@ pub fn sticky_bucket(value: &[u8]) -> u64 {
     hash % BUCKETS
 }
 
-fn parse_sticky_on(key: &str) -> Result<StickyOn, String> {
-    match key.split_once(':') {
-        None if key == "consumer" => Ok(StickyOn::Consumer),
-        None if key == "client_ip" => Ok(StickyOn::ClientIp),
-        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
-            .map(StickyOn::Header)
-            .map_err(|_| format!("{name:?} is not a valid header name")),
-        Some(("cookie", name)) if !name.is_empty() => Ok(StickyOn::Cookie(name.to_string())),
-        Some(("jwt", claim)) if !claim.is_empty() => Ok(StickyOn::Jwt(claim.to_string())),
-        _ => Err(format!(
-            "{key:?} is not one of consumer, client_ip, header:NAME, cookie:NAME, jwt:CLAIM"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +160,7 @@ mod tests {
         Canary {
             upstream: Arc::new(crate::upstream::test_pool("canary")),
             threshold: (weight * 100.0).round() as u64,
-            sticky_on: parse_sticky_on(sticky_on).unwrap_or(StickyOn::Nothing),
+            sticky_on: RequestKey::parse(sticky_on).ok(),
             force_header: Some(HeaderName::from_static("x-canary")),
         }
     }
@@ -302,16 +244,5 @@ mod tests {
         assert_eq!(all.choose(&never, &ctx), Variant::Stable);
         assert_eq!(all.choose(&request(&[]), &ctx), Variant::Canary);
         assert_eq!(none.choose(&request(&[]), &ctx), Variant::Stable);
-    }
-
-    #[test]
-    fn sticky_keys_parse() {
-        assert_eq!(parse_sticky_on("consumer"), Ok(StickyOn::Consumer));
-        assert_eq!(
-            parse_sticky_on("jwt:tenant"),
-            Ok(StickyOn::Jwt("tenant".into()))
-        );
-        assert!(parse_sticky_on("cookie:").is_err());
-        assert!(parse_sticky_on("user").is_err());
     }
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use pingora::proxy::Session;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
-use super::{client_ip, RequestCtx};
+use super::RequestCtx;
 use crate::canary::Variant;
-use crate::upstream::{HashOn, Upstream};
+use crate::request_key::RequestKey;
+use crate::upstream::Upstream;
 
 /// Takes the first of `pools` (the canary for canary requests, the route's pool, its
 /// fallback) that has an available target: a bulkhead slot there and the target. A
@@ -32,7 +33,7 @@ pub(super) fn choose_target(
             )
             .retry_after(1));
         };
-        let key = balancing_key(session, &ctx.plugins, &pool.hash_on);
+        let key = balancing_key(session, &ctx.plugins, pool.hash_on.as_ref());
         if let Some(target) = pool.select(&key, 0) {
             if let Some(budget) = &pool.retries.budget {
                 budget.deposit();
@@ -62,31 +63,14 @@ fn unavailable(pool: &Upstream) -> Rejection {
     .retry_after(pool.retry_after())
 }
 
-/// The bytes `consistent_hash` hashes (empty for the other algorithms).
-pub(super) fn balancing_key(session: &Session, plugins: &PluginCtx, hash_on: &HashOn) -> Vec<u8> {
-    let req = session.req_header();
-    match hash_on {
-        HashOn::Nothing => Vec::new(),
-        HashOn::ClientIp => client_ip(session)
-            .map(|ip| ip.to_string().into_bytes())
-            .unwrap_or_default(),
-        HashOn::Header(name) => req
-            .headers
-            .get(name)
-            .map(|value| value.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashOn::Cookie(name) => crate::canary::cookie(req, name)
-            .map(|value| value.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashOn::Consumer => plugins
-            .consumer
-            .as_deref()
-            .map(|id| id.as_bytes().to_vec())
-            .unwrap_or_default(),
-        HashOn::Claim(claim) => match plugins.claims.as_ref().and_then(|c| c.get(claim)) {
-            Some(serde_json::Value::String(text)) => text.as_bytes().to_vec(),
-            Some(other) => other.to_string().into_bytes(),
-            None => Vec::new(),
-        },
-    }
+/// The bytes `consistent_hash` hashes (empty for the other algorithms, and when the
+/// request lacks the key).
+pub(super) fn balancing_key(
+    session: &Session,
+    plugins: &PluginCtx,
+    hash_on: Option<&RequestKey>,
+) -> Vec<u8> {
+    hash_on
+        .and_then(|key| key.value(session.req_header(), plugins))
+        .unwrap_or_default()
 }

@@ -295,7 +295,7 @@ impl ProxyHttp for Proxy {
             if !upstream.retries.backoff.is_zero() {
                 tokio::time::sleep(backoff(upstream.retries.backoff, ctx.attempts - 1)).await;
             }
-            let key = balancing_key(session, &ctx.plugins, &upstream.hash_on);
+            let key = balancing_key(session, &ctx.plugins, upstream.hash_on.as_ref());
             let retry_target = upstream
                 .select(&key, ctx.tried)
                 // With every other target tried, go back to one already tried.

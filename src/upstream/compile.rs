@@ -16,12 +16,12 @@ use portcullis_plugins::Retained;
 use super::health::{build_health_check, ActiveHealth};
 use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
 use super::{
-    Balancer, HashOn, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState,
-    Upstream,
+    Balancer, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState, Upstream,
 };
 use crate::config::schema::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
 use crate::config::Problem;
 use crate::metrics::Metrics;
+use crate::request_key::RequestKey;
 
 /// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
 const MAX_WEIGHT: u32 = 1000;
@@ -64,15 +64,15 @@ pub fn compile_upstream(
         (LoadBalancing::ConsistentHash, None) => {
             problems.push(Problem::new(
                 format!("{path}.hash_on"),
-                "consistent_hash needs hash_on (client_ip, header:NAME or cookie:NAME)",
+                "consistent_hash needs hash_on (consumer, client_ip, header:NAME, cookie:NAME or jwt:CLAIM)",
             ));
-            HashOn::Nothing
+            None
         }
-        (LoadBalancing::ConsistentHash, Some(key)) => match parse_hash_on(key) {
-            Ok(hash_on) => hash_on,
+        (LoadBalancing::ConsistentHash, Some(key)) => match RequestKey::parse(key) {
+            Ok(hash_on) => Some(hash_on),
             Err(message) => {
                 problems.push(Problem::new(format!("{path}.hash_on"), message));
-                HashOn::Nothing
+                None
             }
         },
         (_, Some(_)) => {
@@ -80,9 +80,9 @@ pub fn compile_upstream(
                 format!("{path}.hash_on"),
                 "only used with load_balancing: consistent_hash",
             ));
-            HashOn::Nothing
+            None
         }
-        (_, None) => HashOn::Nothing,
+        (_, None) => None,
     };
 
     if config.targets.is_empty() {
@@ -265,21 +265,6 @@ fn peer_template(config: &UpstreamConfig) -> HttpPeer {
         peer.options.verify_hostname = tls.verify;
     }
     peer
-}
-
-fn parse_hash_on(key: &str) -> Result<HashOn, String> {
-    match key.split_once(':') {
-        None if key == "client_ip" => Ok(HashOn::ClientIp),
-        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
-            .map(HashOn::Header)
-            .map_err(|_| format!("{name:?} is not a valid header name")),
-        Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_string())),
-        None if key == "consumer" => Ok(HashOn::Consumer),
-        Some(("jwt", claim)) if !claim.is_empty() => Ok(HashOn::Claim(claim.to_string())),
-        _ => Err(format!(
-            "{key:?} is not one of client_ip, header:NAME, cookie:NAME, consumer, jwt:CLAIM"
-        )),
-    }
 }
 
 /// Health is shared by address: a weight change keeps the target's health.

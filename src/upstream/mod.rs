@@ -25,6 +25,7 @@ pub use outlier::{Availability, Outcome, OutlierPolicy, OutlierState};
 pub use peak_ewma::PeakEwma;
 pub use retry_budget::RetryBudget;
 
+use crate::request_key::RequestKey;
 use outlier::{PoolView, Transition};
 
 /// The index of a target in [`Upstream::targets`], stored in each `Backend`'s extensions
@@ -71,23 +72,6 @@ pub fn clock_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// What `consistent_hash` hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    /// Nothing: round robin and random ignore the key.
-    Nothing,
-    /// The client's IP address.
-    ClientIp,
-    /// The value of a request header.
-    Header(http::HeaderName),
-    /// The value of a cookie.
-    Cookie(String),
-    /// The authenticated consumer's id.
-    Consumer,
-    /// A claim of the verified JWT.
-    Claim(String),
-}
-
 /// When and how a failed attempt is retried.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -120,7 +104,7 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     balancer: Box<dyn Balancer>,
     /// The balancing key.
-    pub hash_on: HashOn,
+    pub hash_on: Option<RequestKey>,
     /// Retries.
     pub retries: RetryPolicy,
     /// Passive outlier ejection, if configured.
