@@ -3,6 +3,7 @@
 
 use http::HeaderName;
 use pingora_http::RequestHeader;
+use portcullis_plugins::auth::credentials::cookie_value;
 use portcullis_plugins::PluginCtx;
 
 /// `consumer | client_ip | header:NAME | cookie:NAME | jwt:CLAIM`.
@@ -44,7 +45,7 @@ impl RequestKey {
             Self::Consumer => ctx.consumer.as_ref().map(|c| c.as_bytes().to_vec()),
             Self::ClientIp => ctx.client_ip.map(|ip| ip.to_string().into_bytes()),
             Self::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
-            Self::Cookie(name) => cookie(req, name).map(|v| v.as_bytes().to_vec()),
+            Self::Cookie(name) => cookie_value(req, name).map(|v| v.as_bytes().to_vec()),
             Self::Claim(claim) => {
                 let value = ctx.claims.as_ref()?.get(claim)?;
                 Some(match value {
@@ -54,18 +55,6 @@ impl RequestKey {
             }
         }
     }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }
 
 #[cfg(test)]

@@ -34,6 +34,14 @@ pub fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
 
 /// The value of cookie `name`, when present and not empty.
 pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    cookie_value(req, name)
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, exactly as sent (the core
+/// uses it for `cookie:NAME` keys).
+pub fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers
         .get_all(COOKIE)
         .iter()
@@ -41,8 +49,7 @@ pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
+        .map(|(_, value)| value)
 }
 
 /// Rewrites the request target without query parameter `name` (every copy). Other
