@@ -14,9 +14,7 @@ use portcullis_plugins::auth::failures::AuthFailureLimit;
 use portcullis_plugins::consumers::Consumers;
 use portcullis_plugins::ip_restriction::IpRules;
 use portcullis_plugins::rate_limit::RedisBackend;
-use portcullis_plugins::{
-    build_chain, ConfigProblem, PluginChain, PluginEnv, Retained, RetainedSet,
-};
+use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
@@ -163,12 +161,12 @@ impl Gateway {
             None => Retained::fresh(),
         };
         let consumers = Consumers::compile(&config.consumers).unwrap_or_else(|more| {
-            problems.extend(more.into_iter().map(|p| Problem::new(p.path, p.message)));
+            problems.extend(more);
             Consumers::default()
         });
         let auth_failure_limit = config.auth_failure_limit.as_ref().and_then(|limit| {
             AuthFailureLimit::retained(limit, &retained)
-                .map_err(|p| problems.push(Problem::new(p.path, p.message)))
+                .map_err(|p| problems.push(p))
                 .ok()
         });
         let mut plugin_env = PluginEnv {
@@ -182,10 +180,7 @@ impl Gateway {
         if let Some(redis) = &config.redis {
             match RedisBackend::new(redis, &plugin_env.retained, context.background) {
                 Ok(backend) => plugin_env.redis = Some(Arc::new(backend)),
-                Err(problem) => problems.push(Problem::new(
-                    format!("redis.{}", problem.path),
-                    problem.message,
-                )),
+                Err(problem) => problems.push(problem.under("redis")),
             }
         }
         let process = compile_process(config, &mut problems);
@@ -206,16 +201,11 @@ impl Gateway {
             }
         };
         let global_problems = config.plugins.problems_in(&plugin_env);
-        for problem in &global_problems {
-            problems.push(Problem::new(
-                format!("plugins.{}", problem.path),
-                problem.message.clone(),
-            ));
-        }
+        problems.extend(global_problems.iter().map(|p| p.clone().under("plugins")));
 
         let admin_allow = match &config.admin {
             Some(admin) => IpRules::new("admin", &admin.allow, &[]).unwrap_or_else(|problem| {
-                problems.push(Problem::new(problem.path, problem.message));
+                problems.push(problem);
                 IpRules::default()
             }),
             None => IpRules::default(),
@@ -357,7 +347,7 @@ fn compile_route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     metrics: &Metrics,
     plugin_env: &PluginEnv,
-    global_problems: &[ConfigProblem],
+    global_problems: &[Problem],
 ) -> Result<(Matcher, Arc<Route>), Vec<Problem>> {
     let mut problems = Vec::new();
     if !is_config_name(&route.name) {
@@ -387,12 +377,12 @@ fn compile_route(
         Ok(chain) => chain,
         Err(more) => {
             // Problems of the global section are reported once, under `plugins`.
-            for problem in more.into_iter().filter(|p| !global_problems.contains(p)) {
-                problems.push(Problem::new(
-                    format!("{path}.plugins.{}", problem.path),
-                    problem.message,
-                ));
-            }
+            let route_plugins = format!("{path}.plugins");
+            problems.extend(
+                more.into_iter()
+                    .filter(|p| !global_problems.contains(p))
+                    .map(|p| p.under(&route_plugins)),
+            );
             PluginChain::default()
         }
     };

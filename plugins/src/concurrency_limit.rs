@@ -11,7 +11,7 @@ use pingora_http::RequestHeader;
 use serde::Deserialize;
 
 use crate::rate_limit::LimitKey;
-use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Rejection};
+use crate::{ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
 
 const SHARDS: usize = 32;
 
@@ -98,13 +98,13 @@ impl ConcurrencyLimit {
         config: &ConcurrencyLimitConfig,
         route_level: bool,
         env: &PluginEnv,
-    ) -> Result<Self, ConfigProblem> {
-        let key = LimitKey::parse(&config.key).map_err(|message| ConfigProblem {
+    ) -> Result<Self, Problem> {
+        let key = LimitKey::parse(&config.key).map_err(|message| Problem {
             path: "concurrency_limit.key".into(),
             message,
         })?;
         if config.max == 0 {
-            return Err(ConfigProblem {
+            return Err(Problem {
                 path: "concurrency_limit.max".into(),
                 message: "must be at least 1".into(),
             });

@@ -12,7 +12,7 @@ use crate::jwt::{Jwt, JwtConfig};
 use crate::key_auth::{KeyAuth, KeyAuthConfig};
 use crate::rate_limit::{RateLimit, RateLimitRuleConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
-use crate::{AuthGuard, Plugin, PluginChain, PluginEnv};
+use crate::{AuthGuard, Plugin, PluginChain, PluginEnv, Problem};
 
 /// The plugins configured globally or on a route. A route's entry replaces the global
 /// entry of the same name.
@@ -37,32 +37,14 @@ pub struct PluginsConfig {
     pub ip_restriction: Option<IpRestrictionConfig>,
 }
 
-/// A configuration mistake found while building plugins.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted path of the offending field below the `plugins` section (`request_size.max_body`).
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
 impl PluginsConfig {
     /// Every mistake in this one section (global or a route's), with paths relative to it.
-    pub fn problems(&self) -> Vec<ConfigProblem> {
+    pub fn problems(&self) -> Vec<Problem> {
         self.problems_in(&PluginEnv::check())
     }
 
     /// [`Self::problems`] against the facts of `env` (e.g. whether a `redis` section exists).
-    pub fn problems_in(&self, env: &PluginEnv) -> Vec<ConfigProblem> {
+    pub fn problems_in(&self, env: &PluginEnv) -> Vec<Problem> {
         match build_chain(&PluginsConfig::default(), self, env) {
             Ok(_) => Vec::new(),
             Err(problems) => problems,
@@ -76,10 +58,10 @@ pub fn build_chain(
     global: &PluginsConfig,
     route: &PluginsConfig,
     env: &PluginEnv,
-) -> Result<PluginChain, Vec<ConfigProblem>> {
+) -> Result<PluginChain, Vec<Problem>> {
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     let mut problems = Vec::new();
-    let mut add = |built: Result<Arc<dyn Plugin>, ConfigProblem>| match built {
+    let mut add = |built: Result<Arc<dyn Plugin>, Problem>| match built {
         Ok(plugin) => plugins.push(plugin),
         Err(problem) => problems.push(problem),
     };

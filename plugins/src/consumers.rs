@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::ConfigProblem;
+use crate::Problem;
 
 /// One entry of the `consumers:` section as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,20 +108,20 @@ impl std::fmt::Debug for KeyDigest {
 
 impl Consumers {
     /// Compiles the `consumers:` section; problem paths start with `consumers[i]`.
-    pub fn compile(configs: &[ConsumerConfig]) -> Result<Self, Vec<ConfigProblem>> {
+    pub fn compile(configs: &[ConsumerConfig]) -> Result<Self, Vec<Problem>> {
         let mut consumers = Self::default();
         let mut problems = Vec::new();
         let mut ids = std::collections::HashSet::new();
         for (i, config) in configs.iter().enumerate() {
             let path = format!("consumers[{i}]");
             if !valid_id(&config.id) {
-                problems.push(ConfigProblem::new(
+                problems.push(Problem::new(
                     format!("{path}.id"),
                     "ids use letters, digits, '-', '_', '.', '@' and ':' (at most 128)",
                 ));
             }
             if !ids.insert(config.id.as_str()) {
-                problems.push(ConfigProblem::new(
+                problems.push(Problem::new(
                     format!("{path}.id"),
                     "another consumer has this id",
                 ));
@@ -140,13 +140,13 @@ impl Consumers {
                             .insert(digest, Arc::clone(&consumer))
                             .is_some()
                         {
-                            problems.push(ConfigProblem::new(
+                            problems.push(Problem::new(
                                 key_path,
                                 "this key is already given to a consumer",
                             ));
                         }
                     }
-                    None => problems.push(ConfigProblem::new(
+                    None => problems.push(Problem::new(
                         key_path,
                         "store keys as sha256:<64 hex digits> (print it with `portcullis hash-key KEY`)",
                     )),
@@ -154,7 +154,7 @@ impl Consumers {
             }
             for (j, subject) in config.jwt_subjects.iter().enumerate() {
                 if subject.is_empty() {
-                    problems.push(ConfigProblem::new(
+                    problems.push(Problem::new(
                         format!("{path}.jwt_subjects[{j}]"),
                         "must not be empty",
                     ));

@@ -11,7 +11,7 @@ use pingora_http::RequestHeader;
 use serde::Deserialize;
 
 use crate::units::Duration;
-use crate::{Answer, ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, Rejection};
+use crate::{Answer, ErrorCode, Phase, Plugin, PluginCtx, Problem, Rejection};
 
 /// `plugins.cors` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -105,8 +105,8 @@ pub struct Cors {
 
 impl Cors {
     /// Parses origins, methods and header lists once.
-    pub fn new(config: &CorsConfig) -> Result<Self, ConfigProblem> {
-        let problem = |path: String, message: String| ConfigProblem { path, message };
+    pub fn new(config: &CorsConfig) -> Result<Self, Problem> {
+        let problem = |path: String, message: String| Problem { path, message };
         if config.allow_origins.is_empty() {
             return Err(problem(
                 "cors.allow_origins".into(),

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
-use crate::{ConfigProblem, Phase, Plugin, PluginCtx};
+use crate::{Phase, Plugin, PluginCtx, Problem};
 
 /// `plugins.headers` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,7 +37,7 @@ pub struct Headers {
 
 impl Headers {
     /// Parses every header name and value of the configuration.
-    pub fn new(config: &HeadersConfig) -> Result<Self, ConfigProblem> {
+    pub fn new(config: &HeadersConfig) -> Result<Self, Problem> {
         Ok(Self {
             request_add: parse_pairs("headers.request_add", &config.request_add)?,
             request_remove: parse_names("headers.request_remove", &config.request_remove)?,
@@ -47,14 +47,14 @@ impl Headers {
     }
 }
 
-fn parse_name(path: &str, name: &str) -> Result<HeaderName, ConfigProblem> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigProblem {
+fn parse_name(path: &str, name: &str) -> Result<HeaderName, Problem> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| Problem {
         path: path.to_string(),
         message: format!("{name:?} is not a valid header name"),
     })
 }
 
-fn parse_names(path: &str, names: &[String]) -> Result<Vec<HeaderName>, ConfigProblem> {
+fn parse_names(path: &str, names: &[String]) -> Result<Vec<HeaderName>, Problem> {
     names
         .iter()
         .enumerate()
@@ -65,12 +65,12 @@ fn parse_names(path: &str, names: &[String]) -> Result<Vec<HeaderName>, ConfigPr
 fn parse_pairs(
     path: &str,
     pairs: &BTreeMap<String, String>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigProblem> {
+) -> Result<Vec<(HeaderName, HeaderValue)>, Problem> {
     pairs
         .iter()
         .map(|(name, value)| {
             let path = format!("{path}.{name}");
-            let header_value = HeaderValue::from_str(value).map_err(|_| ConfigProblem {
+            let header_value = HeaderValue::from_str(value).map_err(|_| Problem {
                 path: path.clone(),
                 message: format!("{value:?} is not a valid header value"),
             })?;
@@ -113,7 +113,7 @@ impl Plugin for Headers {
 mod tests {
     use super::*;
 
-    fn plugin(yaml: &str) -> Result<Headers, ConfigProblem> {
+    fn plugin(yaml: &str) -> Result<Headers, Problem> {
         Headers::new(&serde_yaml::from_str(yaml).expect("yaml"))
     }
 

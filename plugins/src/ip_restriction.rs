@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
 
-use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, Rejection};
+use crate::{ErrorCode, Phase, Plugin, PluginCtx, Problem, Rejection};
 
 /// `plugins.ip_restriction` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,7 +30,7 @@ pub struct IpRules {
 
 impl IpRules {
     /// Parses both lists; `path` prefixes the problem paths (`ip_restriction`, `admin`).
-    pub fn new(path: &str, allow: &[String], deny: &[String]) -> Result<Self, ConfigProblem> {
+    pub fn new(path: &str, allow: &[String], deny: &[String]) -> Result<Self, Problem> {
         Ok(Self {
             allow: parse_nets(&format!("{path}.allow"), allow)?,
             deny: parse_nets(&format!("{path}.deny"), deny)?,
@@ -56,7 +56,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn parse_nets(path: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigProblem> {
+fn parse_nets(path: &str, items: &[String]) -> Result<Vec<IpNet>, Problem> {
     items
         .iter()
         .enumerate()
@@ -64,7 +64,7 @@ fn parse_nets(path: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigProblem>
             item.parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
                 .map(|net| net.trunc())
-                .map_err(|_| ConfigProblem {
+                .map_err(|_| Problem {
                     path: format!("{path}[{i}]"),
                     message: format!("{item:?} is not an address or CIDR network"),
                 })
@@ -79,9 +79,9 @@ pub struct IpRestriction {
 
 impl IpRestriction {
     /// Parses the lists.
-    pub fn new(config: &IpRestrictionConfig) -> Result<Self, ConfigProblem> {
+    pub fn new(config: &IpRestrictionConfig) -> Result<Self, Problem> {
         if config.allow.is_empty() && config.deny.is_empty() {
-            return Err(ConfigProblem {
+            return Err(Problem {
                 path: "ip_restriction".into(),
                 message: "set allow, deny or both".into(),
             });

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, credentials};
 use crate::consumers::Consumers;
-use crate::{ConfigProblem, Phase, Plugin, PluginCtx, PluginEnv, Rejection};
+use crate::{Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
 
 /// `plugins.key_auth` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,11 +39,11 @@ pub struct KeyAuth {
 
 impl KeyAuth {
     /// Checks `config`; keys are looked up in `env.consumers`.
-    pub fn new(config: &KeyAuthConfig, env: &PluginEnv) -> Result<Self, ConfigProblem> {
+    pub fn new(config: &KeyAuthConfig, env: &PluginEnv) -> Result<Self, Problem> {
         let header = match (&config.header, &config.query) {
             (None, None) => Some(HeaderName::from_static("x-api-key")),
             (Some(name), _) => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConfigProblem::new(
+                Problem::new(
                     "key_auth.header",
                     format!("{name:?} is not a valid header name"),
                 )
@@ -51,7 +51,7 @@ impl KeyAuth {
             (None, Some(_)) => None,
         };
         if config.query.as_deref() == Some("") {
-            return Err(ConfigProblem::new("key_auth.query", "must not be empty"));
+            return Err(Problem::new("key_auth.query", "must not be empty"));
         }
         Ok(Self {
             header,

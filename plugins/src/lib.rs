@@ -11,6 +11,7 @@ mod chain;
 mod config;
 mod context;
 mod env;
+mod problem;
 mod reject;
 pub mod units;
 
@@ -25,9 +26,10 @@ pub mod rate_limit;
 pub mod request_size;
 
 pub use chain::{AuthGuard, PluginChain};
-pub use config::{build_chain, ConfigProblem, PluginsConfig};
+pub use config::{build_chain, PluginsConfig};
 pub use context::{Answer, PluginCtx};
 pub use env::{NoTelemetry, PluginEnv, Retained, RetainedSet, Telemetry};
+pub use problem::Problem;
 pub use reject::{ErrorCode, Rejection};
 
 use async_trait::async_trait;

@@ -4,7 +4,7 @@ use pingora_http::RequestHeader;
 use serde::Deserialize;
 
 use crate::units::Size;
-use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, Rejection};
+use crate::{ErrorCode, Phase, Plugin, PluginCtx, Problem, Rejection};
 
 /// `plugins.request_size` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -27,22 +27,22 @@ pub struct RequestSize {
 
 impl RequestSize {
     /// Checks the configured limits.
-    pub fn new(config: &RequestSizeConfig) -> Result<Self, ConfigProblem> {
+    pub fn new(config: &RequestSizeConfig) -> Result<Self, Problem> {
         if config.max_body.is_none() && config.max_header.is_none() && config.max_headers.is_none()
         {
-            return Err(ConfigProblem {
+            return Err(Problem {
                 path: "request_size".into(),
                 message: "set at least one of max_body, max_header and max_headers".into(),
             });
         }
         if config.max_headers == Some(0) {
-            return Err(ConfigProblem {
+            return Err(Problem {
                 path: "request_size.max_headers".into(),
                 message: "must be greater than 0".into(),
             });
         }
         if config.max_header == Some(Size(0)) {
-            return Err(ConfigProblem {
+            return Err(Problem {
                 path: "request_size.max_header".into(),
                 message: "must be greater than 0".into(),
             });

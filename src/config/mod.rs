@@ -7,36 +7,8 @@ pub mod schema;
 use std::fmt;
 use std::path::Path;
 
+pub use portcullis_plugins::Problem;
 pub use schema::Config;
-
-/// One thing wrong with a configuration, located by its dotted field path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// `routes[0].match.path_regex`; empty for the file as a whole.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
 
 /// Every problem of one configuration file, printed one per line as `FILE: path: message`.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use pingora_limits::rate::Rate;
 use serde::Deserialize;
 
 use crate::units::Duration;
-use crate::{ConfigProblem, ErrorCode, Rejection, Retained};
+use crate::{ErrorCode, Problem, Rejection, Retained};
 
 /// `auth_failure_limit:` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,16 +44,16 @@ impl AuthFailureLimit {
     pub fn retained(
         config: &AuthFailureLimitConfig,
         retained: &Retained,
-    ) -> Result<std::sync::Arc<Self>, ConfigProblem> {
+    ) -> Result<std::sync::Arc<Self>, Problem> {
         if config.limit == 0 {
-            return Err(ConfigProblem::new(
+            return Err(Problem::new(
                 "auth_failure_limit.limit",
                 "must be at least 1",
             ));
         }
         let window = config.window.0;
         if window < std::time::Duration::from_secs(1) {
-            return Err(ConfigProblem::new(
+            return Err(Problem::new(
                 "auth_failure_limit.window",
                 "must be at least 1s",
             ));

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::fetch::RemoteJwks;
 use super::keys::KeySet;
 use crate::units::Duration;
-use crate::{ConfigProblem, PluginEnv};
+use crate::{PluginEnv, Problem};
 
 /// The shortest HMAC secret accepted: RFC 7518 §3.2 asks for at least the hash size.
 const MIN_SECRET_BYTES: usize = 32;
@@ -91,13 +91,13 @@ const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-fn problem(field: &str, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem::new(format!("jwt.{field}"), message)
+fn problem(field: &str, message: impl Into<String>) -> Problem {
+    Problem::new(format!("jwt.{field}"), message)
 }
 
 impl JwtConfig {
     /// The accepted algorithms, checked against the key source.
-    pub fn algorithms(&self) -> Result<Vec<Algorithm>, ConfigProblem> {
+    pub fn algorithms(&self) -> Result<Vec<Algorithm>, Problem> {
         if self.algorithms.is_empty() {
             return Ok(if self.secret.is_some() {
                 vec![Algorithm::HS256]
@@ -130,7 +130,7 @@ impl JwtConfig {
     }
 
     /// Loads the keys (file, secret) or starts (or takes over) the fetcher of the URL.
-    pub fn key_source(&self, env: &PluginEnv) -> Result<KeySource, ConfigProblem> {
+    pub fn key_source(&self, env: &PluginEnv) -> Result<KeySource, Problem> {
         match (&self.secret, &self.jwks_file, &self.jwks_url) {
             (Some(secret), None, None) => {
                 if secret.len() < MIN_SECRET_BYTES {
@@ -185,7 +185,7 @@ impl JwtConfig {
     }
 
     /// `claims_to_headers` with checked header names.
-    pub fn claim_headers(&self) -> Result<Vec<(String, HeaderName)>, ConfigProblem> {
+    pub fn claim_headers(&self) -> Result<Vec<(String, HeaderName)>, Problem> {
         self.claims_to_headers
             .iter()
             .map(|(claim, header)| {
@@ -203,7 +203,7 @@ impl JwtConfig {
     }
 }
 
-impl ConfigProblem {
+impl Problem {
     /// `jwt.` → `jwt` for problems about the section as a whole.
     fn trim_path(mut self) -> Self {
         if self.path.ends_with('.') {

@@ -16,7 +16,7 @@ use pingora_http::RequestHeader;
 
 use crate::auth::{self, credentials};
 use crate::consumers::Consumers;
-use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Rejection};
+use crate::{ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
 
 pub use cache::{TokenCache, Verified};
 pub use config::{Audience, JwtConfig, KeySource};
@@ -38,7 +38,7 @@ pub struct Jwt {
 
 impl Jwt {
     /// Checks `config`, loads its keys (or takes over / starts the JWKS fetcher).
-    pub fn new(config: &JwtConfig, env: &PluginEnv) -> Result<Self, ConfigProblem> {
+    pub fn new(config: &JwtConfig, env: &PluginEnv) -> Result<Self, Problem> {
         let algorithms = config.algorithms()?;
         let claim_headers = config.claim_headers()?;
         let keys = config.key_source(env)?;

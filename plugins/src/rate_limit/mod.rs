@@ -23,7 +23,7 @@ pub use self::sliding_window::{SlidingWindow, WindowState};
 pub use self::token_bucket::{BucketState, TokenBucket};
 
 use crate::units::Duration;
-use crate::{ConfigProblem, ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Rejection, Telemetry};
+use crate::{ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection, Telemetry};
 
 /// One rule of `plugins.rate_limit` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -230,7 +230,7 @@ impl RateLimit {
         configs: &[RateLimitRuleConfig],
         route_level: bool,
         env: &PluginEnv,
-    ) -> Result<Self, Vec<ConfigProblem>> {
+    ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut rules = Vec::new();
         let mut names = HashSet::new();
@@ -261,8 +261,8 @@ impl RateLimit {
     }
 }
 
-fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem {
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
         path: path.into(),
         message: message.into(),
     }
@@ -272,7 +272,7 @@ fn compile_rule(
     config: &RateLimitRuleConfig,
     path: &str,
     env: &PluginEnv,
-) -> Result<Rule, ConfigProblem> {
+) -> Result<Rule, Problem> {
     let name = &config.name;
     let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
@@ -403,7 +403,7 @@ fn compile_rule(
 }
 
 /// A problem at `path.field` when a field of the other algorithm is `set`.
-fn refuse_field(path: &str, field: &str, set: bool, algorithm: &str) -> Result<(), ConfigProblem> {
+fn refuse_field(path: &str, field: &str, set: bool, algorithm: &str) -> Result<(), Problem> {
     if set {
         Err(problem(
             format!("{path}.{field}"),

@@ -22,7 +22,7 @@ use redis::{Script, ScriptInvocation};
 use serde::Deserialize;
 
 use crate::units;
-use crate::{ConfigProblem, Retained};
+use crate::{Problem, Retained};
 
 /// A failure is logged at most once per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -80,14 +80,14 @@ impl RedisBackend {
         config: &RedisConfig,
         retained: &Retained,
         background: bool,
-    ) -> Result<Self, ConfigProblem> {
-        let link = Link::parse(&config.url).map_err(|message| ConfigProblem {
+    ) -> Result<Self, Problem> {
+        let link = Link::parse(&config.url).map_err(|message| Problem {
             path: "url".into(),
             message,
         })?;
         let timeout = config.timeout.0;
         if timeout.is_zero() {
-            return Err(ConfigProblem {
+            return Err(Problem {
                 path: "timeout".into(),
                 message: "must be greater than 0".into(),
             });

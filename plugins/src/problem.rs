@@ -1,0 +1,46 @@
+//! One thing wrong with a configuration, located by its dotted field path: the one problem
+//! type of the whole gateway, from the plugins' sections to the listeners.
+
+use std::fmt;
+
+/// One thing wrong with a configuration, located by its dotted field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `routes[0].match.path_regex`; empty for the file as a whole. Plugins report paths
+    /// relative to their section (`request_size.max_body`); the caller places them with
+    /// [`Problem::under`].
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same problem, with its path placed below `parent` (`plugins` + `jwt.issuer` →
+    /// `plugins.jwt.issuer`).
+    pub fn under(mut self, parent: &str) -> Self {
+        self.path = if self.path.is_empty() {
+            parent.to_string()
+        } else {
+            format!("{parent}.{}", self.path)
+        };
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
