@@ -4,9 +4,9 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::cache::RespCacheable;
 use pingora_http::{RequestHeader, ResponseHeader};
-use portcullis::cache::{cache_key, policy, RouteCache};
 use portcullis::config::schema::CacheConfig;
-use portcullis::metrics::Metrics;
+use portcullis::model::cache::{cache_key, policy, RouteCache};
+use portcullis::telemetry::metrics::Metrics;
 
 fn route_cache() -> RouteCache {
     let config: CacheConfig = serde_yaml::from_str(

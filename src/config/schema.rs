@@ -12,8 +12,8 @@ use portcullis_plugins::units::{Duration, Size};
 use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
 
-use crate::compression::CompressionConfig;
-use crate::tls::ListenerTlsConfig;
+use crate::model::compression::CompressionConfig;
+use crate::model::tls::ListenerTlsConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

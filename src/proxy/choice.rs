@@ -7,9 +7,9 @@ use pingora::proxy::Session;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::RequestCtx;
-use crate::canary::Variant;
+use crate::model::canary::Variant;
+use crate::model::upstream::Upstream;
 use crate::request_key::RequestKey;
-use crate::upstream::Upstream;
 
 /// Takes the first of `pools` (the canary for canary requests, the route's pool, its
 /// fallback) that has an available target: a bulkhead slot there and the target. A

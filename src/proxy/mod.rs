@@ -29,14 +29,14 @@ use portcullis_plugins::{ErrorCode, Rejection};
 pub use context::RequestCtx;
 pub use errors::error_response;
 
-use crate::access_log::Entry;
-use crate::cache::{self, policy, store, CacheStatus};
-use crate::canary::Variant;
-use crate::compression;
-use crate::gateway::RouteAction;
-use crate::metrics::method_label;
-use crate::state::State;
-use crate::upstream::{bit, Outcome};
+use crate::model::cache::{self, policy, store, CacheStatus};
+use crate::model::canary::Variant;
+use crate::model::compression;
+use crate::model::gateway::RouteAction;
+use crate::model::upstream::{bit, Outcome};
+use crate::runtime::state::State;
+use crate::telemetry::access_log::Entry;
+use crate::telemetry::metrics::method_label;
 use choice::{balancing_key, choose_target};
 use connection::Connection;
 use retry::{backoff, retriable_request, status_reason};
@@ -571,7 +571,7 @@ impl ProxyHttp for Proxy {
                     .map_or("", |trace| trace.trace_id.as_str()),
                 client_ip: ctx.plugins.client_ip.map(|ip| ip.to_string()),
                 method: req.method.as_str(),
-                host: crate::router::request_host(req),
+                host: crate::model::router::request_host(req),
                 path: req.uri.path(),
                 route: route_name,
                 consumer: ctx.plugins.consumer.as_deref(),
@@ -591,7 +591,7 @@ impl ProxyHttp for Proxy {
 }
 
 /// Sets the request id (kept when valid, else generated) and the trace context.
-fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::Tracing) {
+fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::model::gateway::Tracing) {
     let req = session.req_header();
     ctx.request_id = match req.headers.get(&tracing.request_id_header) {
         Some(id) if trace::valid_request_id(id.as_bytes()) => {

@@ -9,7 +9,7 @@ use portcullis_plugins::{Answer, Rejection};
 
 use super::context::RequestCtx;
 use super::errors::error_response;
-use crate::gateway::FixedResponse;
+use crate::model::gateway::FixedResponse;
 
 /// Adds what every response carries: the request id, the plugins' response headers and
 /// the route plugins' response hooks.
@@ -79,7 +79,7 @@ async fn send(
 ) -> Result<bool> {
     decorate(&mut header, ctx);
     if let Some(route) = &ctx.route {
-        crate::compression::filter_response(session, route.compression.as_ref(), &header);
+        crate::model::compression::filter_response(session, route.compression.as_ref(), &header);
     }
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session

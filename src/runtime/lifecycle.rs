@@ -14,8 +14,8 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 
 use crate::config::LoadedConfig;
-use crate::gateway::{CompileContext, Gateway};
-use crate::state::State;
+use crate::model::gateway::{CompileContext, Gateway};
+use crate::runtime::state::State;
 
 /// How often draining looks at the open connections.
 const DRAIN_POLL: Duration = Duration::from_millis(20);

@@ -354,7 +354,7 @@ fn target_index(backend: &Backend) -> Option<usize> {
 pub fn test_pool(name: &str) -> Upstream {
     let config: crate::config::schema::UpstreamConfig =
         serde_yaml::from_str("targets: [{ address: 127.0.0.1:9 }]").expect("valid test pool");
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::telemetry::metrics::Metrics::new();
     compile_upstream(
         name,
         &config,

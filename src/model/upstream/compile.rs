@@ -20,8 +20,8 @@ use super::{
 };
 use crate::config::schema::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
 use crate::config::Problem;
-use crate::metrics::Metrics;
 use crate::request_key::RequestKey;
+use crate::telemetry::metrics::Metrics;
 
 /// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
 const MAX_WEIGHT: u32 = 1000;

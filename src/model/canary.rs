@@ -14,8 +14,8 @@ use portcullis_plugins::PluginCtx;
 
 use crate::config::schema::CanaryConfig;
 use crate::config::Problem;
+use crate::model::upstream::Upstream;
 use crate::request_key::RequestKey;
-use crate::upstream::Upstream;
 
 /// Which pool a request went to, as the upstream (`X-Portcullis-Variant`), the metrics
 /// and the access log see it.
@@ -158,7 +158,7 @@ mod tests {
 
     fn canary(weight: f64, sticky_on: &str) -> Canary {
         Canary {
-            upstream: Arc::new(crate::upstream::test_pool("canary")),
+            upstream: Arc::new(crate::model::upstream::test_pool("canary")),
             threshold: (weight * 100.0).round() as u64,
             sticky_on: RequestKey::parse(sticky_on).ok(),
             force_header: Some(HeaderName::from_static("x-canary")),

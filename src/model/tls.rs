@@ -18,7 +18,7 @@ use pingora::tls::x509::X509;
 use serde::Deserialize;
 
 use crate::config::Problem;
-use crate::state::State;
+use crate::runtime::state::State;
 
 /// `listeners[].tls` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -18,15 +18,15 @@ use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, Retained
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
-use crate::cache::RouteCache;
-use crate::canary::Canary;
-use crate::compression::CompressionPolicy;
 use crate::config::schema::{RespondConfig, RouteConfig};
 use crate::config::{Config, Problem};
-use crate::metrics::Metrics;
-use crate::router::{Matcher, Router};
-use crate::tls::CertStore;
-use crate::upstream::{compile_upstream, Upstream};
+use crate::model::cache::RouteCache;
+use crate::model::canary::Canary;
+use crate::model::compression::CompressionPolicy;
+use crate::model::router::{Matcher, Router};
+use crate::model::tls::CertStore;
+use crate::model::upstream::{compile_upstream, Upstream};
+use crate::telemetry::metrics::Metrics;
 
 /// A route, compiled.
 pub struct Route {

@@ -18,8 +18,8 @@ use prometheus::IntGaugeVec;
 
 use crate::config::schema::{HealthCheckConfig, HealthCheckKind};
 use crate::config::Problem;
-use crate::metrics::Metrics;
-use crate::state::State;
+use crate::runtime::state::State;
+use crate::telemetry::metrics::Metrics;
 
 /// When a pool's next active check is due, and whether one is running.
 pub struct ActiveHealth {

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::access_log::AccessLog;
-use crate::gateway::Gateway;
-use crate::metrics::Metrics;
+use crate::model::gateway::Gateway;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::Metrics;
 
 /// Shared by the proxy, the admin endpoints and the background services.
 pub struct State {
@@ -61,7 +61,7 @@ impl State {
     }
 
     /// Records that the configuration is active: compiled inside the running server, with
-    /// its plugins' background work started (see [`crate::lifecycle`]).
+    /// its plugins' background work started (see [`crate::runtime::lifecycle`]).
     pub fn mark_activated(&self) {
         self.activated.send_replace(true);
     }

@@ -1,0 +1,7 @@
+//! Runtime services (layer 3): the state that holds the model in force, and the services
+//! around it: reload, the admin endpoints, the process lifecycle.
+
+pub mod admin;
+pub mod lifecycle;
+pub mod reload;
+pub mod state;
