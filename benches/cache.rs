@@ -4,7 +4,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::cache::RespCacheable;
 use pingora_http::{RequestHeader, ResponseHeader};
-use portcullis::config::schema::CacheConfig;
+use portcullis::config::CacheConfig;
 use portcullis::model::cache::{cache_key, policy, RouteCache};
 use portcullis::telemetry::metrics::Metrics;
 

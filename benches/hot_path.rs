@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
-use portcullis::config::schema::MatchConfig;
+use portcullis::config::MatchConfig;
 use portcullis::model::router::{Matcher, Router};
 use portcullis::proxy::forwarding::{add_forwarded, remove_hop_by_hop};
 use portcullis::proxy::trace::{new_request_id, valid_request_id, TraceContext};
@@ -92,7 +92,7 @@ fn pool(algorithm: &str, extra: &str) -> std::sync::Arc<portcullis::model::upstr
         "targets: [{{address: '127.0.0.1:9001'}}, {{address: '127.0.0.1:9002'}}, \
          {{address: '127.0.0.1:9003'}}]\nload_balancing: {algorithm}\n{extra}"
     );
-    let config: portcullis::config::schema::UpstreamConfig =
+    let config: portcullis::config::UpstreamConfig =
         serde_yaml::from_str(&yaml).expect("valid pool");
     let metrics = portcullis::telemetry::metrics::Metrics::new();
     let retained = portcullis_plugins::Retained::fresh();
@@ -121,7 +121,7 @@ fn target_selection(c: &mut Criterion) {
 }
 
 fn canary_choice(c: &mut Criterion) {
-    use portcullis::config::schema::CanaryConfig;
+    use portcullis::config::CanaryConfig;
     use portcullis::model::canary::Canary;
     let config: CanaryConfig = serde_yaml::from_str(
         "{upstream: canary, weight: 10, sticky_on: 'header:X-User', force_header: X-Canary}",

@@ -12,7 +12,7 @@ use http::HeaderName;
 use pingora_http::RequestHeader;
 use portcullis_plugins::PluginCtx;
 
-use crate::config::schema::CanaryConfig;
+use crate::config::CanaryConfig;
 use crate::config::Problem;
 use crate::model::upstream::Upstream;
 use crate::request_key::RequestKey;

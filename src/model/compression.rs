@@ -10,64 +10,14 @@
 //! route has a compression policy ([`start`]), and each response turns it off when its
 //! type or size is not worth compressing ([`filter_response`]).
 
+use crate::config::{CompressionConfig, Problem};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::Session;
 use pingora_http::ResponseHeader;
-use portcullis_plugins::units::Size;
-use serde::Deserialize;
-
-use crate::config::Problem;
 
 /// The level the module reads Accept-Encoding with; every request then sets its own.
 const MODULE_LEVEL: u32 = 6;
-
-/// `compression:` (global) or `routes[].compression` as written in the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompressionConfig {
-    /// Compress at all (a route may turn the global policy off).
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Encoder level: gzip 1–9, brotli 0–11, zstd 1–22 (one value for all three).
-    #[serde(default = "default_level")]
-    pub level: u32,
-    /// Responses with a smaller Content-Length are sent as they are.
-    #[serde(default = "default_min_size")]
-    pub min_size: Size,
-    /// Content types compressed: exact (`application/json`) or a prefix ending in `/`
-    /// or `*` (`text/`, `text/*`).
-    #[serde(default = "default_types")]
-    pub types: Vec<String>,
-    /// Encodings offered (`gzip`, `zstd`), in any order (the client's preference decides).
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_level() -> u32 {
-    MODULE_LEVEL
-}
-fn default_min_size() -> Size {
-    Size(1024)
-}
-fn default_types() -> Vec<String> {
-    [
-        "text/",
-        "application/json",
-        "application/javascript",
-        "application/xml",
-        "application/problem+json",
-        "image/svg+xml",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-fn default_algorithms() -> Vec<String> {
-    ["gzip", "zstd"].map(String::from).to_vec()
-}
 
 /// A compiled compression policy.
 #[derive(Debug)]

@@ -18,8 +18,7 @@ use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, Retained
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
-use crate::config::schema::{RespondConfig, RouteConfig};
-use crate::config::{Config, Problem};
+use crate::config::{Config, Problem, RespondConfig, RouteConfig};
 use crate::model::cache::RouteCache;
 use crate::model::canary::Canary;
 use crate::model::compression::CompressionPolicy;

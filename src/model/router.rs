@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue, Method};
 use pingora_http::RequestHeader;
 use regex::Regex;
 
-use crate::config::schema::MatchConfig;
+use crate::config::MatchConfig;
 use crate::config::Problem;
 
 /// A host condition.

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::config::{CertificateConfig, ListenerTlsConfig, Problem};
+use crate::runtime::state::State;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
@@ -15,37 +17,6 @@ use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::ssl::NameType;
 use pingora::tls::x509::X509;
-use serde::Deserialize;
-
-use crate::config::Problem;
-use crate::runtime::state::State;
-
-/// `listeners[].tls` as written in the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTlsConfig {
-    /// Certificate/key pairs; each serves the names in its certificate (subject
-    /// alternative names, else the common name). The first is the default for clients
-    /// that send no or an unknown server name.
-    pub certificates: Vec<CertificateConfig>,
-    /// Offer HTTP/2 by ALPN (HTTP/1.1 stays available).
-    #[serde(default = "yes")]
-    pub http2: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// One certificate chain and its private key, PEM files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateConfig {
-    /// The certificate, followed by its intermediates.
-    pub cert: String,
-    /// The private key.
-    pub key: String,
-}
 
 /// A certificate chain with its key, parsed.
 pub struct CertifiedKey {

@@ -15,7 +15,7 @@ use pingora::cache::CachePhase;
 use pingora_http::RequestHeader;
 use prometheus::IntCounter;
 
-use crate::config::schema::CacheConfig;
+use crate::config::CacheConfig;
 use crate::config::Problem;
 use crate::telemetry::metrics::Metrics;
 pub use store::Store;

@@ -18,8 +18,8 @@ use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
 use super::{
     Balancer, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState, Upstream,
 };
-use crate::config::schema::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
 use crate::config::Problem;
+use crate::config::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
 use crate::request_key::RequestKey;
 use crate::telemetry::metrics::Metrics;
 

@@ -16,8 +16,8 @@ use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use prometheus::IntGaugeVec;
 
-use crate::config::schema::{HealthCheckConfig, HealthCheckKind};
 use crate::config::Problem;
+use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::runtime::state::State;
 use crate::telemetry::metrics::Metrics;
 

@@ -352,7 +352,7 @@ fn target_index(backend: &Backend) -> Option<usize> {
 /// A one-target pool for unit tests.
 #[cfg(test)]
 pub fn test_pool(name: &str) -> Upstream {
-    let config: crate::config::schema::UpstreamConfig =
+    let config: crate::config::UpstreamConfig =
         serde_yaml::from_str("targets: [{ address: 127.0.0.1:9 }]").expect("valid test pool");
     let metrics = crate::telemetry::metrics::Metrics::new();
     compile_upstream(
