@@ -13,12 +13,12 @@ use pingora::services::listening::Service;
 
 use crate::config::{self, LoadedConfig, Problem, Problems};
 use crate::model::gateway::{CompileContext, Gateway};
-use crate::model::tls::{self, SniResolver};
-use crate::model::upstream::HealthChecker;
 use crate::proxy::Proxy;
 use crate::runtime::admin::Admin;
+use crate::runtime::health_checker::HealthChecker;
 use crate::runtime::lifecycle::{Lifecycle, Signals};
 use crate::runtime::reload::{ConfigWatcher, SighupReloader};
+use crate::runtime::sni::{self, SniResolver};
 use crate::runtime::state::State;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
@@ -107,7 +107,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         match process.tls_listeners.iter().find(|(tls, _)| tls == address) {
             Some((_, http2)) => {
                 let resolver = SniResolver::new(Arc::clone(&state), *address);
-                let settings = tls::settings(resolver, *http2).map_err(|e| Problems {
+                let settings = sni::settings(resolver, *http2).map_err(|e| Problems {
                     file: path.display().to_string(),
                     problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
                 })?;

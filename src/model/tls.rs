@@ -1,27 +1,35 @@
-//! TLS termination: certificates chosen by SNI from the configuration in force, so a
-//! reload that changes a certificate file serves it on the next handshake without
-//! touching established connections.
+//! The certificates of the TLS listeners, compiled: read and checked at load, indexed by
+//! the names they serve. The handshake picks from the configuration in force
+//! ([`crate::runtime::sni`]), so a reload that changes a certificate file serves it on the
+//! next handshake without touching established connections.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{CertificateConfig, ListenerTlsConfig, Problem};
-use crate::runtime::state::State;
-use async_trait::async_trait;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
+use pingora::tls::error::ErrorStack;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
 use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
-use pingora::tls::ssl::NameType;
 use pingora::tls::x509::X509;
+
+use crate::config::{CertificateConfig, ListenerTlsConfig, Problem};
 
 /// A certificate chain with its key, parsed.
 pub struct CertifiedKey {
     chain: Vec<X509>,
     key: PKey<Private>,
+}
+
+impl CertifiedKey {
+    /// Presents this certificate, its intermediates and its key in a handshake.
+    pub fn install(&self, ssl: &mut TlsRef) -> Result<(), ErrorStack> {
+        ssl_use_certificate(ssl, &self.chain[0])?;
+        ssl_use_private_key(ssl, &self.key)?;
+        self.chain[1..]
+            .iter()
+            .try_for_each(|intermediate| ssl_add_chain_cert(ssl, intermediate))
+    }
 }
 
 /// The certificates of one listener, indexed by the names they serve.
@@ -168,52 +176,4 @@ fn names_of(cert: &X509) -> Vec<String> {
         .entries_by_nid(Nid::COMMONNAME)
         .filter_map(|entry| entry.data().to_string().ok())
         .collect()
-}
-
-/// Picks the certificate for each handshake on one listener from the configuration in
-/// force.
-pub struct SniResolver {
-    state: Arc<State>,
-    listener: SocketAddr,
-}
-
-impl SniResolver {
-    /// A resolver for the listener bound to `listener`.
-    pub fn new(state: Arc<State>, listener: SocketAddr) -> Self {
-        Self { state, listener }
-    }
-}
-
-#[async_trait]
-impl TlsAccept for SniResolver {
-    async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let gateway = self.state.gateway();
-        let Some(store) = gateway.tls.get(&self.listener) else {
-            return; // the handshake fails: no certificate
-        };
-        let certified = store.select(ssl.servername(NameType::HOST_NAME));
-        let installed = ssl_use_certificate(ssl, &certified.chain[0])
-            .and_then(|()| ssl_use_private_key(ssl, &certified.key))
-            .and_then(|()| {
-                certified.chain[1..]
-                    .iter()
-                    .try_for_each(|intermediate| ssl_add_chain_cert(ssl, intermediate))
-            });
-        if let Err(e) = installed {
-            log::error!(
-                "TLS on {}: cannot install the certificate: {e}",
-                self.listener
-            );
-        }
-    }
-}
-
-/// Pingora's TLS settings for a listener: Mozilla intermediate (TLS 1.2 and 1.3 only),
-/// certificates from `resolver`, HTTP/2 by ALPN when asked for.
-pub fn settings(resolver: SniResolver, http2: bool) -> pingora_error::Result<TlsSettings> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(resolver))?;
-    if http2 {
-        settings.enable_h2();
-    }
-    Ok(settings)
 }

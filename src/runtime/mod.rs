@@ -2,6 +2,8 @@
 //! around it: reload, the admin endpoints, the process lifecycle.
 
 pub mod admin;
+pub mod health_checker;
 pub mod lifecycle;
 pub mod reload;
+pub mod sni;
 pub mod state;

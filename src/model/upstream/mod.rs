@@ -20,7 +20,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 
 pub use balancer::Balancer;
 pub use compile::compile_upstream;
-pub use health::{ActiveHealth, HealthChecker};
+pub use health::ActiveHealth;
 pub use outlier::{Availability, Outcome, OutlierPolicy, OutlierState};
 pub use peak_ewma::PeakEwma;
 pub use retry_budget::RetryBudget;
@@ -257,6 +257,11 @@ impl Upstream {
             });
         }
         None
+    }
+
+    /// Runs one pass of the pool's active health checks.
+    pub async fn run_health_check(&self) {
+        self.balancer.run_health_check().await;
     }
 
     /// Whether active health checks consider the target healthy (always true without them).
