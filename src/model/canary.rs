@@ -155,6 +155,7 @@ pub fn sticky_bucket(value: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::request::testing::request;
 
     fn canary(weight: f64, sticky_on: &str) -> Canary {
         Canary {
@@ -163,15 +164,6 @@ mod tests {
             sticky_on: RequestKey::parse(sticky_on).ok(),
             force_header: Some(HeaderName::from_static("x-canary")),
         }
-    }
-
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("valid request");
-        for (name, value) in headers {
-            req.insert_header(name.to_string(), *value)
-                .expect("valid header");
-        }
-        req
     }
 
     fn consumer_ctx(consumer: &str) -> PluginCtx {

@@ -88,14 +88,7 @@ pub fn stripped_path_and_query(uri: &http::Uri, strip_len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        for (name, value) in headers {
-            req.append_header(name.to_string(), *value).expect("header");
-        }
-        req
-    }
+    use crate::model::request::testing::request;
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {

@@ -571,7 +571,7 @@ impl ProxyHttp for Proxy {
                     .map_or("", |trace| trace.trace_id.as_str()),
                 client_ip: ctx.plugins.client_ip.map(|ip| ip.to_string()),
                 method: req.method.as_str(),
-                host: crate::model::router::request_host(req),
+                host: crate::model::request::request_host(req),
                 path: req.uri.path(),
                 route: route_name,
                 consumer: ctx.plugins.consumer.as_deref(),

@@ -166,7 +166,7 @@ impl RouteCache {
 /// and path with query, one per line (none of them can contain a line break). The
 /// method is not part of it: HEAD is answered from the GET response.
 pub fn cache_key(route: &str, req: &RequestHeader) -> CacheKey {
-    let host = crate::model::router::request_host(req).to_ascii_lowercase();
+    let host = crate::model::request::request_host(req).to_ascii_lowercase();
     let path_and_query = req
         .uri
         .path_and_query()
