@@ -13,9 +13,9 @@ fn route_cache() -> RouteCache {
         "{ default_ttl: 60s, stale_while_revalidate: 30s, vary: [Accept-Encoding] }",
     )
     .expect("valid cache config");
-    let mut problems = Vec::new();
-    RouteCache::compile("bench", &config, "bench", &Metrics::new(), &mut problems)
+    RouteCache::compile("bench", &config, "bench", &Metrics::new())
         .expect("compiles")
+        .expect("enabled")
 }
 
 fn request() -> RequestHeader {

@@ -127,14 +127,8 @@ fn canary_choice(c: &mut Criterion) {
         "{upstream: canary, weight: 10, sticky_on: 'header:X-User', force_header: X-Canary}",
     )
     .expect("valid canary");
-    let mut problems = Vec::new();
-    let canary = Canary::compile(
-        &config,
-        Some(pool("round_robin", "")),
-        "bench",
-        &mut problems,
-    )
-    .expect("canary compiles");
+    let canary =
+        Canary::compile(&config, Some(pool("round_robin", "")), "bench").expect("canary compiles");
     let mut req = request("/api/orders", "api.example.com");
     req.insert_header("X-User", "user-4711").expect("header");
     let ctx = portcullis_plugins::PluginCtx::default();

@@ -77,6 +77,21 @@ fn default_true() -> bool {
     true
 }
 
+/// A section's compiled form, or `None` with its problems added to `problems`: every
+/// section is compiled even when another failed, so one check reports them all.
+pub fn noted<T>(compiled: Result<T, Vec<Problem>>, problems: &mut Vec<Problem>) -> Option<T> {
+    compiled.map_err(|more| problems.extend(more)).ok()
+}
+
+/// `value` when nothing was found wrong, else every problem.
+pub fn verdict<T>(value: T, problems: Vec<Problem>) -> Result<T, Vec<Problem>> {
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(problems)
+    }
+}
+
 /// Every problem of one configuration file, printed one per line as `FILE: path: message`.
 #[derive(Debug, Clone)]
 pub struct Problems {

@@ -12,8 +12,7 @@ use http::HeaderName;
 use pingora_http::RequestHeader;
 use portcullis_plugins::PluginCtx;
 
-use crate::config::CanaryConfig;
-use crate::config::Problem;
+use crate::config::{verdict, CanaryConfig, Problem};
 use crate::model::upstream::Upstream;
 use crate::request_key::RequestKey;
 
@@ -52,27 +51,26 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// Checks and compiles `config`; `upstream` is the canary pool, already looked up.
+    /// Checks and compiles `config`; `upstream` is the canary pool, already looked up
+    /// (when it is `None` the caller has reported why, and only `config`'s own problems
+    /// are added).
     pub fn compile(
         config: &CanaryConfig,
         upstream: Option<Arc<Upstream>>,
         path: &str,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
-        let mut ok = true;
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
         if !(0.0..=100.0).contains(&config.weight) {
             problems.push(Problem::new(
                 format!("{path}.weight"),
                 "must be between 0 and 100",
             ));
-            ok = false;
         }
         let sticky_on = match config.sticky_on.as_deref().map(RequestKey::parse) {
             None => None,
             Some(Ok(sticky_on)) => Some(sticky_on),
             Some(Err(message)) => {
                 problems.push(Problem::new(format!("{path}.sticky_on"), message));
-                ok = false;
                 None
             }
         };
@@ -85,18 +83,20 @@ impl Canary {
                         format!("{path}.force_header"),
                         format!("{name:?} is not a valid header name"),
                     ));
-                    ok = false;
                     None
                 }
             },
         };
-        let upstream = upstream?;
-        ok.then(|| Self {
+        let Some(upstream) = upstream else {
+            return Err(problems);
+        };
+        let canary = Self {
             upstream,
             threshold: (config.weight * 100.0).round() as u64,
             sticky_on,
             force_header,
-        })
+        };
+        verdict(canary, problems)
     }
 
     /// The variant for this request: forced by the force header, else by the sticky

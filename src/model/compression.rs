@@ -1,23 +1,15 @@
-//! Response compression: which responses Pingora's compression module (gzip and zstd,
-//! chosen by the client's Accept-Encoding) may encode.
+//! A compression policy, compiled: the encoder levels, and which responses (by type and
+//! size) are worth compressing. The proxy applies it to Pingora's compression module
+//! ([`crate::proxy::compression`]).
 //!
 //! Brotli is refused: Pingora 0.9.1's brotli encoder flushes but never finishes its
 //! stream, so every `br` body lacks its final meta-block. Lenient decoders (curl) accept
 //! that; strict ones (the `brotli` crate, some browsers) fail the whole response.
-//!
-//! Pingora installs the module on every proxy service, disabled. Each request enables it
-//! before the module reads Accept-Encoding ([`prepare`]), turns it off again unless its
-//! route has a compression policy ([`start`]), and each response turns it off when its
-//! type or size is not worth compressing ([`filter_response`]).
 
-use crate::config::{CompressionConfig, Problem};
-use pingora::modules::http::compression::ResponseCompression;
 use pingora::protocols::http::compression::Algorithm;
-use pingora::proxy::Session;
 use pingora_http::ResponseHeader;
 
-/// The level the module reads Accept-Encoding with; every request then sets its own.
-const MODULE_LEVEL: u32 = 6;
+use crate::config::{CompressionConfig, Problem};
 
 /// A compiled compression policy.
 #[derive(Debug)]
@@ -30,14 +22,11 @@ pub struct CompressionPolicy {
 
 impl CompressionPolicy {
     /// Checks `config` (at `path`); `None` when it turns compression off.
-    pub fn compile(
-        config: &CompressionConfig,
-        path: &str,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
+    pub fn compile(config: &CompressionConfig, path: &str) -> Result<Option<Self>, Vec<Problem>> {
         if !config.enabled {
-            return None;
+            return Ok(None);
         }
+        let mut problems = Vec::new();
         if !(1..=11).contains(&config.level) {
             problems.push(Problem::new(
                 format!("{path}.level"),
@@ -58,8 +47,11 @@ impl CompressionPolicy {
                 other => problems.push(Problem::new(at, format!("{other:?} is not gzip or zstd"))),
             }
         }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let level = |on: bool, max: u32| if on { config.level.min(max) } else { 0 };
-        Some(Self {
+        Ok(Some(Self {
             levels: [
                 (Algorithm::Gzip, level(enabled[0], 9)),
                 (Algorithm::Brotli, level(enabled[1], 11)),
@@ -71,10 +63,17 @@ impl CompressionPolicy {
                 .iter()
                 .map(|t| t.trim_end_matches('*').to_ascii_lowercase())
                 .collect(),
-        })
+        }))
     }
 
-    fn compressible(&self, resp: &ResponseHeader) -> bool {
+    /// The encoder level of each algorithm (0: not offered).
+    pub fn levels(&self) -> [(Algorithm, u32); 3] {
+        self.levels
+    }
+
+    /// Whether `resp` is worth compressing: a listed type, and not known to be smaller
+    /// than the minimum size.
+    pub fn compressible(&self, resp: &ResponseHeader) -> bool {
         let header = |name| {
             resp.headers
                 .get(name)
@@ -102,50 +101,5 @@ impl CompressionPolicy {
                 essence == *allowed
             }
         })
-    }
-}
-
-/// Before the request's modules run: enabled, so the module records Accept-Encoding
-/// (it ignores the header while disabled).
-pub fn prepare(session: &mut Session) {
-    if let Some(module) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    {
-        module.adjust_level(MODULE_LEVEL);
-    }
-}
-
-/// Request phase: compression on with `policy`'s levels, or off.
-pub fn start(session: &mut Session, policy: Option<&CompressionPolicy>) {
-    let Some(module) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    else {
-        return;
-    };
-    match policy {
-        Some(policy) => {
-            for (algorithm, level) in policy.levels {
-                module.adjust_algorithm_level(algorithm, level);
-            }
-        }
-        None => module.adjust_level(0),
-    }
-}
-
-/// Response phase: off for a response `policy` does not want compressed.
-pub fn filter_response(
-    session: &mut Session,
-    policy: Option<&CompressionPolicy>,
-    resp: &ResponseHeader,
-) {
-    if policy.is_some_and(|policy| !policy.compressible(resp)) {
-        if let Some(module) = session
-            .downstream_modules_ctx
-            .get_mut::<ResponseCompression>()
-        {
-            module.adjust_level(0);
-        }
     }
 }

@@ -13,7 +13,7 @@ use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::x509::X509;
 
-use crate::config::{CertificateConfig, ListenerTlsConfig, Problem};
+use crate::config::{noted, verdict, CertificateConfig, ListenerTlsConfig, Problem};
 
 /// A certificate chain with its key, parsed.
 pub struct CertifiedKey {
@@ -42,24 +42,20 @@ pub struct CertStore {
 
 impl CertStore {
     /// Reads and checks every certificate of `config` (at `path`).
-    pub fn load(
-        config: &ListenerTlsConfig,
-        path: &str,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
+    pub fn compile(config: &ListenerTlsConfig, path: &str) -> Result<Self, Vec<Problem>> {
         if config.certificates.is_empty() {
-            problems.push(Problem::new(
+            return Err(vec![Problem::new(
                 format!("{path}.certificates"),
                 "list at least one { cert, key }",
-            ));
-            return None;
+            )]);
         }
+        let mut problems = Vec::new();
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
         for (i, pair) in config.certificates.iter().enumerate() {
             let at = format!("{path}.certificates[{i}]");
-            let Some((certified, names)) = load_pair(pair, &at, problems) else {
+            let Some((certified, names)) = noted(load_pair(pair, &at), &mut problems) else {
                 continue;
             };
             let certified = Arc::new(certified);
@@ -73,11 +69,17 @@ impl CertStore {
             }
             default.get_or_insert(certified);
         }
-        Some(Self {
-            exact,
-            wildcard,
-            default: default?,
-        })
+        let Some(default) = default else {
+            return Err(problems);
+        };
+        verdict(
+            Self {
+                exact,
+                wildcard,
+                default,
+            },
+            problems,
+        )
     }
 
     /// The certificate for `server_name`: an exact name, else a wildcard one level up,
@@ -96,65 +98,50 @@ impl CertStore {
     }
 }
 
+/// Reads one certificate/key pair; the two files are checked independently, so a
+/// problem with each is reported.
 fn load_pair(
     pair: &CertificateConfig,
     at: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<(CertifiedKey, Vec<String>)> {
-    let read = |file: &str, field: &str, problems: &mut Vec<Problem>| match std::fs::read(file) {
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            problems.push(Problem::new(
-                format!("{at}.{field}"),
-                format!("{file}: {e}"),
-            ));
-            None
-        }
+) -> Result<(CertifiedKey, Vec<String>), Vec<Problem>> {
+    let problem = |field: &str, message: String| Problem::new(format!("{at}.{field}"), message);
+    let read = |file: &str, field: &str| {
+        std::fs::read(file).map_err(|e| problem(field, format!("{file}: {e}")))
     };
-    let (cert_pem, key_pem) = (
-        read(&pair.cert, "cert", problems),
-        read(&pair.key, "key", problems),
-    );
-    let chain = match X509::stack_from_pem(&cert_pem?) {
-        Ok(chain) if !chain.is_empty() => chain,
-        _ => {
-            problems.push(Problem::new(
-                format!("{at}.cert"),
-                format!("{}: no PEM certificate in it", pair.cert),
-            ));
-            return None;
-        }
-    };
-    let key = match PKey::private_key_from_pem(&key_pem?) {
-        Ok(key) => key,
-        Err(_) => {
-            problems.push(Problem::new(
-                format!("{at}.key"),
-                format!("{}: not a PEM private key", pair.key),
-            ));
-            return None;
-        }
+    let chain = read(&pair.cert, "cert").and_then(|pem| match X509::stack_from_pem(&pem) {
+        Ok(chain) if !chain.is_empty() => Ok(chain),
+        _ => Err(problem(
+            "cert",
+            format!("{}: no PEM certificate in it", pair.cert),
+        )),
+    });
+    let key = read(&pair.key, "key").and_then(|pem| {
+        PKey::private_key_from_pem(&pem)
+            .map_err(|_| problem("key", format!("{}: not a PEM private key", pair.key)))
+    });
+    let (chain, key) = match (chain, key) {
+        (Ok(chain), Ok(key)) => (chain, key),
+        (chain, key) => return Err([chain.err(), key.err()].into_iter().flatten().collect()),
     };
     let leaf = &chain[0];
     if !leaf.public_key().is_ok_and(|public| public.public_eq(&key)) {
-        problems.push(Problem::new(
-            format!("{at}.key"),
+        return Err(vec![problem(
+            "key",
             format!(
                 "{} does not belong to the certificate {}",
                 pair.key, pair.cert
             ),
-        ));
-        return None;
+        )]);
     }
     let names = names_of(leaf);
     if names.is_empty() {
-        problems.push(Problem::new(
-            format!("{at}.cert"),
-            "the certificate names no host (no DNS subject alternative name or common name)",
-        ));
-        return None;
+        return Err(vec![problem(
+            "cert",
+            "the certificate names no host (no DNS subject alternative name or common name)"
+                .to_string(),
+        )]);
     }
-    Some((CertifiedKey { chain, key }, names))
+    Ok((CertifiedKey { chain, key }, names))
 }
 
 /// The DNS names a certificate serves: its subject alternative names, or its common

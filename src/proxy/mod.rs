@@ -2,6 +2,7 @@
 //! to the router, the plugins and the upstream pools.
 
 mod choice;
+mod compression;
 mod connection;
 mod context;
 mod errors;
@@ -31,7 +32,7 @@ pub use errors::error_response;
 
 use crate::model::cache::{self, policy, store, CacheStatus};
 use crate::model::canary::Variant;
-use crate::model::compression;
+
 use crate::model::gateway::RouteAction;
 use crate::model::upstream::{bit, Outcome};
 use crate::runtime::state::State;
@@ -98,7 +99,7 @@ impl ProxyHttp for Proxy {
         };
         let route = Arc::clone(route);
         if route.compression.is_some() {
-            compression::start(session, route.compression.as_ref());
+            compression::start(session, route.compression.as_deref());
         }
         ctx.strip_len = route
             .strip_prefix
@@ -479,7 +480,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(route) = &ctx.route {
-            compression::filter_response(session, route.compression.as_ref(), upstream_response);
+            compression::filter_response(session, route.compression.as_deref(), upstream_response);
         }
         if ctx.cache == Some(CacheStatus::Miss) {
             ctx.cache = Some(CacheStatus::from_phase(session.cache.phase()));

@@ -77,7 +77,7 @@ fn process_changes(running: &ProcessSettings, new: &ProcessSettings) -> Vec<&'st
     if running.admin != new.admin {
         changed.push("admin.address");
     }
-    if running.server != new.server || running.threads != new.threads {
+    if running.server != new.server {
         changed.push("server");
     }
     if running.access_log != new.access_log {

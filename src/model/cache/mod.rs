@@ -15,8 +15,7 @@ use pingora::cache::CachePhase;
 use pingora_http::RequestHeader;
 use prometheus::IntCounter;
 
-use crate::config::CacheConfig;
-use crate::config::Problem;
+use crate::config::{verdict, CacheConfig, Problem};
 use crate::telemetry::metrics::Metrics;
 pub use store::Store;
 
@@ -88,26 +87,24 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
-    /// Compiles `routes[i].cache`; `None` when the section is absent, disabled or invalid
-    /// (invalid adds problems).
+    /// Compiles `routes[i].cache`; `None` when the cache is switched off.
     pub fn compile(
         route: &str,
         config: &CacheConfig,
         path: &str,
         metrics: &Metrics,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
+    ) -> Result<Option<Self>, Vec<Problem>> {
         if !config.enabled {
-            return None;
+            return Ok(None);
         }
         let max_size = usize::try_from(config.max_size.0).unwrap_or(usize::MAX);
         if max_size == 0 {
-            problems.push(Problem::new(
+            return Err(vec![Problem::new(
                 format!("{path}.max_size"),
                 "must be more than 0",
-            ));
-            return None;
+            )]);
         }
+        let mut problems = Vec::new();
         let mut vary = Vec::with_capacity(config.vary.len());
         for (i, name) in config.vary.iter().enumerate() {
             match http::HeaderName::from_bytes(name.as_bytes()) {
@@ -123,7 +120,7 @@ impl RouteCache {
                 .cache_requests
                 .with_label_values(&[route, status.label()])
         };
-        Some(Self {
+        let cache = Self {
             default_ttl: config.default_ttl.map(|ttl| ttl.0),
             stale_while_revalidate: config.stale_while_revalidate.0,
             stale_if_error: config.stale_if_error.0,
@@ -137,7 +134,8 @@ impl RouteCache {
                 counter(CacheStatus::Stale),
                 counter(CacheStatus::Bypass),
             ]),
-        })
+        };
+        verdict(Some(cache), problems)
     }
 
     /// Counts one request's result in `portcullis_cache_requests_total`.

@@ -87,6 +87,19 @@ pub struct RetryPolicy {
     pub budget: Option<Arc<RetryBudget>>,
 }
 
+/// Without `retries`: one retry of a failed connect, on another target.
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff: Duration::ZERO,
+            on_connect_failure: true,
+            on_status: Vec::new(),
+            budget: None,
+        }
+    }
+}
+
 impl RetryPolicy {
     /// Whether the budget allows one more retry (and spends it).
     pub fn budget_allows(&self) -> bool {
