@@ -1,6 +1,6 @@
 //! A compression policy, compiled: the encoder levels, and which responses (by type and
 //! size) are worth compressing. The proxy applies it to Pingora's compression module
-//! ([`crate::proxy::compression`]).
+//! (`proxy/compression.rs`).
 //!
 //! Brotli is refused: Pingora 0.9.1's brotli encoder flushes but never finishes its
 //! stream, so every `br` body lacks its final meta-block. Lenient decoders (curl) accept
