@@ -13,7 +13,7 @@ use crate::{Entry, ErrorCode, Phase, Plugin, PluginCtx, Rejection, Telemetry};
 
 /// One plugin of a chain, with the name and phase the chain orders and reports it by.
 #[derive(Clone)]
-pub struct Step {
+pub(crate) struct Step {
     name: &'static str,
     phase: Phase,
     plugin: Arc<dyn Plugin>,
@@ -21,7 +21,7 @@ pub struct Step {
 
 impl Step {
     /// The step of a compiled `plugins:` entry.
-    pub fn of<P: Entry>(plugin: P) -> Self {
+    pub(crate) fn of<P: Entry>(plugin: P) -> Self {
         Self {
             name: P::NAME,
             phase: P::PHASE,
@@ -42,7 +42,7 @@ pub struct PluginChain {
 }
 
 /// What the auth phase of a chain reports to and is limited by.
-pub struct AuthGuard {
+pub(crate) struct AuthGuard {
     /// Where refused authentications are counted.
     pub telemetry: Arc<dyn Telemetry>,
     /// The per-client-IP cap on failed attempts, when configured.
@@ -60,7 +60,7 @@ fn is_guess(reason: &str) -> bool {
 
 impl PluginChain {
     /// Builds a chain; the order of `steps` within a phase is kept.
-    pub fn new(mut steps: Vec<Step>) -> Self {
+    pub(crate) fn new(mut steps: Vec<Step>) -> Self {
         steps.sort_by_key(|step| step.phase);
         let start = steps.partition_point(|step| step.phase < Phase::Auth);
         let end = steps.partition_point(|step| step.phase <= Phase::Auth);
@@ -74,7 +74,7 @@ impl PluginChain {
     /// Counts the auth group's refusals in `guard` and applies its failure limit. A chain
     /// without auth plugins has no auth phase and keeps no guard; without a guard,
     /// refusals are returned uncounted.
-    pub fn with_auth_guard(mut self, guard: Arc<AuthGuard>) -> Self {
+    pub(crate) fn with_auth_guard(mut self, guard: Arc<AuthGuard>) -> Self {
         if !self.auth.is_empty() {
             self.guard = Some(guard);
         }

@@ -28,7 +28,8 @@ pub mod key_auth;
 pub mod rate_limit;
 pub mod request_size;
 
-pub use chain::{AuthGuard, PluginChain, Step};
+pub use chain::PluginChain;
+use chain::{AuthGuard, Step};
 pub use config::{CompiledPlugins, PluginsConfig};
 pub use context::{Answer, PluginCtx};
 pub use env::{NoTelemetry, PluginEnv, Retained, RetainedSet, Telemetry};
