@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::thread;
 use std::time::Duration;
 
-use common::{
-    eventually, extend_section, http_agent, send, Gateway, HttpResponse, OneRoute, Upstream,
-    BASE_CONFIG,
-};
+use common::{eventually, extend_section, Gateway, HttpResponse, OneRoute, Upstream, BASE_CONFIG};
 
 /// A gateway with one cached route `/` in front of `app`; `cache` is the route's cache
 /// section (YAML flow mapping).
@@ -93,18 +89,8 @@ fn a_burst_of_misses_for_one_key_sends_one_upstream_request() {
     // Slow enough that every client arrives while the first fetch is in flight.
     app.set_delay(Duration::from_millis(500));
     let gateway = cached_gateway(&app, "{ enabled: true }");
-    let url = gateway.url("/burst");
 
-    let clients: Vec<_> = (0..100)
-        .map(|_| {
-            let url = url.clone();
-            thread::spawn(move || send(&http_agent(), "GET", &url, &[]))
-        })
-        .collect();
-    let responses: Vec<HttpResponse> = clients
-        .into_iter()
-        .map(|client| client.join().expect("client thread"))
-        .collect();
+    let responses = gateway.get_concurrently("/burst", 100);
 
     for response in &responses {
         assert_eq!(response.status, 200, "{response:?}");

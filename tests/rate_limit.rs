@@ -13,8 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_gateway_error, eventually, http_agent, send, Gateway, HttpResponse, OneRoute, Upstream,
-    PING_ROUTE,
+    assert_gateway_error, eventually, Gateway, HttpResponse, OneRoute, Upstream, PING_ROUTE,
 };
 
 /// Route `api` proxying everything to `app`, with `plugins` (a YAML flow mapping).
@@ -219,16 +218,7 @@ fn concurrency_limit_caps_requests_in_flight_and_frees_slots() {
     app.set_delay(Duration::from_secs(2));
     let gateway = limited_gateway(&app, "{ concurrency_limit: { key: route, max: 3 } }");
 
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            let url = gateway.url("/slow");
-            thread::spawn(move || send(&http_agent(), "GET", &url, &[]))
-        })
-        .collect();
-    let responses: Vec<HttpResponse> = clients
-        .into_iter()
-        .map(|client| client.join().expect("client thread"))
-        .collect();
+    let responses = gateway.get_concurrently("/slow", 10);
 
     let ok = responses.iter().filter(|r| r.status == 200).count();
     assert_eq!(ok, 3, "{responses:?}");

@@ -4,13 +4,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Barrier;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_gateway_error, eventually, free_port, Gateway, HttpResponse, OneRoute, Upstream,
-    EVENTUALLY,
+    assert_gateway_error, eventually, free_port, Gateway, OneRoute, Upstream, EVENTUALLY,
 };
 
 /// Health checks fast enough for a test to watch a target go down and come back.
@@ -239,21 +236,7 @@ fn max_requests_sheds_excess_with_503_upstream_overloaded() {
             .yaml(),
     );
 
-    let start_together = Barrier::new(6);
-    let responses: Vec<HttpResponse> = thread::scope(|scope| {
-        let requests: Vec<_> = (0..6)
-            .map(|_| {
-                scope.spawn(|| {
-                    start_together.wait();
-                    gateway.get("/")
-                })
-            })
-            .collect();
-        requests
-            .into_iter()
-            .map(|request| request.join().expect("request thread"))
-            .collect()
-    });
+    let responses = gateway.get_concurrently("/", 6);
 
     let (served, shed): (Vec<_>, Vec<_>) = responses.iter().partition(|r| r.status == 200);
     assert_eq!(served.len(), 2, "{responses:?}");

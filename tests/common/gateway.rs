@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
@@ -183,6 +184,27 @@ impl Gateway {
     /// A request on the public listener, over a kept-alive connection.
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         send(&self.agent, method, &self.url(path), headers)
+    }
+
+    /// `GET path` from `clients` threads at once, each on a connection of its own; the
+    /// answers come in the order of the threads.
+    pub fn get_concurrently(&self, path: &str, clients: usize) -> Vec<HttpResponse> {
+        let url = self.url(path);
+        let start_together = Barrier::new(clients);
+        thread::scope(|scope| {
+            let requests: Vec<_> = (0..clients)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start_together.wait();
+                        send(&http_agent(), "GET", &url, &[])
+                    })
+                })
+                .collect();
+            requests
+                .into_iter()
+                .map(|request| request.join().expect("client thread"))
+                .collect()
+        })
     }
 
     /// `POST path` with `body` on the public listener.
