@@ -5,7 +5,7 @@
 //     k6 run loadtest/fixed-rate.js
 import http from 'k6/http';
 import { check } from 'k6';
-import { constantRate, requiredEnv } from './lib.js';
+import { constantRate, requiredEnv, SUMMARY_TREND_STATS } from './lib.js';
 
 const URL = requiredEnv('URL');
 const RATE = parseInt(__ENV.RATE || '2000', 10);
@@ -19,7 +19,7 @@ if (__ENV.HEADER) {
 export const options = {
   // The TLS rows use a self-signed test certificate.
   insecureSkipTLSVerify: true,
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     fixed: constantRate(RATE, __ENV.DURATION || '10s', 50, 400),
   },

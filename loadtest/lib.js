@@ -28,6 +28,9 @@ export function target(index, name) {
   return address;
 }
 
+// The summary's trend columns: p99 is what the scenarios judge.
+export const SUMMARY_TREND_STATS = ['avg', 'med', 'p(90)', 'p(99)', 'max'];
+
 // Seconds in a k6 duration such as `500ms`, `30s` or `10m`.
 export function seconds(duration) {
   const match = /^(\d+)(ms|s|m)$/.exec(duration);

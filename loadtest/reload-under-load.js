@@ -10,7 +10,7 @@
 // (default /api/zero-downtime).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
-import { constantRate, envUrl, getOk, seconds } from './lib.js';
+import { constantRate, envUrl, getOk, seconds, SUMMARY_TREND_STATS } from './lib.js';
 
 const BASE_URL = envUrl('BASE_URL');
 const ADMIN_URL = envUrl('ADMIN_URL');
@@ -21,7 +21,7 @@ const RELOADS = parseInt(__ENV.RELOADS || '10', 10);
 const PATH_ = __ENV.PATH_ || '/api/zero-downtime';
 
 export const options = {
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     traffic: constantRate(RATE, DURATION, 50, 200, { exec: 'traffic' }),
     reloads: {

@@ -8,7 +8,7 @@
 import http from 'k6/http';
 import { sleep } from 'k6';
 import { Gauge, Rate } from 'k6/metrics';
-import { constantRate, envUrl, getOk, sampleValue } from './lib.js';
+import { constantRate, envUrl, getOk, sampleValue, SUMMARY_TREND_STATS } from './lib.js';
 
 const BASE_URL = envUrl('BASE_URL');
 const ADMIN_URL = envUrl('ADMIN_URL');
@@ -23,7 +23,7 @@ const rss = new Gauge('gateway_rss_bytes');
 const memoryFlat = new Rate('gateway_memory_within_bound');
 
 export const options = {
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
     traffic: constantRate(RATE, DURATION, 50, 500, { exec: 'traffic' }),
     memory: {

@@ -6,7 +6,7 @@
 //
 //   RATES=2000,4000,8000,16000 STEP=10s P99_MS=20 loadtest/run.sh throughput
 //   BASE_URL=http://127.0.0.1:PORT k6 run loadtest/throughput.js
-import { constantRate, envUrl, getOk, seconds } from './lib.js';
+import { constantRate, envUrl, getOk, seconds, SUMMARY_TREND_STATS } from './lib.js';
 
 const BASE_URL = envUrl('BASE_URL');
 const PATH_ = __ENV.PATH_ || '/api/throughput';
@@ -31,7 +31,7 @@ RATES.forEach((rate, i) => {
 export const options = {
   scenarios,
   thresholds,
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
 };
 
 export default function () {
