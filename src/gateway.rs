@@ -14,7 +14,7 @@ use portcullis_plugins::auth::failures::AuthFailureLimit;
 use portcullis_plugins::consumers::Consumers;
 use portcullis_plugins::ip_restriction::IpRules;
 use portcullis_plugins::rate_limit::RedisBackend;
-use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
+use portcullis_plugins::{CompiledPlugins, Level, PluginChain, PluginEnv, Retained, RetainedSet};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
@@ -200,8 +200,11 @@ impl Gateway {
                 }
             }
         };
-        let global_problems = config.plugins.problems_in(&plugin_env);
-        problems.extend(global_problems.iter().map(|p| p.clone().under("plugins")));
+        let global_plugins = CompiledPlugins::compile(&config.plugins, Level::Global, &plugin_env)
+            .unwrap_or_else(|more| {
+                problems.extend(more.into_iter().map(|p| p.under("plugins")));
+                CompiledPlugins::default()
+            });
 
         let admin_allow = match &config.admin {
             Some(admin) => IpRules::new("admin", &admin.allow, &[]).unwrap_or_else(|problem| {
@@ -259,7 +262,7 @@ impl Gateway {
                 &upstreams,
                 metrics,
                 &plugin_env,
-                &global_problems,
+                &global_plugins,
             ) {
                 Ok(compiled) => routes.push(compiled),
                 Err(mut more) => problems.append(&mut more),
@@ -347,7 +350,7 @@ fn compile_route(
     upstreams: &BTreeMap<String, Arc<Upstream>>,
     metrics: &Metrics,
     plugin_env: &PluginEnv,
-    global_problems: &[Problem],
+    global_plugins: &CompiledPlugins,
 ) -> Result<(Matcher, Arc<Route>), Vec<Problem>> {
     let mut problems = Vec::new();
     if !is_config_name(&route.name) {
@@ -373,16 +376,11 @@ fn compile_route(
         }
         RouteCache::compile(&route.name, cache, &cache_path, metrics, &mut problems)
     });
-    let plugins = match build_chain(&config.plugins, &route.plugins, plugin_env) {
-        Ok(chain) => chain,
+    let plugins = match CompiledPlugins::compile(&route.plugins, Level::Route, plugin_env) {
+        Ok(own) => own.chain(global_plugins),
         Err(more) => {
-            // Problems of the global section are reported once, under `plugins`.
             let route_plugins = format!("{path}.plugins");
-            problems.extend(
-                more.into_iter()
-                    .filter(|p| !global_problems.contains(p))
-                    .map(|p| p.under(&route_plugins)),
-            );
+            problems.extend(more.into_iter().map(|p| p.under(&route_plugins)));
             PluginChain::default()
         }
     };

@@ -14,7 +14,6 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
-pub mod request_key;
 pub mod router;
 pub mod server;
 pub mod state;

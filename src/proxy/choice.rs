@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use pingora::proxy::Session;
-use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
+use portcullis_plugins::{ErrorCode, PluginCtx, Rejection, RequestKey};
 
 use super::RequestCtx;
 use crate::canary::Variant;
-use crate::request_key::RequestKey;
 use crate::upstream::Upstream;
 
 /// Takes the first of `pools` (the canary for canary requests, the route's pool, its
@@ -33,8 +32,8 @@ pub(super) fn choose_target(
             )
             .retry_after(1));
         };
-        let key = balancing_key(session, &ctx.plugins, pool.hash_on.as_ref());
-        if let Some(target) = pool.select(&key, 0) {
+        let key = balancing_key(session, &ctx.plugins, pool.hash_on.as_ref(), &mut ctx.key);
+        if let Some(target) = pool.select(key, 0) {
             if let Some(budget) = &pool.retries.budget {
                 budget.deposit();
             }
@@ -64,13 +63,16 @@ fn unavailable(pool: &Upstream) -> Rejection {
 }
 
 /// The bytes `consistent_hash` hashes (empty for the other algorithms, and when the
-/// request lacks the key).
-pub(super) fn balancing_key(
+/// request lacks the key), written into the request's reused `buffer`.
+pub(super) fn balancing_key<'a>(
     session: &Session,
     plugins: &PluginCtx,
     hash_on: Option<&RequestKey>,
-) -> Vec<u8> {
-    hash_on
-        .and_then(|key| key.value(session.req_header(), plugins))
-        .unwrap_or_default()
+    buffer: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    buffer.clear();
+    if let Some(key) = hash_on {
+        key.write_value(session.req_header(), plugins, buffer);
+    }
+    buffer
 }

@@ -218,9 +218,9 @@ impl ProxyHttp for Proxy {
         else {
             return Ok(true);
         };
-        let canary = canary
-            .as_ref()
-            .filter(|canary| canary.choose(session.req_header(), &ctx.plugins) == Variant::Canary);
+        let canary = canary.as_ref().filter(|c| {
+            c.choose(session.req_header(), &ctx.plugins, &mut ctx.key) == Variant::Canary
+        });
         let pools = [
             canary.map(|canary| (&canary.upstream, Variant::Canary)),
             Some((upstream, Variant::Stable)),
@@ -295,11 +295,16 @@ impl ProxyHttp for Proxy {
             if !upstream.retries.backoff.is_zero() {
                 tokio::time::sleep(backoff(upstream.retries.backoff, ctx.attempts - 1)).await;
             }
-            let key = balancing_key(session, &ctx.plugins, upstream.hash_on.as_ref());
+            let key = balancing_key(
+                session,
+                &ctx.plugins,
+                upstream.hash_on.as_ref(),
+                &mut ctx.key,
+            );
             let retry_target = upstream
-                .select(&key, ctx.tried)
+                .select(key, ctx.tried)
                 // With every other target tried, go back to one already tried.
-                .or_else(|| upstream.select(&key, 0));
+                .or_else(|| upstream.select(key, 0));
             ctx.target = retry_target;
         }
         let Some(target) = &ctx.target else {
