@@ -132,8 +132,9 @@ fn canary_choice(c: &mut Criterion) {
     let mut req = request("/api/orders", "api.example.com");
     req.insert_header("X-User", "user-4711").expect("header");
     let ctx = portcullis_plugins::PluginCtx::default();
+    let mut key = Vec::new();
     c.bench_function("canary_choose_sticky_header", |b| {
-        b.iter(|| canary.choose(black_box(&req), &ctx))
+        b.iter(|| canary.choose(black_box(&req), &ctx, &mut key))
     });
 }
 

@@ -6,7 +6,6 @@
 pub mod config;
 pub mod model;
 pub mod proxy;
-pub mod request_key;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;

@@ -25,8 +25,6 @@ fn layer(top: &str) -> Option<(u8, &'static str)> {
         "config" => (0, "config"),
         "telemetry" => (1, "telemetry"),
         "model" => (2, "model"),
-        // Moving into the plugins crate; it imports nothing of the core.
-        "request_key" => (2, "model"),
         "runtime" => (3, "runtime"),
         "proxy" => (4, "proxy"),
         "server" | "upgrade" | "main" => (5, "server"),

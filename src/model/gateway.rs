@@ -14,7 +14,7 @@ use portcullis_plugins::auth::failures::AuthFailureLimit;
 use portcullis_plugins::consumers::Consumers;
 use portcullis_plugins::ip_restriction::IpRules;
 use portcullis_plugins::rate_limit::RedisBackend;
-use portcullis_plugins::{build_chain, PluginChain, PluginEnv, Retained, RetainedSet};
+use portcullis_plugins::{CompiledPlugins, Level, PluginChain, PluginEnv, Retained, RetainedSet};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
@@ -185,8 +185,11 @@ impl Gateway {
         }
         let process = noted(compile_process(config), &mut problems);
         let tracing = noted(compile_tracing(&config.tracing), &mut problems);
-        let global_problems = config.plugins.problems_in(&plugin_env);
-        problems.extend(global_problems.iter().map(|p| p.clone().under("plugins")));
+        let global_plugins = CompiledPlugins::compile(&config.plugins, Level::Global, &plugin_env)
+            .unwrap_or_else(|more| {
+                problems.extend(more.into_iter().map(|p| p.under("plugins")));
+                CompiledPlugins::default()
+            });
 
         let admin_allow = match &config.admin {
             Some(admin) => IpRules::new("admin", &admin.allow, &[]).unwrap_or_else(|problem| {
@@ -225,7 +228,7 @@ impl Gateway {
             upstreams: &upstreams,
             metrics,
             plugin_env: &plugin_env,
-            global_problems: &global_problems,
+            global_plugins: &global_plugins,
             compression: compression.as_ref(),
         };
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -361,8 +364,8 @@ struct RouteContext<'a> {
     upstreams: &'a BTreeMap<String, Arc<Upstream>>,
     metrics: &'a Metrics,
     plugin_env: &'a PluginEnv,
-    /// Problems of the global `plugins` section, reported once (not once per route).
-    global_problems: &'a [Problem],
+    /// The global `plugins` section, compiled once for every route.
+    global_plugins: &'a CompiledPlugins,
     /// The global compression policy, shared by the routes without their own.
     compression: Option<&'a Arc<CompressionPolicy>>,
 }
@@ -377,7 +380,7 @@ fn compile_route(
         upstreams,
         metrics,
         plugin_env,
-        global_problems,
+        global_plugins,
         compression: global_compression,
     } = *shared;
     let mut problems = Vec::new();
@@ -411,16 +414,11 @@ fn compile_route(
         )
         .flatten()
     });
-    let plugins = match build_chain(&config.plugins, &route.plugins, plugin_env) {
-        Ok(chain) => chain,
+    let plugins = match CompiledPlugins::compile(&route.plugins, Level::Route, plugin_env) {
+        Ok(own) => own.chain(global_plugins),
         Err(more) => {
-            // Problems of the global section are reported once, under `plugins`.
             let route_plugins = format!("{path}.plugins");
-            problems.extend(
-                more.into_iter()
-                    .filter(|p| !global_problems.contains(p))
-                    .map(|p| p.under(&route_plugins)),
-            );
+            problems.extend(more.into_iter().map(|p| p.under(&route_plugins)));
             PluginChain::default()
         }
     };

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use pingora::proxy::Session;
-use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
+use portcullis_plugins::{ErrorCode, PluginCtx, Rejection, RequestKey};
 
 use super::RequestCtx;
 use crate::model::canary::Variant;
 use crate::model::gateway::RouteAction;
 use crate::model::upstream::Upstream;
-use crate::request_key::RequestKey;
 
 /// Chooses the pool and target of a proxied request (nothing to choose for a route that
 /// answers itself): the canary's pool for a request the split sends there, else the
@@ -29,7 +28,7 @@ pub(super) fn choose_target(session: &Session, ctx: &mut RequestCtx) -> Result<(
     };
     let canary = canary
         .as_ref()
-        .filter(|canary| canary.choose(session.req_header(), &ctx.plugins) == Variant::Canary);
+        .filter(|c| c.choose(session.req_header(), &ctx.plugins, &mut ctx.key) == Variant::Canary);
     let pools = [
         canary.map(|canary| (&canary.upstream, Variant::Canary)),
         Some((upstream, Variant::Stable)),
@@ -62,8 +61,8 @@ fn first_available(
             )
             .retry_after(1));
         };
-        let key = balancing_key(session, &ctx.plugins, pool.hash_on.as_ref());
-        if let Some(target) = pool.select(&key, 0) {
+        let key = balancing_key(session, &ctx.plugins, pool.hash_on.as_ref(), &mut ctx.key);
+        if let Some(target) = pool.select(key, 0) {
             if let Some(budget) = &pool.retries.budget {
                 budget.deposit();
             }
@@ -93,13 +92,16 @@ fn unavailable(pool: &Upstream) -> Rejection {
 }
 
 /// The bytes `consistent_hash` hashes (empty for the other algorithms, and when the
-/// request lacks the key).
-pub(super) fn balancing_key(
+/// request lacks the key), written into the request's reused `buffer`.
+pub(super) fn balancing_key<'a>(
     session: &Session,
     plugins: &PluginCtx,
     hash_on: Option<&RequestKey>,
-) -> Vec<u8> {
-    hash_on
-        .and_then(|key| key.value(session.req_header(), plugins))
-        .unwrap_or_default()
+    buffer: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    buffer.clear();
+    if let Some(key) = hash_on {
+        key.write_value(session.req_header(), plugins, buffer);
+    }
+    buffer
 }

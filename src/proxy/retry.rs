@@ -88,13 +88,14 @@ pub(super) async fn next_target(session: &Session, ctx: &mut RequestCtx) -> Resu
     let Some(upstream) = ctx.upstream.clone() else {
         return Error::e_explain(ErrorType::InternalError, "retry without an upstream");
     };
-    let key = balancing_key(session, &ctx.plugins, upstream.hash_on.as_ref());
+    let hash_on = upstream.hash_on.as_ref();
+    let key = balancing_key(session, &ctx.plugins, hash_on, &mut ctx.key);
     if !upstream.retries.backoff.is_zero() {
         tokio::time::sleep(backoff(upstream.retries.backoff, ctx.attempts - 1)).await;
     }
     ctx.target = upstream
-        .select(&key, ctx.tried)
-        .or_else(|| upstream.select(&key, 0));
+        .select(key, ctx.tried)
+        .or_else(|| upstream.select(key, 0));
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, 
 use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::upstreams::peer::HttpPeer;
-use portcullis_plugins::Retained;
+use portcullis_plugins::{KeyUse, RequestKey, Retained};
 
 use super::health::{build_health_check, ActiveHealth};
 use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
@@ -20,7 +20,6 @@ use super::{
 };
 use crate::config::{noted, verdict, Problem};
 use crate::config::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
-use crate::request_key::RequestKey;
 use crate::telemetry::metrics::Metrics;
 
 /// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
@@ -53,17 +52,22 @@ pub fn compile_upstream(
         (LoadBalancing::ConsistentHash, None) => {
             problems.push(Problem::new(
                 format!("{path}.hash_on"),
-                "consistent_hash needs hash_on (consumer, client_ip, header:NAME, cookie:NAME or jwt:CLAIM)",
+                format!(
+                    "consistent_hash needs hash_on ({})",
+                    KeyUse::Affinity.forms()
+                ),
             ));
             None
         }
-        (LoadBalancing::ConsistentHash, Some(key)) => match RequestKey::parse(key) {
-            Ok(hash_on) => Some(hash_on),
-            Err(message) => {
-                problems.push(Problem::new(format!("{path}.hash_on"), message));
-                None
+        (LoadBalancing::ConsistentHash, Some(key)) => {
+            match RequestKey::parse(key, KeyUse::Affinity) {
+                Ok(hash_on) => Some(hash_on),
+                Err(message) => {
+                    problems.push(Problem::new(format!("{path}.hash_on"), message));
+                    None
+                }
             }
-        },
+        }
         (_, Some(_)) => {
             problems.push(Problem::new(
                 format!("{path}.hash_on"),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
+use portcullis_plugins::RequestKey;
 use prometheus::{Histogram, IntCounter, IntGauge};
 
 pub use balancer::Balancer;
@@ -25,7 +26,6 @@ pub use outlier::{Availability, Outcome, OutlierPolicy, OutlierState};
 pub use peak_ewma::PeakEwma;
 pub use retry_budget::RetryBudget;
 
-use crate::request_key::RequestKey;
 use outlier::{PoolView, Transition};
 
 /// The index of a target in [`Upstream::targets`], stored in each `Backend`'s extensions
