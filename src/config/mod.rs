@@ -2,7 +2,7 @@
 //! for field, one file per section, and reading them: YAML → `${ENV}` expansion → typed
 //! [`Config`], with every problem reported as `path.to.field: message`.
 //!
-//! Nothing here is validated beyond its type; [`crate::model::gateway::Gateway::compile`]
+//! Nothing here is validated beyond its type; `Gateway::compile` (`model/gateway.rs`)
 //! turns a [`Config`] into the model the request path reads.
 
 mod cache;

@@ -1,6 +1,6 @@
 //! The certificates of the TLS listeners, compiled: read and checked at load, indexed by
 //! the names they serve. The handshake picks from the configuration in force
-//! ([`crate::runtime::sni`]), so a reload that changes a certificate file serves it on the
+//! (`runtime/sni.rs`), so a reload that changes a certificate file serves it on the
 //! next handshake without touching established connections.
 
 use std::collections::HashMap;

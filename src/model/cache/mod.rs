@@ -1,7 +1,7 @@
 //! The edge cache (pingora-cache): a route's compiled cache settings, the cache key, and
 //! the result every response on a cached route reports (`X-Cache`, metric, access log).
 //!
-//! The phases in `crate::proxy` call into this module; [`policy`] decides what is
+//! The proxy phases (`proxy/`) call into this module; [`policy`] decides what is
 //! stored, [`store`] holds it, [`purge`] removes it on the admin's request.
 
 pub mod policy;

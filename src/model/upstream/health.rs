@@ -1,6 +1,6 @@
 //! Active health checks: pingora-load-balancing's checks built from the configuration,
 //! and when each pool's next pass is due. The service that runs the passes is
-//! [`crate::runtime::health_checker`].
+//! `runtime/health_checker.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
