@@ -1,0 +1,9 @@
+//! Runtime services (layer 3): the state that holds the model in force, and the services
+//! around it: reload, the admin endpoints, the process lifecycle.
+
+pub mod admin;
+pub mod health_checker;
+pub mod lifecycle;
+pub mod reload;
+pub mod sni;
+pub mod state;
