@@ -1,5 +1,6 @@
 //! `server:` — the process settings handed to Pingora's `ServerConf`.
 
+use portcullis_plugins::units::Size;
 use serde::Deserialize;
 
 /// `server:` — Pingora process settings.
@@ -25,4 +26,15 @@ pub struct ServerSection {
     /// Let worker threads steal each other's tasks (one multi-threaded runtime per
     /// service) instead of one single-threaded runtime per thread.
     pub work_stealing: Option<bool>,
+    /// Longest request target (path and query) accepted; a longer one is answered 414
+    /// `URI_TOO_LONG` (default 8KiB).
+    pub max_request_target: Option<Size>,
+    /// Most header fields a request may have; more are answered 431 (default 100, at
+    /// most 256, the most Pingora's parser reads).
+    pub max_header_count: Option<usize>,
+    /// Largest request header block (the sum of its `name: value` lines); a larger one is
+    /// answered 431 (default 64KiB).
+    pub max_header_bytes: Option<Size>,
+    /// Merge repeated slashes in request paths before routing (default true).
+    pub merge_slashes: Option<bool>,
 }

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod canary;
 pub mod compression;
 pub mod gateway;
+pub mod path;
 pub mod request;
 pub mod router;
 pub mod tls;

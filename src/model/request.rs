@@ -1,8 +1,83 @@
-//! Facts about a request that routing, caching and logging all read the same way.
+//! Facts about a request that routing, caching and logging all read the same way, and the
+//! limits every request head is held to before routing.
 
 use pingora_http::RequestHeader;
 
-/// The request's host without port: the URI authority (HTTP/2, absolute-form) or `Host`.
+use crate::config::{Problem, ServerSection};
+
+/// The bounds of a request head and the path rule (`server.max_request_target`,
+/// `max_header_count`, `max_header_bytes`, `merge_slashes`), compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest request target, in bytes.
+    pub max_target: usize,
+    /// Most header fields.
+    pub max_header_count: usize,
+    /// Largest header block (sum of `name: value` lines), in bytes.
+    pub max_header_bytes: u64,
+    /// Merge repeated slashes in paths.
+    pub merge_slashes: bool,
+}
+
+/// The most header fields Pingora's HTTP/1 parser reads; a request with more is refused
+/// before any phase runs.
+pub const PARSER_MAX_HEADERS: usize = 256;
+/// The largest request head Pingora's HTTP/1 parser reads.
+pub const PARSER_MAX_HEAD: u64 = 1024 * 1024 - 1;
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_target: 8 * 1024,
+            max_header_count: 100,
+            max_header_bytes: 64 * 1024,
+            merge_slashes: true,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// Compiles the `server` fields, checking their ranges.
+    pub fn compile(server: &ServerSection) -> Result<Self, Vec<Problem>> {
+        let defaults = Self::default();
+        let mut problems = Vec::new();
+        let mut bounded = |field: &str, value: u64, max: u64| {
+            if value == 0 || value > max {
+                problems.push(Problem::new(
+                    format!("server.{field}"),
+                    format!("must be 1 to {max} (the most Pingora's parser reads)"),
+                ));
+            }
+            value
+        };
+        let max_target = server
+            .max_request_target
+            .map_or(defaults.max_target as u64, |s| {
+                bounded("max_request_target", s.0, PARSER_MAX_HEAD)
+            });
+        let max_header_count = server
+            .max_header_count
+            .map_or(defaults.max_header_count, |n| {
+                bounded("max_header_count", n as u64, PARSER_MAX_HEADERS as u64) as usize
+            });
+        let max_header_bytes = server
+            .max_header_bytes
+            .map_or(defaults.max_header_bytes, |s| {
+                bounded("max_header_bytes", s.0, PARSER_MAX_HEAD)
+            });
+        let limits = Self {
+            max_target: usize::try_from(max_target).unwrap_or(usize::MAX),
+            max_header_count,
+            max_header_bytes,
+            merge_slashes: server.merge_slashes.unwrap_or(true),
+        };
+        crate::config::verdict(limits, problems)
+    }
+}
+
+/// The request's host without port (and without the trailing dot of a fully qualified
+/// name, so `api.example.com.` routes as `api.example.com`): the URI authority (HTTP/2,
+/// absolute-form) or `Host`.
 pub fn request_host(req: &RequestHeader) -> &str {
     let raw = req
         .uri
@@ -13,7 +88,8 @@ pub fn request_host(req: &RequestHeader) -> &str {
                 .and_then(|v| v.to_str().ok())
         })
         .unwrap_or("");
-    strip_port(raw)
+    let host = strip_port(raw);
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 fn strip_port(host: &str) -> &str {

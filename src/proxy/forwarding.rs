@@ -31,6 +31,10 @@ pub(super) fn rewrite(req: &mut RequestHeader, ctx: &RequestCtx, proto: &str) ->
         let path = stripped_path_and_query(&req.uri, strip_len);
         req.set_raw_path(path.as_bytes())?;
     }
+    let raw_path = ctx.route.as_ref().is_some_and(|route| route.raw_path);
+    if let Some(sent) = ctx.client_target.as_deref().filter(|_| raw_path) {
+        req.set_raw_path(sent.as_bytes())?;
+    }
     remove_hop_by_hop(req);
     add_forwarded(req, ctx.plugins.client_ip, proto);
     if let Some(gateway) = &ctx.gateway {

@@ -11,6 +11,7 @@ mod hygiene;
 mod logging;
 mod respond;
 mod retry;
+mod target;
 pub mod trace;
 
 use std::any::Any;
@@ -79,13 +80,24 @@ impl ProxyHttp for Proxy {
         let gateway = self.state.gateway();
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
         ctx.plugins.client_ip = client_ip(session);
-        let checked = hygiene::check(session.req_header(), || {
-            session.downstream_session.to_h1_raw()
-        });
-        if let Err(rejection) = checked {
-            ctx.gateway = Some(gateway);
-            return respond::reject(session, ctx, rejection).await;
-        }
+        let raw_head = (!session.is_http2()).then(|| session.downstream_session.to_h1_raw());
+        let checked = hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
+            .and_then(|()| {
+                target::canonicalize_target(
+                    session.req_header_mut(),
+                    gateway.requests.merge_slashes,
+                )
+            });
+        let client_target = match checked {
+            Ok(client_target) => client_target,
+            Err(rejection) => {
+                ctx.gateway = Some(gateway);
+                // The framing may be ambiguous: nothing more is read from this connection.
+                session.set_keepalive(None);
+                return respond::reject(session, ctx, rejection).await;
+            }
+        };
+        ctx.client_target = client_target.raw;
 
         let Some((matcher, route)) = gateway.router.find(session.req_header()) else {
             ctx.gateway = Some(gateway);
@@ -94,6 +106,13 @@ impl ProxyHttp for Proxy {
             return respond::reject(session, ctx, rejection).await;
         };
         let route = Arc::clone(route);
+        if let Some(reason) = client_target.ambiguity.filter(|_| !route.raw_path) {
+            ctx.gateway = Some(gateway);
+            let message =
+                format!("the path holds {reason}, which an upstream may read as a separator");
+            return respond::reject(session, ctx, Rejection::new(ErrorCode::BadRequest, message))
+                .await;
+        }
         if route.compression.is_some() {
             compression::start(session, route.compression.as_deref());
         }
