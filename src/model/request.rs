@@ -92,6 +92,16 @@ pub fn request_host(req: &RequestHeader) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
+/// The port the request names in its authority or `Host`, if it names one.
+pub fn request_port(req: &RequestHeader) -> Option<u16> {
+    if let Some(port) = req.uri.port_u16() {
+        return Some(port);
+    }
+    let host = req.headers.get(http::header::HOST)?.to_str().ok()?;
+    let after_literal = host.rfind(']').map_or(host, |end| &host[end..]);
+    after_literal.rsplit_once(':')?.1.parse().ok()
+}
+
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // IPv6 literal: keep the brackets, drop a trailing :port.

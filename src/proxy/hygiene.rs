@@ -122,7 +122,7 @@ fn check_raw_head(raw: &[u8]) -> Result<(), Rejection> {
                         .zip(target)
                         .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
             };
-            if folded(b"content-length") || folded(b"transfer-encoding") || folded(b"host") {
+            if folded(b"content-length") || folded(b"transfer-encoding") {
                 return Err(bad_request("a framing header name is spelled with '_'"));
             }
         }

@@ -108,6 +108,7 @@ impl ProxyHttp for Proxy {
         let route = Arc::clone(route);
         if let Some(reason) = client_target.ambiguity.filter(|_| !route.raw_path) {
             ctx.gateway = Some(gateway);
+            session.set_keepalive(None);
             let message =
                 format!("the path holds {reason}, which an upstream may read as a separator");
             return respond::reject(session, ctx, Rejection::new(ErrorCode::BadRequest, message))
@@ -171,7 +172,11 @@ impl ProxyHttp for Proxy {
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         match &ctx.route {
-            Some(route) => Ok(cache::cache_key(&route.name, session.req_header())),
+            Some(route) => Ok(cache::cache_key(
+                &route.name,
+                session.req_header(),
+                forwarded_proto(session),
+            )),
             None => Error::e_explain(ErrorType::InternalError, "cache key without a route"),
         }
     }
@@ -411,6 +416,15 @@ impl ProxyHttp for Proxy {
         }
         respond::decorate(upstream_response, ctx);
         Ok(())
+    }
+
+    /// A request head Pingora could not read still gets a JSON error, with a request id.
+    fn invalid_request_response(&self, e: &Error) -> Option<(ResponseHeader, Bytes)> {
+        let request_id = trace::new_request_id();
+        let (mut header, body) = error_response(&errors::unreadable_request(e), &request_id);
+        let id_header = self.state.gateway().tracing.request_id_header.clone();
+        header.insert_header(id_header, request_id).ok()?;
+        Some((header, body))
     }
 
     async fn fail_to_proxy(

@@ -25,6 +25,7 @@ mod config;
 mod gateway;
 mod http;
 mod metrics;
+mod recorder;
 mod redis;
 mod traffic;
 mod upstream;
@@ -36,6 +37,7 @@ pub use self::{
     gateway::{run_portcullis, Gateway},
     http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
     metrics::metric_value,
+    recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},
     redis::{RedisCluster, RedisServer},
     traffic::{Traffic, TrafficReport},
     upstream::{ReceivedRequest, Upstream, HEALTH_PATH},

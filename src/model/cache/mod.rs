@@ -160,14 +160,25 @@ impl RouteCache {
     }
 }
 
-/// The cache key of a request on route `route`: route, host (lower case, without port)
-/// and path with query, one per line (none of them can contain a line break). The
-/// method is not part of it: HEAD is answered from the GET response.
-pub fn cache_key(route: &str, req: &RequestHeader) -> CacheKey {
+/// The cache key of a request on route `route` reached over `scheme` (`http`/`https`):
+/// route with scheme and port, host (lower case, without port) and path with query, one
+/// per line (none of them can contain a line break). Scheme and port are in because the
+/// upstream sees them (`X-Forwarded-Proto`, the port in `Host`) and may answer differently
+/// (a redirect to https, absolute links); the path is the canonical one the upstream gets.
+/// The method is not part of it: HEAD is answered from the GET response.
+pub fn cache_key(route: &str, req: &RequestHeader, scheme: &str) -> CacheKey {
     let host = crate::model::request::request_host(req).to_ascii_lowercase();
+    let port = crate::model::request::request_port(req).unwrap_or(if scheme == "https" {
+        443
+    } else {
+        80
+    });
     let path_and_query = req
         .uri
         .path_and_query()
         .map_or("/", |path_and_query| path_and_query.as_str());
-    CacheKey::new(format!("{route}\n{host}\n{path_and_query}"), "")
+    CacheKey::new(
+        format!("{route} {scheme}:{port}\n{host}\n{path_and_query}"),
+        "",
+    )
 }
