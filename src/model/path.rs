@@ -45,6 +45,11 @@ pub fn canonicalize(path: &str, merge_slashes: bool) -> Result<Canonical<'_>, &'
             ambiguity: None,
         });
     }
+    rebuild(path, merge_slashes)
+}
+
+/// The canonical form built afresh, segment by segment.
+fn rebuild(path: &str, merge_slashes: bool) -> Result<Canonical<'_>, &'static str> {
     let mut out = String::with_capacity(path.len() + 8);
     let mut ambiguity = None;
     let mut segments = path[1..].split('/').peekable();
@@ -371,5 +376,95 @@ mod tests {
     fn a_relative_path_is_refused() {
         assert!(canonical("admin").is_err());
         assert!(canonical("*").is_err());
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Pieces of path segments, hostile and plain.
+        const PIECES: &[&str] = &[
+            "a", "b", "admin", "public", ".", "..", "%2e", "%2E", ".%2e", "%2f", "%2F", "%5c",
+            "\\", "%41", "%3b", ";", "%25", "%252e", "%c3%a9", "\u{e9}", "%c0%ae", "~", "%zz",
+            "%00", " ", "+", ":", "@", "%3A", "%7e", "",
+        ];
+
+        fn path() -> impl Strategy<Value = String> {
+            let segment = prop::collection::vec(prop::sample::select(PIECES), 0..3)
+                .prop_map(|pieces| pieces.concat());
+            prop::collection::vec(segment, 0..6)
+                .prop_map(|segments| format!("/{}", segments.join("/")))
+        }
+
+        /// What an upstream that percent-decodes everything and then resolves dot segments
+        /// (and merges slashes) takes a path to name.
+        fn resolved(path: &str) -> Vec<Vec<u8>> {
+            let bytes = path.as_bytes();
+            let mut decoded = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                match (bytes[i], encoded(bytes, i)) {
+                    (b'%', Some(byte)) => {
+                        decoded.push(byte);
+                        i += 3;
+                    }
+                    (byte, _) => {
+                        decoded.push(byte);
+                        i += 1;
+                    }
+                }
+            }
+            let mut stack: Vec<Vec<u8>> = Vec::new();
+            for segment in decoded.split(|&b| b == b'/') {
+                match segment {
+                    b"" | b"." => {}
+                    b".." => {
+                        stack.pop();
+                    }
+                    other => stack.push(other.to_vec()),
+                }
+            }
+            stack
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn canonical_paths_are_stable_rooted_and_free_of_dots(raw in path()) {
+                if let Ok(first) = canonicalize(&raw, true) {
+                    let path = first.path.as_ref();
+                    prop_assert!(path.starts_with('/'));
+                    prop_assert!(!path.contains("//"), "{path}");
+                    prop_assert!(path.split('/').all(|s| s != "." && s != ".."), "{path}");
+                    let again = canonicalize(path, true).expect("a canonical path is valid");
+                    prop_assert_eq!(again.path.as_ref(), path);
+                    prop_assert!(matches!(again.path, Cow::Borrowed(_)) || again.ambiguity.is_some()
+                        || path.contains('%'), "re-canonicalised {path} allocated");
+                }
+            }
+
+            #[test]
+            fn the_quick_test_agrees_with_the_rebuild(raw in path(), merge in any::<bool>()) {
+                if is_canonical(&raw, merge) {
+                    let rebuilt = rebuild(&raw, merge).expect("valid");
+                    prop_assert_eq!(rebuilt.path.as_ref(), raw.as_str());
+                    prop_assert_eq!(rebuilt.ambiguity, None);
+                }
+            }
+
+            /// Gateway and upstream agree: an upstream that decodes the canonical path
+            /// names the resource it would have named from the client's path, so a
+            /// route's prefix matches the one exactly when it matches the other.
+            #[test]
+            fn a_decoding_upstream_sees_the_same_resource(raw in path()) {
+                if let Ok(Canonical { path, ambiguity: None }) = canonicalize(&raw, true) {
+                    prop_assert_eq!(resolved(&path), resolved(&raw), "{} -> {}", raw, path);
+                    let admin = resolved(&raw).first().is_some_and(|s| s == b"admin");
+                    let routed = path == "/admin" || path.starts_with("/admin/");
+                    prop_assert_eq!(admin, routed, "{} -> {}", raw, path);
+                }
+            }
+        }
     }
 }

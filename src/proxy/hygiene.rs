@@ -448,4 +448,66 @@ mod tests {
             ErrorCode::HeadersTooLarge
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text(alphabet: &'static [&'static str], len: usize) -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(alphabet), 0..len).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn content_length_passes_only_as_digits(
+                value in text(&["0", "5", "9", ",", " ", "+", "-", "x", "\t", "e"], 6)
+            ) {
+                let Ok(header) = HeaderValue::from_str(value.trim()) else { return Ok(()) };
+                let mut req = request(&[("Host", "a")]);
+                req.append_header("Content-Length", header).expect("header");
+                let digits = !value.trim().is_empty() && value.trim().bytes().all(|b| b.is_ascii_digit());
+                prop_assert_eq!(!refused(&req), digits, "{:?}", value);
+            }
+
+            #[test]
+            fn transfer_encoding_passes_only_as_chunked_alone(
+                value in text(&["chunked", "Chunked", "gzip", ",", " ", "identity", ";q"], 4),
+                with_length in any::<bool>()
+            ) {
+                let mut headers = vec![("Host", "a"), ("Transfer-Encoding", value.as_str())];
+                if with_length {
+                    headers.push(("Content-Length", "3"));
+                }
+                let req = request(&headers);
+                let chunked = value.eq_ignore_ascii_case("chunked");
+                prop_assert_eq!(!refused(&req), chunked && !with_length, "{:?}", value);
+            }
+
+            #[test]
+            fn a_head_passes_only_with_crlf_line_ends(
+                ends in prop::collection::vec(prop::sample::select(&["\r\n", "\n", "\r\n"][..]), 3)
+            ) {
+                let raw = format!("GET /x HTTP/1.1{}Host: a{}X-A: 1{}\r\n", ends[0], ends[1], ends[2]);
+                let req = request(&[("Host", "a"), ("X-A", "1")]);
+                let crlf = ends.iter().all(|end| *end == "\r\n");
+                prop_assert_eq!(check(&req, Some(raw.as_bytes()), &limits()).is_ok(), crlf);
+            }
+
+            #[test]
+            fn an_accepted_host_is_an_authority_with_a_real_port(
+                host in text(&["a", "b", "1", ".", "-", "_", ":", "[", "]", "::1", "8", "0", "@", " ", "/", "65536", "65535"], 6)
+            ) {
+                if valid_host(host.as_bytes()) {
+                    let authority = host.replace('_', "u");
+                    let parsed = authority.parse::<http::uri::Authority>();
+                    prop_assert!(parsed.is_ok(), "{host:?}");
+                    if let Some(port) = parsed.ok().and_then(|a| a.port().map(|p| p.as_str().to_string())) {
+                        prop_assert!(port.parse::<u16>().is_ok(), "{host:?}");
+                    }
+                }
+            }
+        }
+    }
 }
