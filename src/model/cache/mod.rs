@@ -16,6 +16,7 @@ use pingora_http::RequestHeader;
 use prometheus::IntCounter;
 
 use crate::config::{verdict, CacheConfig, Problem};
+use crate::model::canary::Variant;
 use crate::telemetry::metrics::Metrics;
 pub use store::Store;
 
@@ -160,14 +161,20 @@ impl RouteCache {
     }
 }
 
-/// The cache key of a request on route `route`: route, host (lower case, without port)
-/// and path with query, one per line (none of them can contain a line break). The
-/// method is not part of it: HEAD is answered from the GET response.
-pub fn cache_key(route: &str, req: &RequestHeader) -> CacheKey {
+/// The cache key of a request on route `route`: route (with the canary split's choice on
+/// a route with a canary, so each variant's answers stay apart), host (lower case,
+/// without port) and path with query, one per line (none of them can contain a line
+/// break). The method is not part of it: HEAD is answered from the GET response.
+pub fn cache_key(route: &str, variant: Option<Variant>, req: &RequestHeader) -> CacheKey {
     let host = crate::model::request::request_host(req).to_ascii_lowercase();
     let path_and_query = req
         .uri
         .path_and_query()
         .map_or("/", |path_and_query| path_and_query.as_str());
-    CacheKey::new(format!("{route}\n{host}\n{path_and_query}"), "")
+    let primary = match variant {
+        // Route names have no spaces: "orders canary" cannot be another route's name.
+        Some(variant) => format!("{route} {}\n{host}\n{path_and_query}", variant.as_str()),
+        None => format!("{route}\n{host}\n{path_and_query}"),
+    };
+    CacheKey::new(primary, "")
 }
