@@ -34,7 +34,10 @@ mod upstream;
 pub use self::{
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
     gateway::{run_portcullis, Gateway},
-    http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
+    http::{
+        assert_gateway_error, http_agent, raw_exchange, raw_exchange_bytes, send, send_body,
+        HttpResponse,
+    },
     metrics::metric_value,
     redis::{RedisCluster, RedisServer},
     traffic::{Traffic, TrafficReport},
