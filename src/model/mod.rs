@@ -7,5 +7,6 @@ pub mod compression;
 pub mod gateway;
 pub mod request;
 pub mod router;
+pub mod server;
 pub mod tls;
 pub mod upstream;

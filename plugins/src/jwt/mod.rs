@@ -53,7 +53,7 @@ impl Jwt {
         let claim_headers = config.claim_headers()?;
         let keys = config.key_source(env)?;
         let audience = config.audiences();
-        let leeway = config.leeway.map_or(0, |leeway| leeway.0.as_secs());
+        let leeway = config.leeway()?;
         let verifier = Verifier::new(
             &algorithms,
             &ClaimRules {

@@ -24,7 +24,7 @@ pub use self::redis::{BackendError, OnError, RedisBackend, RedisConfig};
 pub use self::sliding_window::{SlidingWindow, WindowState};
 pub use self::token_bucket::{BucketState, TokenBucket};
 
-use crate::units::Duration;
+use crate::units::{self, Duration};
 use crate::{
     Entry, ErrorCode, KeyUse, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection,
     RequestKey, Telemetry,
@@ -321,6 +321,10 @@ fn compile_rule(
 
 const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The largest rate, burst or limit: a billion requests per period keeps every count and
+/// a Redis bucket's cost per token (at least a nanosecond of `per`) exact.
+const MOST_REQUESTS: u64 = 1_000_000_000;
+
 /// The checks of a rule's (or a tier's) fields for one algorithm.
 struct Fields<'a> {
     path: &'a str,
@@ -346,11 +350,12 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A count of requests or tokens: at least 1, at most [`MOST_REQUESTS`].
     fn positive(&self, field: &str, value: Option<u64>) -> Result<Option<u64>, Problem> {
-        match value {
-            Some(0) => Err(self.problem(field, "must be at least 1")),
-            value => Ok(value),
-        }
+        let path = format!("{}.{field}", self.path);
+        value
+            .map(|value| units::within(&path, value, 1, MOST_REQUESTS))
+            .transpose()
     }
 
     fn required(&self, field: &str, value: Option<u64>) -> Result<u64, Problem> {
@@ -358,12 +363,11 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.problem(field, format!("{} needs a {field}", self.algorithm)))
     }
 
+    /// A period in nanoseconds: at least 1ms, at most [`units::LONGEST`].
     fn at_least_1ms(&self, field: &str, value: Duration) -> Result<u64, Problem> {
-        let nanos = value.0.as_nanos() as u64;
-        if nanos < 1_000_000 {
-            return Err(self.problem(field, "must be at least 1ms"));
-        }
-        Ok(nanos)
+        let path = format!("{}.{field}", self.path);
+        let period = value.within(&path, std::time::Duration::from_millis(1), units::LONGEST)?;
+        Ok(u64::try_from(period.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 

@@ -82,10 +82,11 @@ impl RedisBackend {
         background: bool,
     ) -> Result<Self, Problem> {
         let link = Link::parse(&config.url).map_err(|message| Problem::new("url", message))?;
-        let timeout = config.timeout.0;
-        if timeout.is_zero() {
-            return Err(Problem::new("timeout", "must be greater than 0"));
-        }
+        // A check waits this long on the request path: a minute is already an outage.
+        let timeout =
+            config
+                .timeout
+                .within("timeout", Duration::from_millis(1), Duration::from_secs(60))?;
         let connection = if background {
             let key = format!("{}|{timeout:?}", config.url);
             retained.get_or_insert_with(&key, || RedisConnection::new(link, timeout, true))

@@ -13,6 +13,7 @@ use std::time::Duration;
 use pingora::cache::CacheKey;
 use pingora::cache::CachePhase;
 use pingora_http::RequestHeader;
+use portcullis_plugins::units::LONGEST;
 use prometheus::IntCounter;
 
 use crate::config::{verdict, CacheConfig, Problem};
@@ -106,6 +107,21 @@ impl RouteCache {
             )]);
         }
         let mut problems = Vec::new();
+        for (field, value) in [
+            ("default_ttl", config.default_ttl),
+            (
+                "stale_while_revalidate",
+                Some(config.stale_while_revalidate),
+            ),
+            ("stale_if_error", Some(config.stale_if_error)),
+        ] {
+            let at = format!("{path}.{field}");
+            if let Some(Err(problem)) =
+                value.map(|value| value.within(&at, Duration::ZERO, LONGEST))
+            {
+                problems.push(problem);
+            }
+        }
         let mut vary = Vec::with_capacity(config.vary.len());
         for (i, name) in config.vary.iter().enumerate() {
             match http::HeaderName::from_bytes(name.as_bytes()) {
