@@ -45,6 +45,8 @@ pub struct Metrics {
     pub rate_limit_backend_errors: IntCounterVec,
     /// `portcullis_cache_requests_total{route,result}`
     pub cache_requests: IntCounterVec,
+    /// `portcullis_connections_refused_total{listener,reason}`
+    pub connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -156,6 +158,13 @@ impl Metrics {
             ),
             &["route", "result"],
         );
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "portcullis_connections_refused_total",
+                "Client connections closed at once by the connection caps or PROXY protocol rules.",
+            ),
+            &["listener", "reason"],
+        );
         let downstream_connections = IntGauge::new(
             "portcullis_downstream_connections",
             "Open client connections (HTTP/2: open streams).",
@@ -183,8 +192,9 @@ impl Metrics {
             rate_limited: rate_limited.expect("valid metric definition"),
             rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
             cache_requests: cache_requests.expect("valid metric definition"),
+            connections_refused: connections_refused.expect("valid metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -202,6 +212,7 @@ impl Metrics {
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.rate_limit_backend_errors.clone()),
             Box::new(metrics.cache_requests.clone()),
+            Box::new(metrics.connections_refused.clone()),
         ];
         for collector in collectors {
             metrics

@@ -35,6 +35,8 @@ use crate::canary::Variant;
 use crate::compression;
 use crate::gateway::RouteAction;
 use crate::metrics::method_label;
+use crate::model::connections::ConnectionPolicy;
+use crate::runtime::connections;
 use crate::state::State;
 use crate::upstream::{bit, Outcome};
 use choice::{balancing_key, choose_target};
@@ -45,12 +47,14 @@ use trace::TraceContext;
 /// The proxy service logic.
 pub struct Proxy {
     state: Arc<State>,
+    connections: Arc<ConnectionPolicy>,
 }
 
 impl Proxy {
-    /// Proxy logic serving whatever configuration `state` holds.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// Proxy logic serving whatever configuration `state` holds, on client connections
+    /// governed by `connections`.
+    pub fn new(state: Arc<State>, connections: Arc<ConnectionPolicy>) -> Self {
+        Self { state, connections }
     }
 }
 
@@ -67,6 +71,8 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        connections::head_received();
+        connection_timeouts(session, &self.connections);
         compression::prepare(session);
         Ok(())
     }
@@ -81,7 +87,10 @@ impl ProxyHttp for Proxy {
         compression::start(session, None);
         let gateway = self.state.gateway();
         identify(session, ctx, &gateway.tracing);
-        ctx.plugins.client_ip = client_ip(session);
+        ctx.plugins.client_ip = self
+            .connections
+            .client_address
+            .resolve(peer_ip(session), &session.req_header().headers);
         let checked = hygiene::check(session.req_header(), || {
             session.downstream_session.to_h1_raw()
         });
@@ -396,11 +405,7 @@ impl ProxyHttp for Proxy {
             upstream_request.set_raw_path(path.as_bytes())?;
         }
         forwarding::remove_hop_by_hop(upstream_request);
-        forwarding::add_forwarded(
-            upstream_request,
-            ctx.plugins.client_ip,
-            forwarded_proto(session),
-        );
+        forwarding::add_forwarded(upstream_request, peer_ip(session), forwarded_proto(session));
         if let Some(gateway) = &ctx.gateway {
             upstream_request.insert_header(
                 gateway.tracing.request_id_header.clone(),
@@ -528,6 +533,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        connections::request_finished();
         let status = session
             .response_written()
             .map_or(0, |resp| resp.status.as_u16());
@@ -605,7 +611,21 @@ fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::T
     }
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// Keep-alive for as long as `server.keepalive_timeout` (unless Pingora already turned
+/// it off for a shutdown) and the body read timeout; HTTP/2 sessions ignore both.
+fn connection_timeouts(session: &mut Session, policy: &ConnectionPolicy) {
+    if session.get_keepalive().is_some() {
+        // Whole seconds, rounded up: Pingora reads `Some(0)` as "no timeout".
+        let seconds = policy
+            .keepalive_timeout
+            .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
+        session.set_keepalive(seconds);
+    }
+    session.set_read_timeout(Some(policy.body_read_timeout));
+}
+
+/// The connection's peer: the TCP peer, or the client a trusted PROXY header named.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|addr| addr.as_inet())

@@ -1,0 +1,3 @@
+//! What runs while the process serves: per-connection admission and deadlines.
+
+pub mod connections;
