@@ -3,7 +3,7 @@
 # OpenSSL headers for Pingora, and the tools the tests and load tests drive. Idempotent.
 set -euo pipefail
 
-packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server)
+packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server haproxy)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

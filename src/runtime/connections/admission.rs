@@ -17,7 +17,7 @@ use prometheus::IntCounterVec;
 use tokio::time::{timeout_at, Instant};
 
 use super::limiter::{ListenerCount, Permit, Refusal};
-use super::proxy_protocol::{self, ProxiedPeer};
+use super::proxy_protocol::{self, NoHeader, ProxiedPeer};
 use crate::model::connections::{ConnectionPolicy, ListenerPolicy};
 
 /// The TLS record type of a handshake message (a ClientHello comes in one).
@@ -41,6 +41,8 @@ pub enum Closed {
     Refused(Refusal),
     /// The TLS ClientHello did not arrive within the request head timeout.
     Silent,
+    /// The peer closed before sending anything (a TCP health check, a port probe).
+    PeerLeft,
 }
 
 impl Admission {
@@ -85,12 +87,13 @@ impl Admission {
             .await
         {
             Ok(permit) => stream.tracer = Some(Tracer(Box::new(permit))),
-            Err(refusal) => {
+            Err(Closed::Refused(refusal)) => {
                 self.refused
                     .with_label_values(&[&listener.label, refusal.as_str()])
                     .inc();
                 return Err(Closed::Refused(refusal));
             }
+            Err(closed) => return Err(closed),
         }
         if listener.tls && !client_hello_arrives(stream, deadline).await {
             return Err(Closed::Silent);
@@ -105,25 +108,30 @@ impl Admission {
         count: &Arc<ListenerCount>,
         peer: SocketAddr,
         deadline: Instant,
-    ) -> Result<Permit, Refusal> {
-        let mut permit = count.admit()?;
+    ) -> Result<Permit, Closed> {
+        let mut permit = count.admit().map_err(Closed::Refused)?;
         let trusted = &self.policy.client_address;
         let mut client = peer.ip();
         if listener.proxy_protocol {
             if !trusted.trusts(client) {
-                return Err(Refusal::UntrustedProxy);
+                return Err(Closed::Refused(Refusal::UntrustedProxy));
             }
             match timeout_at(deadline, proxy_protocol::read_header(stream)).await {
-                Ok(Some(ProxiedPeer::Client(address))) => {
+                Ok(Ok(ProxiedPeer::Client(address))) => {
                     proxy_protocol::set_peer(stream, address);
                     client = address.ip();
                 }
-                Ok(Some(ProxiedPeer::Local)) => {}
-                Ok(None) | Err(_) => return Err(Refusal::InvalidProxyHeader),
+                Ok(Ok(ProxiedPeer::Local)) => {}
+                Ok(Err(NoHeader::PeerLeft)) => return Err(Closed::PeerLeft),
+                Ok(Err(NoHeader::Invalid)) | Err(_) => {
+                    return Err(Closed::Refused(Refusal::InvalidProxyHeader))
+                }
             }
         }
         if !trusted.trusts(client) {
-            count.admit_client(&mut permit, client)?;
+            count
+                .admit_client(&mut permit, client)
+                .map_err(Closed::Refused)?;
         }
         Ok(permit)
     }
@@ -158,6 +166,9 @@ impl PreTlsProcess for Admission {
                 ErrorType::ConnectionClosed,
                 "no TLS ClientHello within server.request_header_timeout",
             ),
+            Err(Closed::PeerLeft) => {
+                Error::e_explain(ErrorType::ConnectionClosed, "closed before a PROXY header")
+            }
         }
     }
 }

@@ -25,22 +25,32 @@ pub enum ProxiedPeer {
     Local,
 }
 
+/// Why no PROXY header was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoHeader {
+    /// The bytes are not a valid header (or the connection ended inside one).
+    Invalid,
+    /// The peer closed without sending a byte: a TCP health check or a port probe.
+    PeerLeft,
+}
+
 /// Reads the header at the start of `stream`, leaving every byte after it unread.
-/// `None` when the bytes are not a valid header or the peer closes first.
-pub async fn read_header(stream: &mut L4Stream) -> Option<ProxiedPeer> {
+pub async fn read_header(stream: &mut L4Stream) -> Result<ProxiedPeer, NoHeader> {
     let mut buf = BytesMut::with_capacity(256);
     loop {
-        if stream.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
+        match stream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) if buf.is_empty() => return Err(NoHeader::PeerLeft),
+            Ok(0) | Err(_) => return Err(NoHeader::Invalid),
+            Ok(_) => {}
         }
         let (peer, length) = match parse(&buf) {
             Parsed::Incomplete if buf.len() < MAX_HEADER => continue,
-            Parsed::Incomplete | Parsed::Invalid => return None,
+            Parsed::Incomplete | Parsed::Invalid => return Err(NoHeader::Invalid),
             Parsed::Complete(peer, length) => (peer, length),
         };
         let rest = buf.split_off(length);
         stream.rewind(&rest);
-        return Some(peer);
+        return Ok(peer);
     }
 }
 
