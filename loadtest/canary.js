@@ -3,15 +3,17 @@
 // the same variant; the force header overrides the split. Which pool answered comes from
 // the echo body's "listen" address.
 //
-//   BASE_URL=http://127.0.0.1:28080 CANARY_ADDR=127.0.0.1:28002 WEIGHT=10 k6 run loadtest/canary.js
 //   loadtest/run.sh canary                      # loadtest/conf/canary.yaml
+//   BASE_URL=http://127.0.0.1:PORT CANARY_ADDR=127.0.0.1:PORT WEIGHT=10 k6 run loadtest/canary.js
 import http from 'k6/http';
 import { check } from 'k6';
 import { Rate } from 'k6/metrics';
 import exec from 'k6/execution';
+import { constantRate, envUrl, jsonField, target } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:28080').replace(/\/+$/, '');
-const CANARY_ADDR = __ENV.CANARY_ADDR || '127.0.0.1:28002';
+const BASE_URL = envUrl('BASE_URL');
+// The canary pool is the config's second upstream port.
+const CANARY_ADDR = target(1, 'CANARY_ADDR');
 const WEIGHT = parseFloat(__ENV.WEIGHT || '10') / 100;
 
 const canaryShare = new Rate('canary_share');
@@ -20,14 +22,7 @@ const forced = new Rate('canary_forced');
 
 export const options = {
   scenarios: {
-    split: {
-      executor: 'constant-arrival-rate',
-      rate: parseInt(__ENV.RATE || '300', 10),
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '20s',
-      preAllocatedVUs: 20,
-      maxVUs: 100,
-    },
+    split: constantRate(parseInt(__ENV.RATE || '300', 10), __ENV.DURATION || '20s', 20, 100),
   },
   thresholds: {
     canary_share: [`rate>=${WEIGHT - 0.02}`, `rate<=${WEIGHT + 0.02}`],
@@ -38,11 +33,8 @@ export const options = {
 };
 
 function servedByCanary(res) {
-  try {
-    return res.json('listen') === CANARY_ADDR;
-  } catch (_) {
-    return undefined;
-  }
+  const listen = jsonField(res, 'listen');
+  return listen === undefined ? undefined : listen === CANARY_ADDR;
 }
 
 export default function () {

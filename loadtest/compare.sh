@@ -27,10 +27,7 @@ if [[ ${1:-} == --quick ]]; then
 	DURATION="${DURATION:-3s}"
 	WARMUP="${WARMUP:-1s}"
 	K6_DURATION="${K6_DURATION:-3s}"
-	PROFILE=debug
-	GATEWAY_BIN="$REPO_DIR/target/$PROFILE/portcullis"
-	UPSTREAM_BIN="$REPO_DIR/target/$PROFILE/examples/upstream"
-	BARE_BIN="$REPO_DIR/target/$PROFILE/examples/bare_proxy"
+	use_profile debug
 	ROWS="${ROWS:-direct nginx portcullis-plain portcullis-edge}"
 fi
 DURATION="${DURATION:-10s}"
@@ -38,60 +35,62 @@ WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
-ROWS="${ROWS:-direct nginx haproxy pingora-bare portcullis-plain portcullis-traffic portcullis-edge portcullis-auth portcullis-ratelimit-local portcullis-ratelimit-redis portcullis-full portcullis-cache nginx-tls portcullis-tls}"
 PROXY_CPU=0
 LOAD_CPU=1
-
-NGINX_ADDR=127.0.0.1:28081
-HAPROXY_ADDR=127.0.0.1:28082
-BARE_ADDR=127.0.0.1:28086
-NGINX_TLS_ADDR=127.0.0.1:28087
-TLS_CONF="$LOADTEST_DIR/conf/tls.yaml"
-# conf/tls.yaml names these files; prepare() makes them with conf/make-test-certs.sh.
-CERT_DIR=/tmp/portcullis-bench-certs
 BARE_BIN="$(dirname "$GATEWAY_BIN")/examples/bare_proxy"
-PLAIN_CONF="$LOADTEST_DIR/conf/plain.yaml"
-EDGE_CONF="$LOADTEST_DIR/conf/edge.yaml"
-CACHE_CONF="$LOADTEST_DIR/conf/cache.yaml"
-# The edge profile with key_auth + jwt (RS256) on the measured route.
-AUTH_CONF="$LOADTEST_DIR/conf/auth.yaml"
-AUTH_JWKS=/tmp/portcullis-bench-auth-jwks.json
-# The full edge chain: auth + rate_limit + canary + outlier detection + access log.
-FULL_CONF="$LOADTEST_DIR/conf/full.yaml"
-FULL_JWKS=/tmp/portcullis-bench-full-jwks.json
-AUTH_ACCESS_LOG=/tmp/portcullis-bench-auth-access.log
 FIXTURE_BIN="$(dirname "$GATEWAY_BIN")/examples/auth_fixture"
-# Extra request header of the row being measured (the auth row's bearer token).
-REQUEST_HEADER=""
-TRAFFIC_CONF="$LOADTEST_DIR/conf/traffic.yaml"
-RL_LOCAL_CONF="$LOADTEST_DIR/conf/ratelimit-local.yaml"
-RL_REDIS_CONF="$LOADTEST_DIR/conf/ratelimit-redis.yaml"
-# The redis-server of the "(redis)" row, started by this script (never the system one).
-REDIS_PORT=28379
-# The gateway configs name the upstream; every row uses that one.
-UPSTREAM_ADDR="$(conf_first_address "$PLAIN_CONF" upstreams)"
 EDGE_PATH=/api/v1/items/42
-EDGE_ACCESS_LOG=/tmp/portcullis-bench-edge-access.log
 
-WORK="$(mktemp -d /tmp/portcullis-compare.XXXXXX)"
+# The rows: name, what serves it, its config template (conf/*.yaml, for portcullis), the
+# measured path, and what else it needs:
+#   token       every request carries a bearer token from examples/auth_fixture, which
+#               writes the JWKS the config names ({dir}/NAME-jwks.json for conf/NAME.yaml)
+#   redis       a redis-server of the run's own on the config's {redis} port
+#   access-log  the config's access log ({dir}/NAME-access.log) must have lines after the run
+# A row whose name ends in -tls is measured over HTTPS (nginx and portcullis with the same
+# certificate). Every port is chosen free at run time. By default ROWS is every row, in order.
+ROW_TABLE="
+direct                      upstream    -                     /
+nginx                       nginx       -                     /
+haproxy                     haproxy     -                     /
+pingora-bare                bare        -                     /
+portcullis-plain            portcullis  plain.yaml            /
+portcullis-traffic          portcullis  traffic.yaml          /
+portcullis-edge             portcullis  edge.yaml             $EDGE_PATH  access-log
+portcullis-auth             portcullis  auth.yaml             $EDGE_PATH  token
+portcullis-ratelimit-local  portcullis  ratelimit-local.yaml  /
+portcullis-ratelimit-redis  portcullis  ratelimit-redis.yaml  /           redis
+portcullis-full             portcullis  full.yaml             $EDGE_PATH  token
+portcullis-cache            portcullis  cache.yaml            /
+nginx-tls                   nginx       -                     /
+portcullis-tls              portcullis  tls.yaml              /
+"
+ROWS="${ROWS:-$(awk 'NF { printf "%s ", $1 }' <<<"$ROW_TABLE")}"
+
+begin_run compare
+CERT_DIR="$WORK/certs"
 CLK_TCK="$(getconf CLK_TCK)"
 GATEWAY_OK=1
 TABLE_ROWS=()
 NOTES=()
-
-cleanup() {
-	stop_all
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Extra request header of the row being measured (the auth rows' bearer token).
+REQUEST_HEADER=""
 
 note() {
 	NOTES+=("$*")
 	log "NOTE: $*"
 }
 
+# row_spec ROW — prints the row's server, config, path and needs; fails for an unknown row.
+row_spec() {
+	awk -v row="$1" '$1 == row { print $2, $3, $4, $5; found = 1 } END { exit !found }' <<<"$ROW_TABLE"
+}
+
 prepare() {
+	local row
+	for row in $ROWS; do
+		row_spec "$row" >/dev/null || die "unknown row '$row'"
+	done
 	ensure_tools wrk:wrk nginx:nginx-light\|nginx haproxy:haproxy curl:curl taskset:util-linux
 	((K6_RATE == 0)) || ensure_k6
 	[[ $(nproc) -ge 2 ]] || note "only $(nproc) CPU: the CPU 0 / CPU 1 split is meaningless"
@@ -107,17 +106,8 @@ prepare() {
 		"$REPO_DIR/conf/make-test-certs.sh" "$CERT_DIR" edge localhost >/dev/null ||
 			die "could not make the TLS test certificates"
 	fi
-	local addr
-	for addr in "$NGINX_ADDR" "$HAPROXY_ADDR" "$UPSTREAM_ADDR" \
-		"$(conf_first_address "$PLAIN_CONF" listeners)" "$(conf_first_address "$EDGE_CONF" listeners)" \
-		"$(conf_first_address "$CACHE_CONF" listeners)" "$BARE_ADDR" "$NGINX_TLS_ADDR" \
-		"$(conf_first_address "$TLS_CONF" listeners)" "$(conf_first_address "$AUTH_CONF" listeners)" \
-		"$(conf_first_address "$TRAFFIC_CONF" listeners)" "$(conf_first_address "$RL_LOCAL_CONF" listeners)" \
-		"$(conf_first_address "$RL_REDIS_CONF" listeners)" "$(conf_first_address "$FULL_CONF" listeners)"; do
-		if curl -s -o /dev/null --max-time 1 "http://$addr/"; then
-			die "something already listens on $addr"
-		fi
-	done
+	# The one upstream of every row (the gateway configs name it {upstream}).
+	reserve_port 'PORT[upstream]'
 }
 
 # --- /proc accounting ------------------------------------------------------------------------
@@ -128,40 +118,44 @@ proc_tree() {
 	pgrep -P "$1" || true
 }
 
-cpu_ticks() {
-	local pid total=0 t
+# proc_sum PID FILE AWK — the sum of what AWK prints for /proc/P/FILE over PID and its children.
+proc_sum() {
+	local pid total=0 n
 	for pid in $(proc_tree "$1"); do
-		# Fields after "pid (comm) ": utime and stime are the 12th and 13th.
-		t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')" || t=0
-		total=$((total + ${t:-0}))
+		n="$(awk "$3" "/proc/$pid/$2" 2>/dev/null)" || n=0
+		total=$((total + ${n:-0}))
 	done
 	echo "$total"
 }
 
-peak_rss_kib() {
-	local pid total=0 k
-	for pid in $(proc_tree "$1"); do
-		k="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" || k=0
-		total=$((total + ${k:-0}))
-	done
-	echo "$total"
-}
+# utime + stime: the 12th and 13th fields after "pid (comm) ".
+cpu_ticks() { proc_sum "$1" stat '{ sub(/^.*\) /, ""); print $12 + $13 }'; }
+
+peak_rss_kib() { proc_sum "$1" status '/^VmHWM:/ { print $2 }'; }
 
 # --- servers ----------------------------------------------------------------------------------
+# start_SERVER ROW CONF — starts what serves a row, its output in $WORK/ROW.log, and sets
+# PROXY_PID and PROXY_PORT; fails when it does not come up.
 
-start_upstream() {
+start_upstream_process() {
 	start_bg upstream "$LOAD_CPU" INT "$WORK/upstream.log" \
-		"$UPSTREAM_BIN" --listen "$UPSTREAM_ADDR" --name bench --threads 1 --body-size 64
+		"$UPSTREAM_BIN" --listen "127.0.0.1:${PORT[upstream]}" --name bench --threads 1 --body-size 64
 	UPSTREAM_PID=$STARTED_PID
-	wait_http "http://$UPSTREAM_ADDR/healthz" "$UPSTREAM_PID" 10 || die "upstream did not start"
+	wait_http "http://127.0.0.1:${PORT[upstream]}/healthz" "$UPSTREAM_PID" 10 || die "upstream did not start"
 }
 
-# start_nginx [tls] — plain on NGINX_ADDR, or TLS (same certificate as portcullis-tls)
-# on NGINX_TLS_ADDR.
+# The "direct" row measures the upstream itself, which runs for the whole comparison.
+start_upstream() {
+	PROXY_PID=$UPSTREAM_PID
+	PROXY_PORT=${PORT[upstream]}
+}
+
 start_nginx() {
-	local dir="$WORK/nginx" user_line="" listen="listen $NGINX_ADDR;"
-	if [[ ${1:-} == tls ]]; then
-		listen="listen $NGINX_TLS_ADDR ssl;
+	local row="$1" dir="$WORK/$1" user_line=""
+	reserve_port PROXY_PORT
+	local listen="listen 127.0.0.1:$PROXY_PORT;"
+	if [[ $row == *-tls ]]; then
+		listen="listen 127.0.0.1:$PROXY_PORT ssl;
         ssl_certificate $CERT_DIR/edge.pem;
         ssl_certificate_key $CERT_DIR/edge.key;
         ssl_protocols TLSv1.2 TLSv1.3;"
@@ -174,7 +168,7 @@ $user_line
 worker_processes 1;
 daemon off;
 pid $dir/nginx.pid;
-error_log $dir/error.log warn;
+error_log stderr warn;
 events { worker_connections 4096; }
 http {
     access_log off;
@@ -184,7 +178,7 @@ http {
     uwsgi_temp_path $dir/uwsgi;
     scgi_temp_path $dir/scgi;
     upstream app {
-        server $UPSTREAM_ADDR;
+        server 127.0.0.1:${PORT[upstream]};
         keepalive 64;
     }
     server {
@@ -197,18 +191,14 @@ http {
     }
 }
 EOF
-	start_bg nginx "$PROXY_CPU" TERM "$dir/stdout.log" \
-		nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+	start_bg "$row" "$PROXY_CPU" TERM "$WORK/$row.log" nginx -p "$dir" -e stderr -c "$dir/nginx.conf"
 	PROXY_PID=$STARTED_PID
-	if [[ ${1:-} == tls ]]; then
-		wait_http "https://$NGINX_TLS_ADDR/" "$PROXY_PID" 10
-	else
-		wait_http "http://$NGINX_ADDR/" "$PROXY_PID" 10
-	fi
+	wait_http "$(row_url "$row" /)" "$PROXY_PID" 10
 }
 
 start_haproxy() {
-	local dir="$WORK/haproxy"
+	local row="$1" dir="$WORK/$1"
+	reserve_port PROXY_PORT
 	mkdir -p "$dir"
 	cat >"$dir/haproxy.cfg" <<EOF
 global
@@ -224,49 +214,58 @@ defaults
     http-reuse always
 
 frontend bench
-    bind $HAPROXY_ADDR
+    bind 127.0.0.1:$PROXY_PORT
     default_backend app
 
 backend app
-    server app1 $UPSTREAM_ADDR
+    server app1 127.0.0.1:${PORT[upstream]}
 EOF
-	start_bg haproxy "$PROXY_CPU" TERM "$dir/haproxy.log" haproxy -db -f "$dir/haproxy.cfg"
+	start_bg "$row" "$PROXY_CPU" TERM "$WORK/$row.log" haproxy -db -f "$dir/haproxy.cfg"
 	PROXY_PID=$STARTED_PID
-	wait_http "http://$HAPROXY_ADDR/" "$PROXY_PID" 10
+	wait_http "$(row_url "$row" /)" "$PROXY_PID" 10
 }
 
 # Pingora with no logic at all: the ceiling of any Pingora-based gateway.
 start_bare() {
-	((GATEWAY_OK)) && [[ -x $BARE_BIN ]] || return 1
-	start_bg pingora-bare "$PROXY_CPU" INT "$WORK/pingora-bare.log" \
-		"$BARE_BIN" --listen "$BARE_ADDR" --upstream "$UPSTREAM_ADDR"
+	local row="$1"
+	[[ -x $BARE_BIN ]] || return 1
+	reserve_port PROXY_PORT
+	start_bg "$row" "$PROXY_CPU" INT "$WORK/$row.log" \
+		"$BARE_BIN" --listen "127.0.0.1:$PROXY_PORT" --upstream "127.0.0.1:${PORT[upstream]}"
 	PROXY_PID=$STARTED_PID
-	wait_http "http://$BARE_ADDR/" "$PROXY_PID" 10
+	wait_http "$(row_url "$row" /)" "$PROXY_PID" 10
 }
 
-# start_redis — a redis-server of the run's own (no persistence) on $REDIS_PORT, on the
+start_portcullis() {
+	local row="$1" conf="$2"
+	PROXY_PORT=${PORT[listen]}
+	# SIGINT: Pingora's fast shutdown (SIGTERM would wait for the grace period).
+	start_bg "$row" "$PROXY_CPU" INT "$WORK/$row.log" "$GATEWAY_BIN" -c "$conf"
+	PROXY_PID=$STARTED_PID
+	wait_http "http://127.0.0.1:${PORT[admin]}/readyz" "$PROXY_PID" 30
+}
+
+# start_redis — a redis-server of the run's own (no persistence) on PORT[redis], on the
 # load CPU like the upstream: it is a dependency of the gateway, not the gateway.
 start_redis() {
 	command -v redis-server >/dev/null || return 1
 	start_bg redis "$LOAD_CPU" TERM "$WORK/redis.log" \
-		redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no
+		redis-server --port "${PORT[redis]}" --bind 127.0.0.1 --save '' --appendonly no
 	local i
 	for ((i = 0; i < 100; i++)); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && return 0
+		(exec 3<>"/dev/tcp/127.0.0.1/${PORT[redis]}") 2>/dev/null && return 0
 		sleep 0.1
 	done
 	return 1
 }
 
-start_portcullis() {
-	local conf="$1" name="$2"
-	((GATEWAY_OK)) || return 1
-	local admin
-	admin="$(conf_first_address "$conf" admin)"
-	# SIGINT: Pingora's fast shutdown (SIGTERM would wait for the grace period).
-	start_bg "$name" "$PROXY_CPU" INT "$WORK/$name.log" "$GATEWAY_BIN" -c "$conf"
-	PROXY_PID=$STARTED_PID
-	wait_http "http://$admin/readyz" "$PROXY_PID" 30
+# row_url ROW PATH — where a row is measured, once its server runs.
+row_url() {
+	if [[ $1 == *-tls ]]; then
+		echo "https://localhost:$PROXY_PORT$2"
+	else
+		echo "http://127.0.0.1:$PROXY_PORT$2"
+	fi
 }
 
 # --- measurement ------------------------------------------------------------------------------
@@ -344,112 +343,52 @@ skip_row() {
 	note "$1: $2"
 }
 
-run_row() {
-	local row="$1"
-	case "$row" in
-	direct)
-		measure direct "http://$UPSTREAM_ADDR/" "$UPSTREAM_PID"
-		return
-		;;
-	nginx) start_nginx || {
-		skip_row nginx "failed to start: $(tail -n 2 "$WORK/nginx/error.log" | tr '\n' ' ')"
-		return
-	} ;;
-	nginx-tls) start_nginx tls || {
-		skip_row "$row" "failed to start: $(tail -n 2 "$WORK/nginx/error.log" | tr '\n' ' ')"
-		return
-	} ;;
-	portcullis-tls) start_portcullis "$TLS_CONF" "$row" || {
-		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-		return
-	} ;;
-	haproxy) start_haproxy || {
-		skip_row haproxy "failed to start: $(tail -n 2 "$WORK/haproxy/haproxy.log" | tr '\n' ' ')"
-		return
-	} ;;
-	pingora-bare) start_bare || {
-		skip_row "$row" "not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-		return
-	} ;;
-	portcullis-plain) start_portcullis "$PLAIN_CONF" "$row" || {
-		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-		return
-	} ;;
-	portcullis-cache) start_portcullis "$CACHE_CONF" "$row" || {
-		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-		return
-	} ;;
-	portcullis-traffic) start_portcullis "$TRAFFIC_CONF" "$row" || {
-		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-		return
-	} ;;
-	portcullis-ratelimit-local) start_portcullis "$RL_LOCAL_CONF" "$row" || {
-		skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-		return
-	} ;;
-	portcullis-ratelimit-redis)
-		start_redis || {
-			skip_row "$row" "redis-server did not start (scripts/setup-debian.sh installs it)"
-			return
-		}
-		start_portcullis "$RL_REDIS_CONF" "$row" || {
-			skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-			return
-		}
-		;;
-	portcullis-edge)
-		: >"$EDGE_ACCESS_LOG"
-		start_portcullis "$EDGE_CONF" "$row" || {
-			skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-			return
-		}
-		;;
-	portcullis-auth | portcullis-full)
-		local conf="$AUTH_CONF" jwks="$AUTH_JWKS"
-		[[ $row == portcullis-full ]] && conf="$FULL_CONF" jwks="$FULL_JWKS"
-		: >"$AUTH_ACCESS_LOG"
+# --- rows -------------------------------------------------------------------------------------
+
+# start_row ROW SERVER CONF NEEDS — starts what the row needs, then its server; when that
+# fails, says why in SKIP_REASON.
+start_row() {
+	local row="$1" server="$2" conf="$3" needs="$4" rendered="$WORK/$1.yaml"
+	if [[ $server == portcullis || $server == bare ]] && ((!GATEWAY_OK)); then
+		SKIP_REASON="not built"
+		return 1
+	fi
+	[[ $conf == - ]] || render_conf "$LOADTEST_DIR/conf/$conf" "$rendered"
+	if [[ $needs == *redis* ]] && ! start_redis; then
+		SKIP_REASON="redis-server did not start (scripts/setup-debian.sh installs it)"
+		return 1
+	fi
+	if [[ $needs == *token* ]]; then
 		local token
-		if ! token="$("$FIXTURE_BIN" "$jwks")"; then
-			skip_row "$row" "examples/auth_fixture failed (build it with cargo build --release --example auth_fixture)"
-			return
+		if ! token="$("$FIXTURE_BIN" "$WORK/${conf%.yaml}-jwks.json")"; then
+			SKIP_REASON="examples/auth_fixture failed (build it with cargo build --release --example auth_fixture)"
+			return 1
 		fi
 		REQUEST_HEADER="Authorization: Bearer $token"
-		start_portcullis "$conf" "$row" || {
-			REQUEST_HEADER=""
-			skip_row "$row" "gateway not built or failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
-			return
-		}
-		;;
-	*) die "unknown row '$row'" ;;
-	esac
-
-	local url
-	case "$row" in
-	nginx) url="http://$NGINX_ADDR/" ;;
-	haproxy) url="http://$HAPROXY_ADDR/" ;;
-	pingora-bare) url="http://$BARE_ADDR/" ;;
-	nginx-tls) url="https://localhost:${NGINX_TLS_ADDR##*:}/" ;;
-	portcullis-tls) url="https://localhost:$(conf_first_address "$TLS_CONF" listeners | cut -d: -f2)/" ;;
-	portcullis-plain) url="http://$(conf_first_address "$PLAIN_CONF" listeners)/" ;;
-	portcullis-traffic) url="http://$(conf_first_address "$TRAFFIC_CONF" listeners)/" ;;
-	portcullis-edge) url="http://$(conf_first_address "$EDGE_CONF" listeners)$EDGE_PATH" ;;
-	portcullis-cache) url="http://$(conf_first_address "$CACHE_CONF" listeners)/" ;;
-	portcullis-auth) url="http://$(conf_first_address "$AUTH_CONF" listeners)$EDGE_PATH" ;;
-	portcullis-full) url="http://$(conf_first_address "$FULL_CONF" listeners)$EDGE_PATH" ;;
-	portcullis-ratelimit-local) url="http://$(conf_first_address "$RL_LOCAL_CONF" listeners)/" ;;
-	portcullis-ratelimit-redis) url="http://$(conf_first_address "$RL_REDIS_CONF" listeners)/" ;;
-	esac
-	measure "$row" "$url" "$PROXY_PID"
-	REQUEST_HEADER=""
-	rm -f "$AUTH_ACCESS_LOG" "$AUTH_JWKS" "$FULL_JWKS" /tmp/portcullis-bench-full-access.log
-	if [[ $row == portcullis-edge ]]; then
-		local lines
-		lines="$(wc -l <"$EDGE_ACCESS_LOG" 2>/dev/null || echo 0)"
-		log "$row: access log has $lines lines"
-		((lines > 0)) || note "$row: access log $EDGE_ACCESS_LOG is empty"
-		rm -f "$EDGE_ACCESS_LOG"
 	fi
-	stop_bg "$PROXY_PID"
+	if ! "start_$server" "$row" "$rendered"; then
+		SKIP_REASON="failed to start: $(tail -n 3 "$WORK/$row.log" 2>/dev/null | tr '\n' ' ')"
+		return 1
+	fi
+}
+
+run_row() {
+	local row="$1" server conf path needs
+	read -r server conf path needs < <(row_spec "$row")
+	if ! start_row "$row" "$server" "$conf" "$needs"; then
+		REQUEST_HEADER=""
+		skip_row "$row" "$SKIP_REASON"
+		return
+	fi
+	measure "$row" "$(row_url "$row" "$path")" "$PROXY_PID"
+	REQUEST_HEADER=""
+	if [[ $needs == *access-log* ]]; then
+		local lines access_log="$WORK/${conf%.yaml}-access.log"
+		lines="$(wc -l <"$access_log" 2>/dev/null || echo 0)"
+		log "$row: access log has $lines lines"
+		((lines > 0)) || note "$row: access log $access_log is empty"
+	fi
+	[[ $server == upstream ]] || stop_bg "$PROXY_PID"
 }
 
 render_table() {
@@ -499,7 +438,7 @@ render_report() {
 main() {
 	prepare
 	mkdir -p "$RESULTS_DIR"
-	start_upstream
+	start_upstream_process
 	local row
 	for row in $ROWS; do
 		run_row "$row"

@@ -1,12 +1,13 @@
 // Latency at a fixed load: a constant arrival rate of GETs to one URL. compare.sh runs it
 // against every proxy so the p50/p99 columns compare like with like.
 //
-//   URL=http://127.0.0.1:28083/ RATE=2000 DURATION=10s [HEADER='Authorization: Bearer ...'] \
+//   URL=http://127.0.0.1:PORT/ RATE=2000 DURATION=10s [HEADER='Authorization: Bearer ...'] \
 //     k6 run loadtest/fixed-rate.js
 import http from 'k6/http';
 import { check } from 'k6';
+import { constantRate, requiredEnv, SUMMARY_TREND_STATS } from './lib.js';
 
-const URL = __ENV.URL || 'http://127.0.0.1:28083/';
+const URL = requiredEnv('URL');
 const RATE = parseInt(__ENV.RATE || '2000', 10);
 // One extra request header, "Name: value" (compare.sh's auth rows send a bearer token).
 const HEADERS = {};
@@ -18,16 +19,9 @@ if (__ENV.HEADER) {
 export const options = {
   // The TLS rows use a self-signed test certificate.
   insecureSkipTLSVerify: true,
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
-    fixed: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '10s',
-      preAllocatedVUs: 50,
-      maxVUs: 400,
-    },
+    fixed: constantRate(RATE, __ENV.DURATION || '10s', 50, 400),
   },
   thresholds: {
     http_req_failed: ['rate==0'],

@@ -5,13 +5,27 @@
 LOADTEST_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$LOADTEST_DIR/.." && pwd)"
 RESULTS_DIR="$LOADTEST_DIR/results"
-# PROFILE=debug runs the debug build (functional checks without a release build).
-PROFILE="${PROFILE:-release}"
-GATEWAY_BIN="$REPO_DIR/target/$PROFILE/portcullis"
-UPSTREAM_BIN="$REPO_DIR/target/$PROFILE/examples/upstream"
+
+# use_profile PROFILE — the build the scripts run: release, or debug (PROFILE=debug) for
+# functional checks without a release build.
+use_profile() {
+	PROFILE="$1"
+	GATEWAY_BIN="$REPO_DIR/target/$PROFILE/portcullis"
+	UPSTREAM_BIN="$REPO_DIR/target/$PROFILE/examples/upstream"
+}
+use_profile "${PROFILE:-release}"
 
 # Every background process we start: "pid:signal" (signal used for a clean stop).
 STARTED=()
+# The ports of this run by name (see render_conf), and every port it reserved.
+declare -A PORT=()
+RESERVED_PORTS=()
+# Ports are chosen at run time in this range: below the kernel's ephemeral range (so no
+# outgoing connection takes one) and apart from the Rust test harness's 20000-32000.
+PORT_LOW=12000
+PORT_HIGH=20000
+# One file per port reserved by a load-test run on this machine, holding the run's pid.
+PORTS_DIR=/tmp/portcullis-loadtest-ports
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -142,26 +156,86 @@ wait_http() {
 	return 1
 }
 
-# A deliberately small reader for the simple YAML of loadtest/conf/*.yaml: prints the
-# host:port values of `address:` keys inside top-level SECTION (listeners, admin, upstreams).
-conf_addresses() {
-	local file="$1" section="$2"
-	awk -v sec="$section" '
-		/^[A-Za-z_]+:/ { insec = ($0 ~ "^" sec ":") }
-		insec {
-			line = $0
-			while (match(line, /address:[ "]*[0-9.]+:[0-9]+/)) {
-				addr = substr(line, RSTART, RLENGTH)
-				sub(/address:[ "]*/, "", addr)
-				print addr
-				line = substr(line, RSTART + RLENGTH)
-			}
-		}' "$file" | awk '!seen[$0]++'
+# begin_run NAME — makes the run's own directory $WORK; on exit every process started is
+# stopped, every port reserved released and $WORK removed (after the script's own
+# before_exit, when it defines one).
+begin_run() {
+	WORK="$(mktemp -d "/tmp/portcullis-$1.XXXXXX")"
+	trap end_run EXIT
+	trap 'exit 130' INT TERM
 }
 
-conf_first_address() {
-	local addr
-	addr="$(conf_addresses "$1" "$2" | head -n1)"
-	[[ -n $addr ]] || die "$1: no address found in section '$2'"
-	printf '%s\n' "$addr"
+end_run() {
+	if declare -F before_exit >/dev/null; then before_exit; fi
+	stop_all
+	release_ports
+	rm -rf "$WORK"
+}
+
+# reserve_port VAR — sets VAR (a name, e.g. 'PORT[nginx]') to a port on 127.0.0.1 that is
+# free and that no other load-test run on this machine holds; released by end_run.
+reserve_port() {
+	local var="$1" port tries
+	mkdir -p "$PORTS_DIR"
+	for ((tries = 0; tries < 500; tries++)); do
+		port=$((PORT_LOW + (RANDOM * 32768 + RANDOM) % (PORT_HIGH - PORT_LOW)))
+		claim_port "$port" || continue
+		if port_bindable "$port"; then
+			RESERVED_PORTS+=("$port")
+			printf -v "$var" '%s' "$port"
+			return 0
+		fi
+		rm -f "$PORTS_DIR/$port"
+	done
+	die "no free port in $PORT_LOW-$PORT_HIGH"
+}
+
+# claim_port PORT — creates the port's reservation file, unless a live run holds it.
+claim_port() {
+	local file="$PORTS_DIR/$1" owner
+	(set -C && echo "$$" >"$file") 2>/dev/null && return 0
+	owner="$(cat "$file" 2>/dev/null)" || return 1
+	# A run killed before its cleanup leaves its reservations behind.
+	if [[ -n $owner ]] && ! kill -0 "$owner" 2>/dev/null; then
+		rm -f "$file"
+		(set -C && echo "$$" >"$file") 2>/dev/null && return 0
+	fi
+	return 1
+}
+
+port_bindable() {
+	python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+
+release_ports() {
+	local port
+	for port in "${RESERVED_PORTS[@]}"; do
+		rm -f "$PORTS_DIR/$port"
+	done
+	RESERVED_PORTS=()
+}
+
+# render_conf TEMPLATE OUT — writes a loadtest/conf/*.yaml template with its placeholders
+# filled in: {dir} is $WORK; {listen} and {admin} get ports of their own on every call;
+# any other {NAME} ({upstream}, {upstream2}, {redis}, ...) is PORT[NAME], reserved on first
+# use and shared by every config of the run.
+render_conf() {
+	local template="$1" out="$2" name
+	[[ -f $template ]] || die "missing $template"
+	reserve_port 'PORT[listen]'
+	reserve_port 'PORT[admin]'
+	for name in $(grep -o '{[a-z0-9_]*}' "$template" | tr -d '{}' | sort -u); do
+		[[ $name == dir || -n ${PORT[$name]:-} ]] || reserve_port "PORT[$name]"
+	done
+	local edits=(-e "s|{dir}|$WORK|g")
+	for name in "${!PORT[@]}"; do
+		edits+=(-e "s|{$name}|${PORT[$name]}|g")
+	done
+	sed "${edits[@]}" "$template" >"$out"
+}
+
+# upstream_ports TEMPLATE — the names of the upstream ports it uses, in order
+# (upstream, upstream2, ...).
+upstream_ports() {
+	grep -o '{upstream[0-9]*}' "$1" | tr -d '{}' | sort -u -V
 }

@@ -4,14 +4,15 @@
 // every other answer must be a 429 with Retry-After, and every answer carries the
 // RateLimit / RateLimit-Policy / X-RateLimit-* headers of SPEC §5 with consistent values.
 //
-//   BASE_URL=http://127.0.0.1:28080 k6 run loadtest/rate-limit.js
 //   loadtest/run.sh rate-limit                      # loadtest/conf/rate-limit.yaml
+//   BASE_URL=http://127.0.0.1:PORT k6 run loadtest/rate-limit.js
 import http from 'k6/http';
 import { check } from 'k6';
 import { Counter, Rate } from 'k6/metrics';
 import exec from 'k6/execution';
+import { constantRate, envUrl, jsonField } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:28080').replace(/\/+$/, '');
+const BASE_URL = envUrl('BASE_URL');
 const CLIENTS = parseInt(__ENV.CLIENTS || '5', 10);
 const SEND_RATE = parseInt(__ENV.SEND_RATE || '50', 10);
 const LIMIT = parseInt(__ENV.LIMIT || '20', 10);
@@ -30,14 +31,7 @@ const MIN_PASSED = Math.floor(CLIENTS * LIMIT * DURATION_S * 0.9);
 
 export const options = {
   scenarios: {
-    clients: {
-      executor: 'constant-arrival-rate',
-      rate: CLIENTS * SEND_RATE,
-      timeUnit: '1s',
-      duration: `${DURATION_S}s`,
-      preAllocatedVUs: 20,
-      maxVUs: 100,
-    },
+    clients: constantRate(CLIENTS * SEND_RATE, `${DURATION_S}s`, 20, 100),
   },
   thresholds: {
     rl_passed: [`count<=${MAX_PASSED}`, `count>=${MIN_PASSED}`],
@@ -70,12 +64,7 @@ export default function () {
     passed.add(1);
   } else if (res.status === 429) {
     refused.add(1);
-    let code;
-    try {
-      code = res.json('error.code');
-    } catch (_) {
-      code = undefined;
-    }
+    const code = jsonField(res, 'error.code');
     refusalsOk.add(code === 'RATE_LIMITED' && int(res.headers['Retry-After']) >= 1 && remaining === 0);
   } else {
     unexpected.add(1);

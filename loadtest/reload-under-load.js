@@ -1,43 +1,29 @@
 // Zero-downtime proof: a constant arrival rate of requests while the configuration is
 // reloaded RELOADS times through the admin API. Not one request may fail.
 //
-//   BASE_URL=http://127.0.0.1:28080 ADMIN_URL=http://127.0.0.1:28990 ADMIN_TOKEN=... \
-//     k6 run loadtest/reload-under-load.js
 //   loadtest/upgrade-under-load.sh        # starts everything, also flips the config file
 //                                         # between reloads and upgrades the binary twice
+//   BASE_URL=http://127.0.0.1:PORT ADMIN_URL=http://127.0.0.1:PORT ADMIN_TOKEN=... \
+//     k6 run loadtest/reload-under-load.js
 //
 // RATE (requests/s, default 500), DURATION (default 30s), RELOADS (default 10), PATH_
 // (default /api/zero-downtime).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
+import { constantRate, envUrl, getOk, seconds, SUMMARY_TREND_STATS } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:28080').replace(/\/+$/, '');
-const ADMIN_URL = (__ENV.ADMIN_URL || 'http://127.0.0.1:28990').replace(/\/+$/, '');
+const BASE_URL = envUrl('BASE_URL');
+const ADMIN_URL = envUrl('ADMIN_URL');
 const ADMIN_TOKEN = __ENV.ADMIN_TOKEN || 'loadtest';
 const RATE = parseInt(__ENV.RATE || '500', 10);
 const DURATION = __ENV.DURATION || '30s';
 const RELOADS = parseInt(__ENV.RELOADS || '10', 10);
 const PATH_ = __ENV.PATH_ || '/api/zero-downtime';
 
-function seconds(duration) {
-  const match = /^(\d+)(ms|s|m)$/.exec(duration);
-  if (!match) return 30;
-  const n = parseInt(match[1], 10);
-  return match[2] === 'ms' ? n / 1000 : match[2] === 'm' ? n * 60 : n;
-}
-
 export const options = {
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
-    traffic: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: 50,
-      maxVUs: 200,
-      exec: 'traffic',
-    },
+    traffic: constantRate(RATE, DURATION, 50, 200, { exec: 'traffic' }),
     reloads: {
       executor: 'per-vu-iterations',
       vus: 1,
@@ -55,8 +41,7 @@ export const options = {
 };
 
 export function traffic() {
-  const res = http.get(`${BASE_URL}${PATH_}`, { tags: { kind: 'traffic' } });
-  check(res, { 'traffic: status 200': (r) => r.status === 200 }, { kind: 'traffic' });
+  getOk(`${BASE_URL}${PATH_}`, { kind: 'traffic' });
 }
 
 export function reload() {

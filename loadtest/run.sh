@@ -5,10 +5,12 @@
 #   VUS=20 DURATION=30s loadtest/run.sh smoke
 #   SKIP_BUILD=1 loadtest/run.sh smoke
 #
-# The config is loadtest/conf/SCENARIO.yaml, or conf/plain.yaml when there is none. One
-# upstream process (examples/upstream) listens on every target address of its `upstreams:`;
-# k6 gets BASE_URL from its first listener and ADMIN_URL from its admin listener. The k6 summary goes to
-# loadtest/results/SCENARIO-<time>.json, k6's HTML dashboard to SCENARIO-<time>.html. Exits with k6's status (non-zero if a threshold failed).
+# The config is the template loadtest/conf/SCENARIO.yaml, or conf/plain.yaml when there is
+# none, rendered with ports chosen free at run time. One upstream process (examples/upstream)
+# listens on every {upstream*} port of it; k6 gets BASE_URL (the listener), ADMIN_URL and
+# TARGETS (the upstream addresses, in order). The k6 summary goes to
+# loadtest/results/SCENARIO-<time>.json, k6's HTML dashboard to SCENARIO-<time>.html. Exits
+# with k6's status (non-zero if a threshold failed).
 set -euo pipefail
 
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -27,34 +29,30 @@ usage() {
 SCENARIO="$1"
 SCRIPT="$LOADTEST_DIR/$SCENARIO.js"
 [[ -f $SCRIPT ]] || usage
-CONF="$LOADTEST_DIR/conf/$SCENARIO.yaml"
-[[ -f $CONF ]] || CONF="$LOADTEST_DIR/conf/plain.yaml"
+TEMPLATE="$LOADTEST_DIR/conf/$SCENARIO.yaml"
+[[ -f $TEMPLATE ]] || TEMPLATE="$LOADTEST_DIR/conf/plain.yaml"
 
-WORK="$(mktemp -d /tmp/portcullis-run.XXXXXX)"
-cleanup() {
-	stop_all
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+begin_run run
+CONF="$WORK/portcullis.yaml"
+TARGETS=()
 
 start_upstreams() {
-	local targets=() addr args=()
-	mapfile -t targets < <(conf_addresses "$CONF" upstreams)
-	((${#targets[@]})) || die "$CONF: no upstream target addresses"
-	for addr in "${targets[@]}"; do args+=(--listen "$addr"); done
+	local name args=()
+	for name in $(upstream_ports "$TEMPLATE"); do
+		TARGETS+=("127.0.0.1:${PORT[$name]}")
+		args+=(--listen "127.0.0.1:${PORT[$name]}")
+	done
+	((${#TARGETS[@]})) || die "$TEMPLATE: no {upstream} port"
 	start_bg upstream - INT "$WORK/upstream.log" "$UPSTREAM_BIN" "${args[@]}" --name "$SCENARIO" --threads 1
-	local pid=$STARTED_PID
-	for addr in "${targets[@]}"; do
+	local pid=$STARTED_PID addr
+	for addr in "${TARGETS[@]}"; do
 		wait_http "http://$addr/healthz" "$pid" 10 || die "upstream did not start: $(tail -n 5 "$WORK/upstream.log")"
 	done
 }
 
 start_gateway() {
-	local admin
-	admin="$(conf_first_address "$CONF" admin)"
 	start_bg portcullis - INT "$WORK/portcullis.log" "$GATEWAY_BIN" -c "$CONF"
-	wait_http "http://$admin/readyz" "$STARTED_PID" 30 ||
+	wait_http "http://127.0.0.1:${PORT[admin]}/readyz" "$STARTED_PID" 30 ||
 		die "gateway did not become ready: $(tail -n 20 "$WORK/portcullis.log")"
 }
 
@@ -66,6 +64,7 @@ main() {
 	fi
 	[[ -x $GATEWAY_BIN && -x $UPSTREAM_BIN ]] || die "missing release binaries (unset SKIP_BUILD)"
 
+	render_conf "$TEMPLATE" "$CONF"
 	start_upstreams
 	start_gateway
 
@@ -73,12 +72,13 @@ main() {
 	local summary base_url stamp
 	stamp="$(date +%Y%m%d-%H%M%S)"
 	summary="$RESULTS_DIR/$SCENARIO-$stamp.json"
-	base_url="http://$(conf_first_address "$CONF" listeners)"
-	log "k6 run $SCENARIO.js against $base_url (config $CONF)"
-	local rc=0
+	base_url="http://127.0.0.1:${PORT[listen]}"
+	log "k6 run $SCENARIO.js against $base_url (config $TEMPLATE)"
+	local rc=0 targets
+	targets="$(IFS=, && echo "${TARGETS[*]}")"
 	# k6's own HTML report (a data point every 2 s).
 	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PERIOD=2s K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/$SCENARIO-$stamp.html" \
-		BASE_URL="${BASE_URL:-$base_url}" ADMIN_URL="${ADMIN_URL:-http://$(conf_first_address "$CONF" admin)}" \
+		BASE_URL="$base_url" ADMIN_URL="http://127.0.0.1:${PORT[admin]}" TARGETS="$targets" \
 		k6 run --summary-export "$summary" "$SCRIPT" || rc=$?
 	log "summary written to $summary"
 	if ((rc != 0)); then

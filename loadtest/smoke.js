@@ -1,14 +1,14 @@
 // Smoke test of a running gateway: a proxied route, the /ping respond route and an unknown path.
 //
-//   k6 run loadtest/smoke.js                       # BASE_URL=http://127.0.0.1:8080, 5 VUs, 10s
-//   BASE_URL=http://127.0.0.1:28080 VUS=10 DURATION=30s k6 run loadtest/smoke.js
 //   loadtest/run.sh smoke                           # starts upstreams + gateway (conf/smoke.yaml)
+//   BASE_URL=http://127.0.0.1:8080 VUS=10 DURATION=30s k6 run loadtest/smoke.js  # 5 VUs, 10s by default
 //
 // PROXIED_PATH (default /api/smoke) must be routed to an upstream that answers 200.
 import http from 'k6/http';
 import { check } from 'k6';
+import { envUrl, jsonField } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+const BASE_URL = envUrl('BASE_URL');
 const PROXIED_PATH = __ENV.PROXIED_PATH || '/api/smoke';
 
 export const options = {
@@ -27,14 +27,6 @@ export const options = {
     'http_req_duration{kind:not_found}': ['p(95)<50', 'p(99)<150'],
   },
 };
-
-function jsonErrorCode(res) {
-  try {
-    return res.json('error.code');
-  } catch (_) {
-    return undefined;
-  }
-}
 
 export default function () {
   const proxied = http.get(`${BASE_URL}${PROXIED_PATH}`, { tags: { kind: 'proxied' } });
@@ -66,7 +58,7 @@ export default function () {
     {
       'unknown: status 404': (r) => r.status === 404,
       'unknown: JSON content type': (r) => (r.headers['Content-Type'] || '').startsWith('application/json'),
-      'unknown: error.code ROUTE_NOT_FOUND': (r) => jsonErrorCode(r) === 'ROUTE_NOT_FOUND',
+      'unknown: error.code ROUTE_NOT_FOUND': (r) => jsonField(r, 'error.code') === 'ROUTE_NOT_FOUND',
     },
     { kind: 'not_found' },
   );

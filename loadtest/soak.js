@@ -3,14 +3,15 @@
 // warm-up, every sample must stay within MEMORY_BOUND (default ±10%) of the first one, and
 // the error rate must stay at zero.
 //
-//   BASE_URL=http://127.0.0.1:28080 ADMIN_URL=http://127.0.0.1:28990 k6 run loadtest/soak.js
 //   DURATION=10m RATE=2000 loadtest/run.sh soak
+//   BASE_URL=http://127.0.0.1:PORT ADMIN_URL=http://127.0.0.1:PORT k6 run loadtest/soak.js
 import http from 'k6/http';
-import { check, sleep } from 'k6';
+import { sleep } from 'k6';
 import { Gauge, Rate } from 'k6/metrics';
+import { constantRate, envUrl, getOk, sampleValue, SUMMARY_TREND_STATS } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:28080').replace(/\/+$/, '');
-const ADMIN_URL = (__ENV.ADMIN_URL || 'http://127.0.0.1:28990').replace(/\/+$/, '');
+const BASE_URL = envUrl('BASE_URL');
+const ADMIN_URL = envUrl('ADMIN_URL');
 const PATH_ = __ENV.PATH_ || '/api/soak';
 const DURATION = __ENV.DURATION || '10m';
 const RATE = parseInt(__ENV.RATE || '1000', 10);
@@ -22,17 +23,9 @@ const rss = new Gauge('gateway_rss_bytes');
 const memoryFlat = new Rate('gateway_memory_within_bound');
 
 export const options = {
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
   scenarios: {
-    traffic: {
-      executor: 'constant-arrival-rate',
-      rate: RATE,
-      timeUnit: '1s',
-      duration: DURATION,
-      preAllocatedVUs: 50,
-      maxVUs: 500,
-      exec: 'traffic',
-    },
+    traffic: constantRate(RATE, DURATION, 50, 500, { exec: 'traffic' }),
     memory: {
       executor: 'constant-vus',
       vus: 1,
@@ -47,16 +40,12 @@ export const options = {
 };
 
 export function traffic() {
-  const res = http.get(`${BASE_URL}${PATH_}`, { tags: { kind: 'traffic' } });
-  check(res, { 'status 200': (r) => r.status === 200 });
+  getOk(`${BASE_URL}${PATH_}`, { kind: 'traffic' });
 }
 
 function residentBytes() {
   const res = http.get(`${ADMIN_URL}/metrics`, { tags: { kind: 'metrics' } });
-  const line = (res.body || '')
-    .split('\n')
-    .find((l) => l.startsWith('portcullis_process_resident_memory_bytes '));
-  return line ? parseFloat(line.split(' ')[1]) : undefined;
+  return sampleValue(res.body, 'portcullis_process_resident_memory_bytes ');
 }
 
 let baseline;

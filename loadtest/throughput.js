@@ -4,36 +4,24 @@
 // not keep the rate). The summary (and loadtest/results/throughput-*.json) names the best
 // passing rate.
 //
-//   BASE_URL=http://127.0.0.1:28080 k6 run loadtest/throughput.js
 //   RATES=2000,4000,8000,16000 STEP=10s P99_MS=20 loadtest/run.sh throughput
-import http from 'k6/http';
-import { check } from 'k6';
+//   BASE_URL=http://127.0.0.1:PORT k6 run loadtest/throughput.js
+import { constantRate, envUrl, getOk, seconds, SUMMARY_TREND_STATS } from './lib.js';
 
-const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:28080').replace(/\/+$/, '');
+const BASE_URL = envUrl('BASE_URL');
 const PATH_ = __ENV.PATH_ || '/api/throughput';
 const RATES = (__ENV.RATES || '1000,2000,4000,8000').split(',').map((r) => parseInt(r, 10));
 const STEP = __ENV.STEP || '10s';
 const P99_MS = parseFloat(__ENV.P99_MS || '25');
 
-function seconds(d) {
-  const m = /^(\d+)(s|m)$/.exec(d);
-  return m ? parseInt(m[1], 10) * (m[2] === 'm' ? 60 : 1) : 10;
-}
-
 const scenarios = {};
 const thresholds = { http_req_failed: ['rate==0'] };
 RATES.forEach((rate, i) => {
   const name = `rate_${rate}`;
-  scenarios[name] = {
-    executor: 'constant-arrival-rate',
-    rate,
-    timeUnit: '1s',
-    duration: STEP,
+  scenarios[name] = constantRate(rate, STEP, Math.min(1000, Math.max(20, Math.ceil(rate / 100))), 2000, {
     startTime: `${i * (seconds(STEP) + 1)}s`,
-    preAllocatedVUs: Math.min(1000, Math.max(20, Math.ceil(rate / 100))),
-    maxVUs: 2000,
     tags: { step: name },
-  };
+  });
   // Declared so each step's numbers appear in the summary; handleSummary judges them.
   thresholds[`http_req_duration{step:${name}}`] = ['p(99)>=0'];
   thresholds[`http_reqs{step:${name}}`] = ['count>=0'];
@@ -43,12 +31,11 @@ RATES.forEach((rate, i) => {
 export const options = {
   scenarios,
   thresholds,
-  summaryTrendStats: ['avg', 'med', 'p(90)', 'p(99)', 'max'],
+  summaryTrendStats: SUMMARY_TREND_STATS,
 };
 
 export default function () {
-  const res = http.get(`${BASE_URL}${PATH_}`);
-  check(res, { 'status 200': (r) => r.status === 200 });
+  getOk(`${BASE_URL}${PATH_}`);
 }
 
 export function handleSummary(data) {

@@ -16,21 +16,17 @@ DURATION="${DURATION:-30s}"
 RATE="${RATE:-500}"
 RELOADS="${RELOADS:-10}"
 UPGRADES="${UPGRADES:-2}"
-SOURCE_CONF="$LOADTEST_DIR/conf/zero-downtime.yaml"
-WORK="$(mktemp -d /tmp/portcullis-zero-downtime.XXXXXX)"
+begin_run zero-downtime
 CONF="$WORK/portcullis.yaml"
-PID_FILE=/tmp/portcullis-zero-downtime.pid
+# conf/zero-downtime.yaml with this run's ports; write_conf edits copies of it.
+TEMPLATE="$WORK/template.yaml"
 
-cleanup() {
-	# The process serving at the end was started by `portcullis upgrade`, not by us.
-	if [[ -f $PID_FILE ]]; then
-		kill -INT "$(cat "$PID_FILE")" 2>/dev/null || true
+# The process serving at the end was started by `portcullis upgrade`, not by us.
+before_exit() {
+	if [[ -f $WORK/zero-downtime.pid ]]; then
+		kill -INT "$(cat "$WORK/zero-downtime.pid")" 2>/dev/null || true
 	fi
-	stop_all
-	rm -rf "$WORK"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 seconds() {
 	local d="$1"
@@ -45,7 +41,7 @@ seconds() {
 # Rewrites the config with target weights A:B.
 write_conf() {
 	awk -v a="$1" -v b="$2" '/weight: 1 }/ { n++; sub(/weight: 1 }/, "weight: " (n == 1 ? a : b) " }") } { print }' \
-		"$SOURCE_CONF" >"$CONF.tmp"
+		"$TEMPLATE" >"$CONF.tmp"
 	mv "$CONF.tmp" "$CONF"
 }
 
@@ -55,13 +51,15 @@ main() {
 	if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 		build_release || die "cargo build failed"
 	fi
-	cp "$SOURCE_CONF" "$CONF"
+	render_conf "$LOADTEST_DIR/conf/zero-downtime.yaml" "$TEMPLATE"
+	cp "$TEMPLATE" "$CONF"
+	local admin_url="http://127.0.0.1:${PORT[admin]}"
 
-	start_bg upstream - INT "$WORK/upstream.log" "$UPSTREAM_BIN" \
-		--listen 127.0.0.1:28001 --listen 127.0.0.1:28002 --name zero-downtime --threads 1
-	wait_http http://127.0.0.1:28001/healthz "$STARTED_PID" 10 || die "upstream did not start"
+	start_bg upstream - INT "$WORK/upstream.log" "$UPSTREAM_BIN" --listen "127.0.0.1:${PORT[upstream]}" \
+		--listen "127.0.0.1:${PORT[upstream2]}" --name zero-downtime --threads 1
+	wait_http "http://127.0.0.1:${PORT[upstream]}/healthz" "$STARTED_PID" 10 || die "upstream did not start"
 	start_bg portcullis - INT "$WORK/portcullis.log" "$GATEWAY_BIN" -c "$CONF"
-	wait_http http://127.0.0.1:28990/readyz "$STARTED_PID" 30 ||
+	wait_http "$admin_url/readyz" "$STARTED_PID" 30 ||
 		die "gateway did not become ready: $(tail -n 20 "$WORK/portcullis.log")"
 
 	mkdir -p "$RESULTS_DIR"
@@ -70,7 +68,7 @@ main() {
 	summary="$RESULTS_DIR/zero-downtime-$stamp.json"
 	log "k6: $RATE req/s for $DURATION, $RELOADS reloads, $UPGRADES upgrades"
 	K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_PERIOD=2s K6_WEB_DASHBOARD_EXPORT="$RESULTS_DIR/zero-downtime-$stamp.html" \
-		BASE_URL=http://127.0.0.1:28080 ADMIN_URL=http://127.0.0.1:28990 ADMIN_TOKEN=loadtest \
+		BASE_URL="http://127.0.0.1:${PORT[listen]}" ADMIN_URL="$admin_url" ADMIN_TOKEN=loadtest \
 		RATE="$RATE" DURATION="$DURATION" RELOADS="$RELOADS" \
 		k6 run --quiet --summary-export "$summary" "$LOADTEST_DIR/reload-under-load.js" &
 	local k6_pid=$!

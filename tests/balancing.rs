@@ -6,60 +6,44 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
-use common::{wait_until, Gateway, Upstream, EVENTUALLY};
+use common::{eventually, Gateway, OneRoute, Upstream};
 
-/// `upstreams.app` over `idle` and `busy` with `load_balancing: algorithm`.
-fn config(algorithm: &str, first: &Upstream, second: &Upstream) -> String {
-    format!(
-        r#"
-upstreams:
-  app:
-    load_balancing: {algorithm}
-    targets: [{{ address: "{}" }}, {{ address: "{}" }}]
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        first.addr(),
-        second.addr()
+/// `upstreams.app` over `first` and `second` with `load_balancing: algorithm`.
+fn balancing_gateway(algorithm: &str, first: &Upstream, second: &Upstream) -> Gateway {
+    Gateway::start(
+        &OneRoute::to(&[first, second])
+            .upstream(&format!("load_balancing: {algorithm}"))
+            .yaml(),
     )
 }
 
 #[test]
 fn least_request_prefers_the_idle_target() {
     let (idle, busy) = (Upstream::start("idle"), Upstream::start("busy"));
-    let gateway = Gateway::start(&config("least_request", &idle, &busy));
+    let gateway = balancing_gateway("least_request", &idle, &busy);
     // Requests to `busy` hang for longer than the test needs (on a loaded machine too);
     // keep sending until one is in flight there (those that land on `idle` return at
     // once).
     busy.set_delay(Duration::from_secs(8));
     let url = gateway.url("/");
     let mut holders: Vec<thread::JoinHandle<()>> = Vec::new();
-    let held = wait_until(EVENTUALLY, || {
-        let url = url.clone();
-        holders.push(thread::spawn(move || {
-            let _ = common::http_agent().get(&url).call();
-        }));
-        busy.requests() >= 1
-    });
-    assert!(held, "no request reached the busy target");
+    eventually!(
+        {
+            let url = url.clone();
+            holders.push(thread::spawn(move || {
+                let _ = common::http_agent().get(&url).call();
+            }));
+            busy.requests() >= 1
+        },
+        "no request reached the busy target"
+    );
     // Holders that went to `idle` may still be in flight there; a tie would let the busy
     // target win a draw. Wait until only the held requests remain.
-    let settled = wait_until(EVENTUALLY, || {
-        let running = holders.iter().filter(|h| !h.is_finished()).count();
-        let status = gateway.status_json();
-        let idle_in_flight = status["upstreams"]["app"]["targets"]
-            .as_array()
-            .and_then(|targets| {
-                targets
-                    .iter()
-                    .find(|t| t["address"].as_str() == Some(idle.addr().as_str()))
-            })
-            .and_then(|t| t["in_flight"].as_u64());
-        running == busy.requests() && idle_in_flight == Some(0)
-    });
-    assert!(settled, "requests to the idle target did not finish");
+    eventually!(
+        holders.iter().filter(|h| !h.is_finished()).count() == busy.requests()
+            && gateway.target_status("app", &idle.addr())["in_flight"] == 0,
+        "requests to the idle target did not finish"
+    );
 
     for _ in 0..20 {
         assert_eq!(gateway.get("/").body, "idle");
@@ -71,7 +55,7 @@ fn least_request_prefers_the_idle_target() {
 #[test]
 fn peak_ewma_moves_traffic_away_from_a_target_that_became_slower() {
     let (steady, slowed) = (Upstream::start("steady"), Upstream::start("slowed"));
-    let gateway = Gateway::start(&config("peak_ewma", &steady, &slowed));
+    let gateway = balancing_gateway("peak_ewma", &steady, &slowed);
     for _ in 0..40 {
         assert_eq!(gateway.get("/").status, 200);
     }

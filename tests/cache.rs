@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::thread;
 use std::time::Duration;
 
-use common::{http_agent, send, wait_until, Gateway, HttpResponse, Upstream, EVENTUALLY};
+use common::{eventually, extend_section, Gateway, HttpResponse, OneRoute, Upstream, BASE_CONFIG};
 
 /// A gateway with one cached route `/` in front of `app`; `cache` is the route's cache
 /// section (YAML flow mapping).
@@ -16,32 +15,26 @@ fn cached_gateway(app: &Upstream, cache: &str) -> Gateway {
 }
 
 fn cached_sections(app: &Upstream, cache: &str) -> String {
-    format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-  - name: edge
-    match: {{ path_prefix: / }}
-    upstream: app
-    cache: {cache}
-"#,
-        app.addr()
-    )
+    OneRoute::to(&[app])
+        .named("edge")
+        .route(&format!("cache: {cache}"))
+        .yaml()
 }
 
 fn x_cache(response: &HttpResponse) -> &str {
     response.header("X-Cache").unwrap_or("<none>")
 }
 
+/// Sends `GET path` until the answer's X-Cache is `want`, and returns that answer.
+fn until_x_cache(gateway: &Gateway, path: &str, want: &str) -> HttpResponse {
+    eventually!(let response = gateway.get(path);
+        x_cache(&response) == want,
+        "GET {path} never answered X-Cache {want}: {response:?}"
+    )
+}
+
 fn purge(gateway: &Gateway, body: &str) -> HttpResponse {
-    let url = gateway.admin_url("/cache/purge");
-    match http_agent().post(&url).send_string(body) {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response.into(),
-        Err(error) => panic!("POST {url}: {error}"),
-    }
+    gateway.admin_post("/cache/purge", &[], body)
 }
 
 #[test]
@@ -66,25 +59,10 @@ fn origin_cache_control_drives_miss_hit_then_stale_while_revalidating() {
     // Once max-age has passed, the stale copy is served while one background request
     // refreshes it.
     app.set_body("v2");
-    let mut stale = None;
-    assert!(
-        wait_until(EVENTUALLY, || {
-            let response = gateway.get("/page");
-            let is_stale = x_cache(&response) == "STALE";
-            stale = Some(response);
-            is_stale
-        }),
-        "never served stale: {stale:?}"
-    );
-    assert_eq!(stale.map(|response| response.body), Some("v1".to_string()));
-    let mut refreshed = None;
-    assert!(
-        wait_until(EVENTUALLY, || {
-            let response = gateway.get("/page");
-            let fresh = x_cache(&response) == "HIT" && response.body == "v2";
-            refreshed = Some(response);
-            fresh
-        }),
+    let stale = until_x_cache(&gateway, "/page", "STALE");
+    assert_eq!(stale.body, "v1");
+    eventually!(let refreshed = gateway.get("/page");
+        x_cache(&refreshed) == "HIT" && refreshed.body == "v2",
         "the background refresh never landed: {refreshed:?}"
     );
     assert_eq!(app.requests(), 2, "one refresh, not one per stale request");
@@ -111,18 +89,8 @@ fn a_burst_of_misses_for_one_key_sends_one_upstream_request() {
     // Slow enough that every client arrives while the first fetch is in flight.
     app.set_delay(Duration::from_millis(500));
     let gateway = cached_gateway(&app, "{ enabled: true }");
-    let url = gateway.url("/burst");
 
-    let clients: Vec<_> = (0..100)
-        .map(|_| {
-            let url = url.clone();
-            thread::spawn(move || send(&http_agent(), "GET", &url, &[]))
-        })
-        .collect();
-    let responses: Vec<HttpResponse> = clients
-        .into_iter()
-        .map(|client| client.join().expect("client thread"))
-        .collect();
+    let responses = gateway.get_concurrently("/burst", 100);
 
     for response in &responses {
         assert_eq!(response.status, 200, "{response:?}");
@@ -140,28 +108,17 @@ fn stale_response_is_served_while_the_upstream_is_down() {
     assert_eq!(x_cache(&gateway.get("/doc")), "MISS");
 
     app.stop();
-    let mut last = None;
-    assert!(
-        wait_until(EVENTUALLY, || {
-            let response = gateway.get("/doc");
-            let stale = x_cache(&response) == "STALE";
-            last = Some(response);
-            stale
-        }),
-        "never served stale after expiry: {last:?}"
-    );
-    let last = last.expect("a response");
+    let last = until_x_cache(&gateway, "/doc", "STALE");
     assert_eq!((last.status, last.body.as_str()), (200, "saved"));
-    let mut stale_line = None;
-    let logged = wait_until(EVENTUALLY, || {
-        stale_line = gateway
+    let stale_line = eventually!(let stale_line = gateway
             .access_log_lines()
             .into_iter()
             .find(|line| line["cache"] == "stale");
-        stale_line.is_some()
-    });
-    assert!(logged, "no stale line in {}", gateway.access_log_text());
-    let stale_line = stale_line.expect("found above");
+        stale_line.is_some(),
+        "no stale line in {}",
+        gateway.access_log_text()
+    )
+    .expect("found above");
     assert_eq!(stale_line["status"], 200, "{stale_line}");
     assert!(stale_line["error"].is_null(), "{stale_line}");
 
@@ -175,42 +132,24 @@ fn stale_response_is_served_when_every_target_is_unhealthy() {
     let app = Upstream::start("app");
     app.set_header("Cache-Control", "max-age=1");
     app.set_body("saved");
-    let gateway = Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-    health_check: {{ path: /healthz, interval: 100ms, unhealthy_threshold: 1, healthy_threshold: 1 }}
-routes:
-  - name: edge
-    match: {{ path_prefix: / }}
-    upstream: app
-    cache: {{ stale_if_error: 1m }}
-"#,
-        app.addr()
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&app])
+            .upstream(
+                "health_check: { path: /healthz, interval: 100ms, unhealthy_threshold: 1, \
+                 healthy_threshold: 1 }",
+            )
+            .named("edge")
+            .route("cache: { stale_if_error: 1m }")
+            .yaml(),
+    );
     assert_eq!(x_cache(&gateway.get("/doc")), "MISS");
 
     app.set_healthy(false);
-    assert!(
-        wait_until(EVENTUALLY, || {
-            gateway.metric("portcullis_upstream_target_healthy", &[("upstream", "app")])
-                == Some(0.0)
-        }),
+    eventually!(
+        gateway.metric("portcullis_upstream_target_healthy", &[("upstream", "app")]) == Some(0.0),
         "the target never turned unhealthy"
     );
-    let mut last = None;
-    assert!(
-        wait_until(EVENTUALLY, || {
-            let response = gateway.get("/doc");
-            let stale = x_cache(&response) == "STALE";
-            last = Some(response);
-            stale
-        }),
-        "never served stale: {last:?}"
-    );
-    assert_eq!(last.map(|r| r.body), Some("saved".to_string()));
+    assert_eq!(until_x_cache(&gateway, "/doc", "STALE").body, "saved");
     let uncached = gateway.get("/other");
     assert_eq!(uncached.status, 503, "{uncached:?}");
 }
@@ -225,17 +164,7 @@ fn upstream_5xx_serves_the_stale_response() {
 
     app.set_status(500);
     app.set_body("broken");
-    let mut last = None;
-    assert!(
-        wait_until(EVENTUALLY, || {
-            let response = gateway.get("/doc");
-            let stale = x_cache(&response) == "STALE";
-            last = Some(response);
-            stale
-        }),
-        "never served stale: {last:?}"
-    );
-    let last = last.expect("a response");
+    let last = until_x_cache(&gateway, "/doc", "STALE");
     assert_eq!((last.status, last.body.as_str()), (200, "good"));
 }
 
@@ -272,26 +201,12 @@ fn purge_needs_the_admin_token_when_one_is_set() {
     let app = Upstream::start("app");
     let gateway = Gateway::start_raw(&format!(
         "{}{}",
-        common::BASE_CONFIG.replace(
-            "admin:\n  address: \"127.0.0.1:{admin}\"",
-            "admin:\n  address: \"127.0.0.1:{admin}\"\n  token: secret"
-        ),
+        extend_section(BASE_CONFIG, "admin", "  token: secret"),
         cached_sections(&app, "{ enabled: true }")
     ));
-    let url = gateway.admin_url("/cache/purge");
     let body = r#"{"prefix": "/"}"#;
-    let without = match http_agent().post(&url).send_string(body) {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => HttpResponse::from(response),
-        Err(error) => panic!("POST {url}: {error}"),
-    };
-    let with = match http_agent()
-        .post(&url)
-        .set("Authorization", "Bearer secret")
-        .send_string(body)
-    {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => HttpResponse::from(response),
-        Err(error) => panic!("POST {url}: {error}"),
-    };
+    let without = purge(&gateway, body);
+    let with = gateway.admin_post("/cache/purge", &[("Authorization", "Bearer secret")], body);
     assert_eq!(without.status, 401, "{without:?}");
     assert_eq!(with.status, 200, "{with:?}");
 }
@@ -488,14 +403,7 @@ fn cached_responses_survive_a_reload() {
         &app,
         "{ enabled: true, default_ttl: 5s, max_size: 32MiB }",
     ));
-    let reloaded = match http_agent()
-        .post(&gateway.admin_url("/reload"))
-        .send_string("")
-    {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => HttpResponse::from(response),
-        Err(error) => panic!("POST /reload: {error}"),
-    };
-    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    gateway.reload();
 
     assert_eq!(x_cache(&gateway.get("/kept")), "HIT");
     assert_eq!(app.requests(), 1);

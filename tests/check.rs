@@ -176,22 +176,23 @@ fn version_prints_the_version() {
 
 #[test]
 fn cache_settings_are_checked_at_their_path() {
-    let check = Check::run(&valid_except(&[(
-        "    strip_prefix: true\n",
-        "    strip_prefix: true\n    cache: { max_size: 0, vary: [\"not a header\"], default_ttl: soon }\n",
-    )]));
-
-    check.problem_at("routes[0].cache.default_ttl");
-    let size = Check::run(&valid_except(&[(
-        "    strip_prefix: true\n",
-        "    strip_prefix: true\n    cache: { max_size: 0, vary: [\"not a header\"] }\n",
-    )]));
-    size.problem_at("routes[0].cache.max_size");
-    let vary = Check::run(&valid_except(&[(
-        "    strip_prefix: true\n",
-        "    strip_prefix: true\n    cache: { vary: [\"not a header\"] }\n",
-    )]));
-    vary.problem_at("routes[0].cache.vary[0]");
+    for (cache, path) in [
+        (
+            r#"{ max_size: 0, vary: ["not a header"], default_ttl: soon }"#,
+            "routes[0].cache.default_ttl",
+        ),
+        (
+            r#"{ max_size: 0, vary: ["not a header"] }"#,
+            "routes[0].cache.max_size",
+        ),
+        (r#"{ vary: ["not a header"] }"#, "routes[0].cache.vary[0]"),
+    ] {
+        let check = Check::run(&valid_except(&[(
+            "    strip_prefix: true\n",
+            &format!("    strip_prefix: true\n    cache: {cache}\n"),
+        )]));
+        check.problem_at(path);
+    }
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    connect, connect_from, edge_config, exchange_on, free_port, keep_alive_get, make_cert,
-    time_until_closed, trickle, wait_until, Gateway, TestDir, EVENTUALLY,
+    connect, connect_from, edge_config, exchange_on, free_port, http_agent, keep_alive_get,
+    make_cert, send, time_until_closed, trickle, wait_until, Gateway, TestDir, EVENTUALLY,
 };
 
 const ROUTES: &str = r#"
@@ -277,5 +277,23 @@ fn caps_beyond_the_open_file_limit_are_warned_about_at_start() {
         "no warning: {}",
         gateway.stderr()
     );
+    assert_served(&gateway);
+}
+
+#[test]
+fn a_reload_cannot_change_connection_settings_bound_at_start() {
+    let gateway = gateway("", "", "");
+    gateway.rewrite_config_raw(&edge_config(
+        "  trusted_proxies: [127.0.0.1/32]\n",
+        "    proxy_protocol: true\n",
+        "",
+        ROUTES,
+    ));
+
+    let refused = send(&http_agent(), "POST", &gateway.admin_url("/reload"), &[]);
+
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.body.contains("listeners"), "{refused:?}");
+    assert!(refused.body.contains("server"), "{refused:?}");
     assert_served(&gateway);
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    assert_gateway_error, free_port, http_agent, make_cert, raw_exchange, Gateway, HttpResponse,
-    TestDir, Upstream, BASE_CONFIG,
+    assert_gateway_error, extend_section, free_port, http_agent, make_cert, raw_exchange, Gateway,
+    OneRoute, TestDir, Upstream, BASE_CONFIG, PING_ROUTE,
 };
 
 /// What curl saw: the status line's HTTP version, the status, the body and the
@@ -50,35 +50,50 @@ fn curl_https(ca: &Path, host: &str, port: u16, path: &str, extra: &[&str]) -> C
     }
 }
 
-/// A gateway with a TLS listener serving `certs/a.pem` (a.test) and `certs/b.pem`
-/// (b.test, *.b.test); returns it with the TLS port.
-fn tls_gateway(certs: &Path) -> (Gateway, u16, String) {
-    let tls_port = free_port();
-    let template = |certs: &Path| {
-        BASE_CONFIG.replace(
-            "listeners:\n",
-            &format!(
-                "listeners:\n  - address: \"127.0.0.1:{tls_port}\"\n    tls:\n      certificates:\n        - {{ cert: \"{0}/a.pem\", key: \"{0}/a.key\" }}\n        - {{ cert: \"{0}/b.pem\", key: \"{0}/b.key\" }}\n",
-                certs.display()
-            ),
-        ) + r#"
+/// A gateway with a TLS listener serving certificates made for it in `certs`: `a.pem`
+/// (a.test) and `b.pem` (`b_names`).
+struct TlsGateway {
+    gateway: Gateway,
+    port: u16,
+    config: String,
+    certs: TestDir,
+}
+
+impl TlsGateway {
+    fn start(b_names: &str) -> TlsGateway {
+        let certs = TestDir::new();
+        make_cert(certs.path(), "a", "a.test");
+        make_cert(certs.path(), "b", b_names);
+        let port = free_port();
+        let listener = format!(
+            "  - address: \"127.0.0.1:{port}\"\n    tls:\n      certificates:\n        - {{ cert: \"{0}/a.pem\", key: \"{0}/a.key\" }}\n        - {{ cert: \"{0}/b.pem\", key: \"{0}/b.key\" }}",
+            certs.path().display()
+        );
+        let config = extend_section(BASE_CONFIG, "listeners", &listener)
+            + r#"
 routes:
   - name: hello
     match: { path: /hello }
     respond: { status: 200, body: "hello over tls" }
-"#
-    };
-    let config = template(certs);
-    (Gateway::start_raw(&config), tls_port, config)
+"#;
+        TlsGateway {
+            gateway: Gateway::start_raw(&config),
+            port,
+            config,
+            certs,
+        }
+    }
+
+    /// The test CA that signed the certificates.
+    fn ca(&self) -> std::path::PathBuf {
+        self.certs.join("ca.pem")
+    }
 }
 
 #[test]
 fn tls_certificates_are_chosen_by_sni_and_http2_is_negotiated() {
-    let certs = TestDir::new();
-    make_cert(certs.path(), "a", "a.test");
-    make_cert(certs.path(), "b", "b.test,*.b.test");
-    let (_gateway, port, _) = tls_gateway(certs.path());
-    let ca = certs.join("ca.pem");
+    let tls = TlsGateway::start("b.test,*.b.test");
+    let (ca, port) = (tls.ca(), tls.port);
 
     let a = curl_https(&ca, "a.test", port, "/hello", &["--http2"]);
     let b = curl_https(&ca, "b.test", port, "/hello", &["--http1.1"]);
@@ -108,10 +123,8 @@ fn tls_certificates_are_chosen_by_sni_and_http2_is_negotiated() {
 
 #[test]
 fn tls_older_than_1_2_is_refused() {
-    let certs = TestDir::new();
-    make_cert(certs.path(), "a", "a.test");
-    make_cert(certs.path(), "b", "b.test");
-    let (_gateway, port, _) = tls_gateway(certs.path());
+    let tls = TlsGateway::start("b.test");
+    let port = tls.port;
 
     let output = Command::new("curl")
         .args([
@@ -134,21 +147,14 @@ fn tls_older_than_1_2_is_refused() {
 
 #[test]
 fn a_reload_serves_a_renewed_certificate_without_a_restart() {
-    let certs = TestDir::new();
-    make_cert(certs.path(), "a", "a.test");
-    make_cert(certs.path(), "b", "b.test");
-    let (gateway, port, config) = tls_gateway(certs.path());
-    let ca = certs.join("ca.pem");
+    let tls = TlsGateway::start("b.test");
+    let (ca, port) = (tls.ca(), tls.port);
     let before = curl_https(&ca, "a.test", port, "/hello", &[]);
 
     // Renew a.test's certificate (new key, new serial) and reload the same file.
-    make_cert(certs.path(), "a", "a.test,www.a.test");
-    gateway.rewrite_config_raw(&config);
-    let reloaded = http_agent()
-        .post(&gateway.admin_url("/reload"))
-        .call()
-        .expect("reload");
-    assert_eq!(reloaded.status(), 200);
+    make_cert(tls.certs.path(), "a", "a.test,www.a.test");
+    tls.gateway.rewrite_config_raw(&tls.config);
+    tls.gateway.reload();
     let after = curl_https(&ca, "www.a.test", port, "/hello", &[]);
 
     assert_eq!(before.status, 200);
@@ -162,19 +168,11 @@ fn a_reload_serves_a_renewed_certificate_without_a_restart() {
 
 /// A gateway proxying `/` to `app` with compression on for text above 64 bytes.
 fn compressing_gateway(app: &Upstream) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets: [{{ address: "{}" }}]
-compression: {{ min_size: 64, types: ["text/"] }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        app.addr()
-    ))
+    Gateway::start(
+        &OneRoute::to(&[app])
+            .section(r#"compression: { min_size: 64, types: ["text/"] }"#)
+            .yaml(),
+    )
 }
 
 fn get_raw(gateway: &Gateway, path: &str, accept_encoding: &str) -> (Option<String>, Vec<u8>) {
@@ -337,23 +335,15 @@ fn address_lists_deny_and_allow_by_cidr() {
 
 #[test]
 fn the_admin_listener_refuses_addresses_outside_its_allow_list() {
-    let config = BASE_CONFIG.replace(
-        "  address: \"127.0.0.1:{admin}\"\n",
-        "  address: \"127.0.0.1:{admin}\"\n  allow: [\"10.0.0.0/8\"]\n",
-    ) + "\nroutes:\n  - name: ping\n    match: { path: /ping }\n    respond: { status: 200, body: pong }\n";
+    let routes = format!("\nroutes:\n{PING_ROUTE}");
     // Readiness cannot be probed through a refusing admin listener: start it allowing
     // loopback, then reload with the restrictive list.
-    let open = BASE_CONFIG.to_string()
-        + "\nroutes:\n  - name: ping\n    match: { path: /ping }\n    respond: { status: 200, body: pong }\n";
-    let gateway = Gateway::start_raw(&open);
-    gateway.rewrite_config_raw(&config);
-    let reloaded = http_agent().post(&gateway.admin_url("/reload")).call();
-    assert_eq!(reloaded.map(|r| r.status()).ok(), Some(200));
+    let gateway = Gateway::start(&routes);
+    let restricted = extend_section(BASE_CONFIG, "admin", "  allow: [\"10.0.0.0/8\"]");
+    gateway.rewrite_config_raw(&format!("{restricted}{routes}"));
+    gateway.reload();
 
-    let refused: HttpResponse = match http_agent().get(&gateway.admin_url("/metrics")).call() {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response.into(),
-        Err(error) => panic!("GET /metrics: {error}"),
-    };
+    let refused = gateway.admin_get("/metrics");
     assert_eq!(refused.status, 403, "{refused:?}");
     assert_eq!(
         gateway.get("/ping").status,

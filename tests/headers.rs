@@ -3,23 +3,11 @@
 
 mod common;
 
-use common::{assert_gateway_error, Gateway, Upstream};
+use common::{assert_gateway_error, Gateway, OneRoute, Upstream};
 
 /// A gateway sending every request to `app`.
 fn gateway_to(app: &Upstream) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        app.addr()
-    ))
+    Gateway::start(&OneRoute::to(&[app]).yaml())
 }
 
 /// 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -111,19 +99,12 @@ fn missing_request_id_is_generated_and_echoed() {
 #[test]
 fn request_id_is_echoed_on_gateway_errors() {
     let app = Upstream::start("app");
-    let gateway = Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: app
-"#,
-        app.addr()
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&app])
+            .named("api")
+            .matching("{ path_prefix: /api }")
+            .yaml(),
+    );
 
     let kept = gateway.request("GET", "/elsewhere", &[("X-Request-Id", "err-check-1")]);
     assert_gateway_error(&kept, 404, "ROUTE_NOT_FOUND");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{metric_value, wait_until, Gateway, Upstream, EVENTUALLY};
+use common::{eventually, metric_value, Gateway, OneRoute, Upstream, PING_ROUTE};
 use serde_json::Value;
 
 /// The fields of every access log line.
@@ -29,25 +29,17 @@ const ACCESS_LOG_FIELDS: [&str; 19] = [
     "error",
 ];
 
-/// A gateway with route `api` (prefix `/api`, proxied to upstream `app`) and route
+/// Route `api` (prefix `/api`, proxied to upstream `app` over `targets`) and route
 /// `ping` (answered by the gateway).
+fn api_routes(targets: &[&Upstream]) -> OneRoute {
+    OneRoute::to(targets)
+        .named("api")
+        .matching("{ path_prefix: /api }")
+        .routes_after(PING_ROUTE)
+}
+
 fn api_gateway(app: &Upstream) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: app
-  - name: ping
-    match: {{ path: /ping }}
-    respond: {{ status: 200, body: pong }}
-"#,
-        app.addr()
-    ))
+    Gateway::start(&api_routes(&[app]).yaml())
 }
 
 fn is_rfc3339(value: &Value) -> bool {
@@ -65,8 +57,11 @@ fn access_log_line(gateway: &Gateway, request_id: &str) -> Value {
             .filter(|line| line["request_id"] == request_id)
             .collect()
     };
-    wait_until(EVENTUALLY, || !with_id().is_empty());
-    let lines = with_id();
+    let lines = eventually!(let lines = with_id();
+        !lines.is_empty(),
+        "no access log line for request {request_id}, log:\n{}",
+        gateway.access_log_text()
+    );
     assert_eq!(
         lines.len(),
         1,
@@ -78,14 +73,7 @@ fn access_log_line(gateway: &Gateway, request_id: &str) -> Value {
 
 #[test]
 fn admin_healthz_and_readyz_answer_200() {
-    let gateway = Gateway::start(
-        r#"
-routes:
-  - name: ping
-    match: { path: /ping }
-    respond: { status: 200, body: pong }
-"#,
-    );
+    let gateway = Gateway::start(&format!("\nroutes:\n{PING_ROUTE}"));
 
     let healthz = gateway.admin_get("/healthz");
     assert_eq!(
@@ -166,12 +154,10 @@ fn metrics_count_every_request_exactly() {
             })
             .collect()
     };
-    wait_until(EVENTUALLY, || mismatches().is_empty());
-    let mismatches = mismatches();
-    assert!(
-        mismatches.is_empty(),
+    eventually!(let wrong = mismatches();
+        wrong.is_empty(),
         "{}\n--- /metrics ---\n{}",
-        mismatches.join("\n"),
+        wrong.join("\n"),
         gateway.metrics()
     );
 }
@@ -180,41 +166,30 @@ fn metrics_count_every_request_exactly() {
 fn status_describes_config_routes_and_targets() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let gateway = Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-        weight: 3
-      - address: "{}"
-        weight: 1
-    health_check:
-      type: http
-      path: /healthz
-      interval: 200ms
-      timeout: 500ms
-      healthy_threshold: 1
-      unhealthy_threshold: 1
-routes:
-  - name: api
-    match: {{ path_prefix: /api }}
-    upstream: app
-  - name: ping
-    match: {{ path: /ping }}
-    respond: {{ status: 200, body: pong }}
-"#,
-        a.addr(),
-        b.addr()
-    ));
+    let gateway = Gateway::start(
+        &api_routes(&[&a, &b])
+            .weights(&[3, 1])
+            .upstream(
+                "health_check:
+  type: http
+  path: /healthz
+  interval: 200ms
+  timeout: 500ms
+  healthy_threshold: 1
+  unhealthy_threshold: 1",
+            )
+            .yaml(),
+    );
     let all_healthy = |status: &Value| {
         status["upstreams"]["app"]["targets"]
             .as_array()
             .is_some_and(|targets| targets.iter().all(|t| t["healthy"] == true))
     };
-    wait_until(EVENTUALLY, || all_healthy(&gateway.status_json()));
 
-    let status = gateway.status_json();
+    let status = eventually!(let status = gateway.status_json();
+        all_healthy(&status),
+        "the targets were never all healthy: {status:#}"
+    );
 
     assert_eq!(status["version"], 1, "{status:#}");
     let hash = status["hash"].as_str().unwrap_or_default();
@@ -355,15 +330,15 @@ fn downstream_connections_counts_open_client_connections() {
             stream
         })
         .collect();
-    assert!(
-        wait_until(EVENTUALLY, || gauge() == Some(3.0)),
+    eventually!(
+        gauge() == Some(3.0),
         "three open connections, got {:?}",
         gauge()
     );
 
     connections.clear();
-    assert!(
-        wait_until(EVENTUALLY, || gauge() == Some(0.0)),
+    eventually!(
+        gauge() == Some(0.0),
         "closed connections are released, got {:?}",
         gauge()
     );

@@ -7,39 +7,24 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_gateway_error, http_agent, wait_until, Gateway, Upstream, EVENTUALLY};
+use common::{
+    assert_gateway_error, eventually, http_agent, Gateway, OneRoute, Upstream, EVENTUALLY,
+    PING_ROUTE,
+};
 use serde_json::Value;
 
-/// `upstreams.app` with `targets` and outlier detection `outlier` (one line of YAML
-/// fields), routed from `/`; `extra` is appended to the upstream's body.
-fn config(targets: &[&Upstream], outlier: &str, extra: &str) -> String {
-    let targets: Vec<String> = targets
-        .iter()
-        .map(|t| format!("{{ address: \"{}\" }}", t.addr()))
-        .collect();
-    format!(
-        r#"
-upstreams:
-  app:
-    targets: [{}]
-    outlier_detection: {{ {outlier} }}
-{extra}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        targets.join(", ")
-    )
+/// `upstreams.app` over `targets` with outlier detection `outlier` (one line of YAML
+/// fields), routed from `/`.
+fn config(targets: &[&Upstream], outlier: &str) -> OneRoute {
+    OneRoute::to(targets).upstream(&format!("outlier_detection: {{ {outlier} }}"))
+}
+
+fn ejecting_gateway(targets: &[&Upstream], outlier: &str) -> Gateway {
+    Gateway::start(&config(targets, outlier).yaml())
 }
 
 fn target_status(gateway: &Gateway, target: &Upstream) -> Value {
-    let status = gateway.status_json();
-    status["upstreams"]["app"]["targets"]
-        .as_array()
-        .and_then(|targets| targets.iter().find(|t| t["address"] == target.addr()))
-        .cloned()
-        .unwrap_or_else(|| panic!("{} not in /status: {status}", target.addr()))
+    gateway.target_status("app", &target.addr())
 }
 
 fn ejected_gauge(gateway: &Gateway, target: &Upstream) -> Option<f64> {
@@ -61,34 +46,26 @@ fn ejections(gateway: &Gateway, target: &Upstream) -> f64 {
 /// Sends GETs until `bad` has received `count` requests (the others go to good targets).
 fn send_until_received(gateway: &Gateway, bad: &Upstream, count: usize) {
     // Long enough for a third ejection (3 × 1 s) to end.
-    let reached = wait_until(EVENTUALLY * 2, || {
-        gateway.get("/");
-        bad.requests() >= count
-    });
-    assert!(reached, "{} got {} requests", bad.name(), bad.requests());
-}
-
-fn reload(gateway: &Gateway) {
-    let status = match http_agent()
-        .post(&gateway.admin_url("/reload"))
-        .send_string("")
-    {
-        Ok(response) => response.status(),
-        Err(ureq::Error::Status(status, _)) => status,
-        Err(e) => panic!("POST /reload: {e}"),
-    };
-    assert_eq!(status, 200, "{}", gateway.diagnostics());
+    eventually!(
+        within(EVENTUALLY * 2),
+        {
+            gateway.get("/");
+            bad.requests() >= count
+        },
+        "{} got {} requests",
+        bad.name(),
+        bad.requests()
+    );
 }
 
 #[test]
 fn a_failing_target_is_ejected_after_exactly_consecutive_5xx_and_gets_no_traffic() {
     let (good, bad) = (Upstream::start("good"), Upstream::start("bad"));
     bad.set_status(500);
-    let gateway = Gateway::start(&config(
+    let gateway = ejecting_gateway(
         &[&good, &bad],
         "consecutive_5xx: 3, base_ejection_time: 30s, max_ejection_percent: 50",
-        "",
-    ));
+    );
 
     send_until_received(&gateway, &bad, 3);
     assert_eq!(ejected_gauge(&gateway, &bad), Some(1.0));
@@ -106,12 +83,11 @@ fn a_failing_target_is_ejected_after_exactly_consecutive_5xx_and_gets_no_traffic
 fn after_the_ejection_one_probe_decides_and_a_repeat_ejection_lasts_twice_as_long() {
     let (good, bad) = (Upstream::start("good"), Upstream::start("bad"));
     bad.set_status(500);
-    let gateway = Gateway::start(&config(
+    let gateway = ejecting_gateway(
         &[&good, &bad],
         "consecutive_5xx: 2, base_ejection_time: 1s, max_ejection_time: 10s, \
-         max_ejection_percent: 50",
-        "",
-    ));
+     max_ejection_percent: 50",
+    );
     send_until_received(&gateway, &bad, 2);
     let first_ejection = Instant::now();
 
@@ -149,11 +125,10 @@ fn no_more_than_max_ejection_percent_of_the_targets_are_ejected() {
     let (bad1, bad2) = (Upstream::start("bad1"), Upstream::start("bad2"));
     bad1.set_status(500);
     bad2.set_status(500);
-    let gateway = Gateway::start(&config(
+    let gateway = ejecting_gateway(
         &[&good, &bad1, &bad2],
         "consecutive_5xx: 2, base_ejection_time: 30s, max_ejection_percent: 50",
-        "",
-    ));
+    );
     for _ in 0..60 {
         gateway.get("/");
     }
@@ -170,12 +145,11 @@ fn a_route_whose_targets_are_all_ejected_fails_fast_with_retry_after() {
     let (first, second) = (Upstream::start("first"), Upstream::start("second"));
     first.set_status(502);
     second.set_status(502);
-    let gateway = Gateway::start(&config(
+    let gateway = ejecting_gateway(
         &[&first, &second],
         "consecutive_5xx: 5, consecutive_gateway_failure: 2, base_ejection_time: 30s, \
-         max_ejection_percent: 100",
-        "",
-    ));
+     max_ejection_percent: 100",
+    );
     send_until_received(&gateway, &first, 2);
     send_until_received(&gateway, &second, 2);
     // Were a target contacted now, the answer would take seconds.
@@ -234,26 +208,28 @@ fn ejection_and_health_survive_a_reload() {
     let good = Upstream::start("good");
     let (bad, sick) = (Upstream::start("bad"), Upstream::start("sick"));
     bad.set_status(500);
-    let health =
-        "    health_check: { type: http, path: /healthz, interval: 200ms, timeout: 500ms, \
-                  healthy_threshold: 1, unhealthy_threshold: 1 }";
-    let outlier = "consecutive_5xx: 2, base_ejection_time: 60s, max_ejection_percent: 50";
-    let gateway = Gateway::start(&config(&[&good, &bad, &sick], outlier, health));
+    let pool = || {
+        config(
+            &[&good, &bad, &sick],
+            "consecutive_5xx: 2, base_ejection_time: 60s, max_ejection_percent: 50",
+        )
+        .upstream(
+            "health_check: { type: http, path: /healthz, interval: 200ms, timeout: 500ms, \
+             healthy_threshold: 1, unhealthy_threshold: 1 }",
+        )
+    };
+    let gateway = Gateway::start(&pool().yaml());
     send_until_received(&gateway, &bad, 2);
     sick.set_healthy(false);
-    let down = wait_until(EVENTUALLY, || {
-        target_status(&gateway, &sick)["healthy"] == false
-    });
-    assert!(down, "{}", gateway.diagnostics());
+    eventually!(
+        target_status(&gateway, &sick)["healthy"] == false,
+        "the sick target was never reported unhealthy"
+    );
     let (bad_before, sick_before) = (bad.requests(), sick.requests());
 
     // An unrelated change: one more route.
-    let changed = config(&[&good, &bad, &sick], outlier, health).replace(
-        "routes:\n",
-        "routes:\n  - name: ping\n    match: { path: /ping }\n    respond: { status: 200 }\n",
-    );
-    gateway.rewrite_config(&changed);
-    reload(&gateway);
+    gateway.rewrite_config(&pool().routes_before(PING_ROUTE).yaml());
+    gateway.reload();
 
     assert_eq!(target_status(&gateway, &bad)["ejected"], true);
     assert_eq!(target_status(&gateway, &sick)["healthy"], false);
@@ -269,23 +245,17 @@ fn ejection_and_health_survive_a_reload() {
 fn max_requests_counts_requests_started_before_a_reload() {
     let slow = Upstream::start("slow");
     slow.set_delay(Duration::from_secs(2));
-    let pool = format!(
-        "\nupstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\n    max_requests: 1\n",
-        slow.addr()
-    );
-    let routes = "routes:\n  - name: all\n    match: { path_prefix: / }\n    upstream: app\n";
-    let gateway = Gateway::start(&format!("{pool}{routes}"));
+    let pool = || OneRoute::to(&[&slow]).upstream("max_requests: 1");
+    let gateway = Gateway::start(&pool().yaml());
     let url = gateway.url("/");
     let held = std::thread::spawn(move || {
         let response = http_agent().get(&url).call();
         response.map_or(0, |response| response.status())
     });
-    assert!(wait_until(EVENTUALLY, || slow.requests() == 1));
+    eventually!(slow.requests() == 1, "the held request never arrived");
 
-    gateway.rewrite_config(&format!(
-        "{pool}{routes}  - name: ping\n    match: {{ path: /ping }}\n    respond: {{ status: 200 }}\n"
-    ));
-    reload(&gateway);
+    gateway.rewrite_config(&pool().routes_after(PING_ROUTE).yaml());
+    gateway.reload();
 
     assert_gateway_error(&gateway.get("/"), 503, "UPSTREAM_OVERLOADED");
     assert_eq!(held.join().ok(), Some(200));

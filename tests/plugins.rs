@@ -4,40 +4,16 @@
 
 mod common;
 
-use common::{assert_gateway_error, http_agent, raw_exchange, Gateway, HttpResponse, Upstream};
-
-/// `POST path` with `body` (sent with a Content-Length) and `headers`.
-fn post(gateway: &Gateway, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
-    let url = gateway.url(path);
-    let request = headers
-        .iter()
-        .fold(http_agent().post(&url), |request, (name, value)| {
-            request.set(name, value)
-        });
-    match request.send_string(body) {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response.into(),
-        Err(error) => panic!("POST {url}: {error}"),
-    }
-}
+use common::{assert_gateway_error, raw_exchange, Gateway, OneRoute, Upstream};
 
 /// A gateway sending every request to `app` through `request_size` with a 100-byte body
 /// limit and a 1 KiB header limit.
 fn size_limited_gateway(app: &Upstream) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-plugins:
-  request_size: {{ max_body: 100, max_header: 1KiB }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        app.addr()
-    ))
+    Gateway::start(
+        &OneRoute::to(&[app])
+            .section("plugins:\n  request_size: { max_body: 100, max_header: 1KiB }")
+            .yaml(),
+    )
 }
 
 #[test]
@@ -45,7 +21,7 @@ fn body_with_content_length_over_max_body_gets_413_and_never_reaches_the_upstrea
     let app = Upstream::start("app");
     let gateway = size_limited_gateway(&app);
 
-    let response = post(&gateway, "/upload", &[], &"x".repeat(101));
+    let response = gateway.post("/upload", &[], &"x".repeat(101));
 
     assert_gateway_error(&response, 413, "PAYLOAD_TOO_LARGE");
     assert_eq!(
@@ -97,7 +73,7 @@ fn body_under_the_limits_is_proxied() {
     let gateway = size_limited_gateway(&app);
     let body = "z".repeat(100);
 
-    let response = post(&gateway, "/upload", &[], &body);
+    let response = gateway.post("/upload", &[], &body);
 
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.body, "app");
@@ -111,25 +87,18 @@ fn headers_plugin_rewrites_the_request_and_the_response() {
     let app = Upstream::start("app");
     app.set_header("X-Upstream-Header", "internal");
     app.set_header("X-Kept", "kept");
-    let gateway = Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-    plugins:
-      headers:
-        request_add: {{ X-Gateway: portcullis }}
-        request_remove: [X-Debug]
-        response_add: {{ X-Frame-Options: DENY }}
-        response_remove: [X-Upstream-Header]
-"#,
-        app.addr()
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&app])
+            .route(
+                r#"plugins:
+  headers:
+    request_add: { X-Gateway: portcullis }
+    request_remove: [X-Debug]
+    response_add: { X-Frame-Options: DENY }
+    response_remove: [X-Upstream-Header]"#,
+            )
+            .yaml(),
+    );
 
     let response = gateway.request(
         "GET",
@@ -170,30 +139,23 @@ routes:
 #[test]
 fn route_plugin_entry_replaces_the_global_one_of_the_same_name() {
     let app = Upstream::start("app");
-    let gateway = Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-plugins:
-  request_size: {{ max_body: 10 }}
-routes:
-  - name: uploads
-    match: {{ path_prefix: /uploads }}
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&app])
+            .section("plugins:\n  request_size: { max_body: 10 }")
+            .routes_before(
+                "  - name: uploads
+    match: { path_prefix: /uploads }
     upstream: app
     plugins:
-      request_size: {{ max_body: 1000 }}
-  - name: other
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        app.addr()
-    ));
+      request_size: { max_body: 1000 }",
+            )
+            .named("other")
+            .yaml(),
+    );
     let body = "b".repeat(500);
 
-    let on_uploads = post(&gateway, "/uploads/file", &[], &body);
-    let on_other = post(&gateway, "/other", &[], &body);
+    let on_uploads = gateway.post("/uploads/file", &[], &body);
+    let on_other = gateway.post("/other", &[], &body);
 
     assert_eq!(
         on_uploads.status, 200,

@@ -5,18 +5,15 @@ mod common;
 
 use std::process::Command;
 
-use common::{raw_exchange, wait_until, Gateway, Upstream, EVENTUALLY};
+use common::{eventually, raw_exchange, Gateway, Upstream, PING_ROUTE};
 
-const PING_ROUTE: &str = r#"
-routes:
-  - name: ping
-    match: { path: /ping }
-    respond: { status: 200, body: pong }
-"#;
+fn ping_gateway() -> Gateway {
+    Gateway::start(&format!("\nroutes:\n{PING_ROUTE}"))
+}
 
 #[test]
 fn h2c_with_prior_knowledge_is_served_over_http2() {
-    let gateway = Gateway::start(PING_ROUTE);
+    let gateway = ping_gateway();
 
     let output = Command::new("curl")
         .args([
@@ -43,7 +40,7 @@ fn h2c_with_prior_knowledge_is_served_over_http2() {
 
 #[test]
 fn head_on_a_respond_route_gets_status_and_length_without_a_body() {
-    let gateway = Gateway::start(PING_ROUTE);
+    let gateway = ping_gateway();
 
     let answer = raw_exchange(
         &gateway.addr(),
@@ -92,13 +89,13 @@ routes:
     assert_eq!(gateway.get("/").body, "primary");
 
     primary.stop();
-    let down = wait_until(EVENTUALLY, || {
+    eventually!(
         gateway.metric(
             "portcullis_upstream_target_healthy",
             &[("upstream", "main"), ("target", &primary.addr())],
-        ) == Some(0.0)
-    });
-    assert!(down, "the stopped primary should be marked unhealthy");
+        ) == Some(0.0),
+        "the stopped primary should be marked unhealthy"
+    );
 
     for _ in 0..5 {
         let response = gateway.get("/");

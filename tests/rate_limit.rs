@@ -12,25 +12,24 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_gateway_error, wait_until, Gateway, HttpResponse, Upstream, EVENTUALLY};
+use common::{
+    assert_gateway_error, eventually, Gateway, HttpResponse, OneRoute, Upstream, PING_ROUTE,
+};
 
-/// A gateway proxying everything to `app` with `rate_limit` set to `rules` on the route.
+/// Route `api` proxying everything to `app`, with `plugins` (a YAML flow mapping).
+fn limited_route(app: &Upstream, plugins: &str) -> OneRoute {
+    OneRoute::to(&[app])
+        .named("api")
+        .route(&format!("plugins: {plugins}"))
+}
+
 fn limited_gateway(app: &Upstream, plugins: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: app
-    plugins:
-{plugins}
-"#,
-        app.addr()
-    ))
+    Gateway::start(&limited_route(app, plugins).yaml())
+}
+
+/// Plugins with one `rate_limit` rule, `per-client` on header X-Client, limited by `limit`.
+fn per_client(limit: &str) -> String {
+    format!("{{ rate_limit: [{{ name: per-client, key: 'header:X-Client', {limit} }}] }}")
 }
 
 fn as_client(gateway: &Gateway, client: &str) -> HttpResponse {
@@ -56,7 +55,7 @@ fn token_bucket_lets_exactly_burst_through_then_rate_per_period() {
     let app = Upstream::start("app");
     let gateway = limited_gateway(
         &app,
-        "      rate_limit:\n        - { name: per-client, key: 'header:X-Client', algorithm: token_bucket, rate: 1, per: 2s, burst: 5 }",
+        &per_client("algorithm: token_bucket, rate: 1, per: 2s, burst: 5"),
     );
 
     let first = statuses(&gateway, "a", 8);
@@ -83,7 +82,7 @@ fn headers_count_down_remaining_and_reset_counts_to_the_refill() {
     let app = Upstream::start("app");
     let gateway = limited_gateway(
         &app,
-        "      rate_limit:\n        - { name: per-client, key: 'header:X-Client', algorithm: token_bucket, rate: 1, per: 10s, burst: 3 }",
+        &per_client("algorithm: token_bucket, rate: 1, per: 10s, burst: 3"),
     );
 
     let responses: Vec<HttpResponse> = (0..4).map(|_| as_client(&gateway, "a")).collect();
@@ -127,9 +126,9 @@ fn the_rule_closest_to_its_limit_drives_the_headers() {
     let app = Upstream::start("app");
     let gateway = limited_gateway(
         &app,
-        "      rate_limit:\n        \
-         - { name: route-wide, key: route, algorithm: sliding_window, limit: 1000, window: 1m }\n        \
-         - { name: per-client, key: 'header:X-Client', algorithm: sliding_window, limit: 2, window: 1m }",
+        "{ rate_limit: [\
+         { name: route-wide, key: route, algorithm: sliding_window, limit: 1000, window: 1m }, \
+         { name: per-client, key: 'header:X-Client', algorithm: sliding_window, limit: 2, window: 1m }] }",
     );
 
     let first = as_client(&gateway, "a");
@@ -171,7 +170,7 @@ fn clients_are_limited_apart_and_a_request_without_the_key_by_its_address() {
     let app = Upstream::start("app");
     let gateway = limited_gateway(
         &app,
-        "      rate_limit:\n        - { name: per-client, key: 'header:X-Client', algorithm: token_bucket, rate: 1, per: 1m, burst: 2 }",
+        &per_client("algorithm: token_bucket, rate: 1, per: 1m, burst: 2"),
     );
 
     assert_eq!(statuses(&gateway, "a", 3), [200, 200, 429]);
@@ -185,7 +184,7 @@ fn sliding_window_allows_no_second_burst_after_the_window_boundary() {
     let app = Upstream::start("app");
     let gateway = limited_gateway(
         &app,
-        "      rate_limit:\n        - { name: per-client, key: 'header:X-Client', algorithm: sliding_window, limit: 10, window: 2s }",
+        &per_client("algorithm: sliding_window, limit: 10, window: 2s"),
     );
 
     assert_eq!(
@@ -198,10 +197,12 @@ fn sliding_window_allows_no_second_burst_after_the_window_boundary() {
     // Wait for the first request to pass again: the window has moved on. A fixed window
     // would now let a whole new burst of 10 through at once.
     let started = Instant::now();
-    let passed_again = wait_until(Duration::from_secs(8), || {
-        as_client(&gateway, "a").status == 200
-    });
-    assert!(passed_again, "nothing passed for {:?}", started.elapsed());
+    eventually!(
+        within(Duration::from_secs(8)),
+        as_client(&gateway, "a").status == 200,
+        "nothing passed for {:?}",
+        started.elapsed()
+    );
     let burst = statuses(&gateway, "a", 10);
 
     let passed = burst.iter().filter(|s| **s == 200).count();
@@ -215,23 +216,9 @@ fn sliding_window_allows_no_second_burst_after_the_window_boundary() {
 fn concurrency_limit_caps_requests_in_flight_and_frees_slots() {
     let app = Upstream::start("app");
     app.set_delay(Duration::from_secs(2));
-    let gateway = limited_gateway(&app, "      concurrency_limit: { key: route, max: 3 }");
+    let gateway = limited_gateway(&app, "{ concurrency_limit: { key: route, max: 3 } }");
 
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            let url = gateway.url("/slow");
-            thread::spawn(move || match common::http_agent().get(&url).call() {
-                Ok(response) | Err(ureq::Error::Status(_, response)) => {
-                    HttpResponse::from(response)
-                }
-                Err(e) => panic!("GET {url}: {e}"),
-            })
-        })
-        .collect();
-    let responses: Vec<HttpResponse> = clients
-        .into_iter()
-        .map(|client| client.join().expect("client thread"))
-        .collect();
+    let responses = gateway.get_concurrently("/slow", 10);
 
     let ok = responses.iter().filter(|r| r.status == 200).count();
     assert_eq!(ok, 3, "{responses:?}");
@@ -248,7 +235,7 @@ fn concurrency_limit_caps_requests_in_flight_and_frees_slots() {
 fn concurrency_slots_are_released_when_clients_disconnect() {
     let app = Upstream::start("app");
     app.set_delay(Duration::from_secs(30));
-    let gateway = limited_gateway(&app, "      concurrency_limit: { key: route, max: 2 }");
+    let gateway = limited_gateway(&app, "{ concurrency_limit: { key: route, max: 2 } }");
     let mut hung: Vec<TcpStream> = (0..2)
         .map(|_| {
             let mut stream = TcpStream::connect(gateway.addr()).expect("connect");
@@ -258,8 +245,8 @@ fn concurrency_slots_are_released_when_clients_disconnect() {
             stream
         })
         .collect();
-    assert!(
-        wait_until(EVENTUALLY, || app.requests() == 2),
+    eventually!(
+        app.requests() == 2,
         "the two hung requests should reach the upstream"
     );
     assert_gateway_error(&gateway.get("/probe"), 429, "CONCURRENCY_LIMITED");
@@ -267,8 +254,8 @@ fn concurrency_slots_are_released_when_clients_disconnect() {
     hung.clear();
     app.set_delay(Duration::ZERO);
 
-    assert!(
-        wait_until(EVENTUALLY, || gateway.get("/after").status == 200),
+    eventually!(
+        gateway.get("/after").status == 200,
         "slots were not released after the clients disconnected"
     );
 }
@@ -276,40 +263,15 @@ fn concurrency_slots_are_released_when_clients_disconnect() {
 #[test]
 fn counters_survive_a_reload_that_keeps_the_rule_and_restart_when_it_changes() {
     let app = Upstream::start("app");
-    let sections = |burst: u32, extra_route: &str| {
-        format!(
-            r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-{extra_route}  - name: api
-    match: {{ path_prefix: / }}
-    upstream: app
-    plugins:
-      rate_limit:
-        - {{ name: per-client, key: 'header:X-Client', algorithm: token_bucket, rate: 1, per: 1m, burst: {burst} }}
-"#,
-            app.addr()
-        )
+    let route = |burst: u32| {
+        let limit = format!("algorithm: token_bucket, rate: 1, per: 1m, burst: {burst}");
+        limited_route(&app, &per_client(&limit))
     };
-    let gateway = Gateway::start(&sections(2, ""));
+    let gateway = Gateway::start(&route(2).yaml());
     assert_eq!(statuses(&gateway, "a", 2), [200, 200]);
-    let reload = |gateway: &Gateway| {
-        let url = gateway.admin_url("/reload");
-        let status = match common::http_agent().post(&url).call() {
-            Ok(response) | Err(ureq::Error::Status(_, response)) => response.status(),
-            Err(e) => panic!("POST {url}: {e}"),
-        };
-        assert_eq!(status, 200, "reload refused: {}", gateway.stderr());
-    };
 
-    gateway.rewrite_config(&sections(
-        2,
-        "  - name: ping\n    match: { path: /ping }\n    respond: { status: 200, body: pong }\n",
-    ));
-    reload(&gateway);
+    gateway.rewrite_config(&route(2).routes_before(PING_ROUTE).yaml());
+    gateway.reload();
     assert_eq!(
         gateway.get("/ping").body,
         "pong",
@@ -317,8 +279,8 @@ routes:
     );
     assert_eq!(statuses(&gateway, "a", 1), [429], "the bucket was kept");
 
-    gateway.rewrite_config(&sections(3, ""));
-    reload(&gateway);
+    gateway.rewrite_config(&route(3).yaml());
+    gateway.reload();
     assert_eq!(
         statuses(&gateway, "a", 4),
         [200, 200, 200, 429],

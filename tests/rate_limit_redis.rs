@@ -6,31 +6,20 @@
 mod common;
 
 use common::{
-    assert_gateway_error, wait_until, Gateway, RedisCluster, RedisServer, Upstream, EVENTUALLY,
+    assert_gateway_error, eventually, Gateway, OneRoute, RedisCluster, RedisServer, Upstream,
 };
 
 /// A gateway whose route `api` has one Redis-backed rule keyed on `global`.
 fn redis_gateway(app: &Upstream, redis_url: &str, on_error: &str, rule: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-redis:
-  url: {redis_url}
-  timeout: 500ms
-  on_error: {on_error}
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-plugins:
-  rate_limit:
-    - {rule}
-routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        app.addr()
-    ))
+    Gateway::start(
+        &OneRoute::to(&[app])
+            .section(&format!(
+                "redis:\n  url: {redis_url}\n  timeout: 500ms\n  on_error: {on_error}"
+            ))
+            .section(&format!("plugins:\n  rate_limit:\n    - {rule}"))
+            .named("api")
+            .yaml(),
+    )
 }
 
 fn passed(gateway: &Gateway, count: usize) -> usize {
@@ -104,9 +93,8 @@ fn redis_going_away_fails_open_and_limits_return_with_it() {
     assert!(errors >= 10.0, "backend errors counted: {errors}");
 
     redis.restart();
-    let enforced = wait_until(EVENTUALLY, || gateway.get("/items").status == 429);
-    assert!(
-        enforced,
+    eventually!(
+        gateway.get("/items").status == 429,
         "the limit was not enforced again after Redis came back"
     );
 }

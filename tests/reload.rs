@@ -3,69 +3,38 @@
 
 mod common;
 
-use std::process::Command;
+use common::{
+    eventually, extend_section, free_port, Gateway, HttpResponse, BASE_CONFIG, EVENTUALLY,
+    PING_ROUTE,
+};
 
-use common::{free_port, http_agent, wait_until, Gateway, HttpResponse, EVENTUALLY};
-
-/// [`common::BASE_CONFIG`] with an admin token; `{listeners}` is replaced by the listener
-/// list so a test can change it.
-const TOKEN_CONFIG: &str = r#"server:
-  threads: 2
-  pid_file: "{dir}/portcullis.pid"
-  upgrade_sock: "{dir}/upgrade.sock"
-listeners:
-{listeners}
-admin:
-  address: "127.0.0.1:{admin}"
-  token: secret
-access_log:
-  target: "{access_log}"
-  format: json
-"#;
+/// [`BASE_CONFIG`] with an admin token.
+fn token_config() -> String {
+    extend_section(BASE_CONFIG, "admin", "  token: secret")
+}
 
 /// The routes every gateway here starts with.
-const FIRST_ROUTES: &str = r#"
-routes:
-  - name: ping
-    match: { path: /ping }
-    respond: { status: 200, body: pong }
-"#;
+fn first_routes() -> String {
+    format!("\nroutes:\n{PING_ROUTE}")
+}
 
-/// [`FIRST_ROUTES`] plus a new `respond` route on `/new`.
-const SECOND_ROUTES: &str = r#"
-routes:
-  - name: ping
-    match: { path: /ping }
-    respond: { status: 200, body: pong }
-  - name: new
-    match: { path: /new }
-    respond: { status: 200, body: new-route }
-"#;
+/// [`first_routes`] plus a new `respond` route on `/new`.
+fn second_routes() -> String {
+    first_routes() + "  - name: new\n    match: { path: /new }\n    respond: { status: 200, body: new-route }\n"
+}
 
-/// The config template with the gateway's own listener and `routes`.
+/// The config template with an admin token and `routes`.
 fn config(routes: &str) -> String {
-    config_with_listeners("  - address: \"127.0.0.1:{listen}\"", routes)
+    format!("{}{routes}", token_config())
 }
 
-fn config_with_listeners(listeners: &str, routes: &str) -> String {
-    format!("{}{routes}", TOKEN_CONFIG.replace("{listeners}", listeners))
-}
-
-/// `POST /reload` on the admin listener with optional `Authorization` value.
-fn post_reload(gateway: &Gateway, authorization: Option<&str>) -> HttpResponse {
-    let url = gateway.admin_url("/reload");
-    let mut request = http_agent().post(&url);
-    if let Some(value) = authorization {
-        request = request.set("Authorization", value);
-    }
-    match request.call() {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response.into(),
-        Err(error) => panic!("POST {url}: {error}"),
-    }
+/// `POST /reload` on the admin listener with `headers`.
+fn post_reload(gateway: &Gateway, headers: &[(&str, &str)]) -> HttpResponse {
+    gateway.admin_post("/reload", headers, "")
 }
 
 fn reload(gateway: &Gateway) -> HttpResponse {
-    post_reload(gateway, Some("Bearer secret"))
+    post_reload(gateway, &[("Authorization", "Bearer secret")])
 }
 
 fn version(gateway: &Gateway) -> serde_json::Value {
@@ -74,11 +43,11 @@ fn version(gateway: &Gateway) -> serde_json::Value {
 
 #[test]
 fn reload_without_the_admin_token_is_refused() {
-    let gateway = Gateway::start_raw(&config(FIRST_ROUTES));
-    gateway.rewrite_config_raw(&config(SECOND_ROUTES));
+    let gateway = Gateway::start_raw(&config(&first_routes()));
+    gateway.rewrite_config_raw(&config(&second_routes()));
 
-    let missing = post_reload(&gateway, None);
-    let wrong = post_reload(&gateway, Some("Bearer not-the-secret"));
+    let missing = post_reload(&gateway, &[]);
+    let wrong = post_reload(&gateway, &[("Authorization", "Bearer not-the-secret")]);
 
     assert_eq!(missing.status, 401, "{missing:?}");
     assert_eq!(wrong.status, 401, "{wrong:?}");
@@ -96,10 +65,10 @@ fn reload_without_the_admin_token_is_refused() {
 
 #[test]
 fn reload_with_the_token_serves_the_new_config_and_keeps_it_when_the_next_is_invalid() {
-    let gateway = Gateway::start_raw(&config(FIRST_ROUTES));
+    let gateway = Gateway::start_raw(&config(&first_routes()));
     assert_eq!(gateway.get("/new").status, 404);
 
-    gateway.rewrite_config_raw(&config(SECOND_ROUTES));
+    gateway.rewrite_config_raw(&config(&second_routes()));
     let reloaded = reload(&gateway);
 
     assert_eq!(reloaded.status, 200, "{reloaded:?}");
@@ -114,7 +83,8 @@ fn reload_with_the_token_serves_the_new_config_and_keeps_it_when_the_next_is_inv
 
     // Invalid: the third route proxies to an upstream that does not exist.
     gateway.rewrite_config_raw(&config(&format!(
-        "{SECOND_ROUTES}  - name: broken\n    match: {{ path: /broken }}\n    upstream: missing\n"
+        "{}  - name: broken\n    match: {{ path: /broken }}\n    upstream: missing\n",
+        second_routes()
     )));
     let refused = reload(&gateway);
 
@@ -146,11 +116,12 @@ fn reload_with_the_token_serves_the_new_config_and_keeps_it_when_the_next_is_inv
 
 #[test]
 fn reload_that_changes_listeners_is_refused_as_a_whole() {
-    let gateway = Gateway::start_raw(&config(FIRST_ROUTES));
-    let extra = free_port();
-    gateway.rewrite_config_raw(&config_with_listeners(
-        &format!("  - address: \"127.0.0.1:{{listen}}\"\n  - address: \"127.0.0.1:{extra}\""),
-        SECOND_ROUTES,
+    let gateway = Gateway::start_raw(&config(&first_routes()));
+    let extra = format!("  - address: \"127.0.0.1:{}\"", free_port());
+    gateway.rewrite_config_raw(&format!(
+        "{}{}",
+        extend_section(&token_config(), "listeners", &extra),
+        second_routes()
     ));
 
     let refused = reload(&gateway);
@@ -170,18 +141,13 @@ fn reload_that_changes_listeners_is_refused_as_a_whole() {
 
 #[test]
 fn sighup_reloads_the_config() {
-    let gateway = Gateway::start_raw(&config(FIRST_ROUTES));
-    gateway.rewrite_config_raw(&config(SECOND_ROUTES));
+    let gateway = Gateway::start_raw(&config(&first_routes()));
+    gateway.rewrite_config_raw(&config(&second_routes()));
 
-    let status = Command::new("kill")
-        .args(["-HUP", &gateway.pid().to_string()])
-        .status()
-        .expect("run kill -HUP");
-    assert!(status.success(), "kill -HUP failed: {status}");
+    gateway.signal("HUP");
 
-    let reloaded = wait_until(EVENTUALLY, || version(&gateway) == 2);
-    assert!(
-        reloaded,
+    eventually!(
+        version(&gateway) == 2,
         "/status should report version 2 within {EVENTUALLY:?} after SIGHUP: {}",
         gateway.status_json()
     );

@@ -3,26 +3,14 @@
 
 mod common;
 
-use common::{Gateway, Upstream};
+use common::{Gateway, OneRoute, Upstream};
 
 /// `upstreams.app` over `targets` with `retries` (one line of YAML fields), routed from `/`.
-fn config(targets: &[&Upstream], retries: &str) -> String {
-    let targets: Vec<String> = targets
-        .iter()
-        .map(|t| format!("{{ address: \"{}\" }}", t.addr()))
-        .collect();
-    format!(
-        r#"
-upstreams:
-  app:
-    targets: [{}]
-    retries: {{ {retries} }}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-"#,
-        targets.join(", ")
+fn retrying_gateway(targets: &[&Upstream], retries: &str) -> Gateway {
+    Gateway::start(
+        &OneRoute::to(targets)
+            .upstream(&format!("retries: {{ {retries} }}"))
+            .yaml(),
     )
 }
 
@@ -39,10 +27,10 @@ fn retries(gateway: &Gateway, reason: &str) -> f64 {
 fn a_get_answered_503_is_retried_on_the_healthy_target() {
     let (failing, healthy) = (Upstream::start("failing"), Upstream::start("healthy"));
     failing.set_status(503);
-    let gateway = Gateway::start(&config(
+    let gateway = retrying_gateway(
         &[&failing, &healthy],
         "attempts: 1, on: [connect_failure, 503], backoff: 1ms",
-    ));
+    );
 
     for _ in 0..20 {
         let response = gateway.get("/");
@@ -64,7 +52,7 @@ fn a_get_answered_503_is_retried_on_the_healthy_target() {
 fn a_post_is_retried_only_with_an_idempotency_key() {
     let (failing, healthy) = (Upstream::start("failing"), Upstream::start("healthy"));
     failing.set_status(503);
-    let gateway = Gateway::start(&config(&[&failing, &healthy], "attempts: 2, on: [503]"));
+    let gateway = retrying_gateway(&[&failing, &healthy], "attempts: 2, on: [503]");
 
     let plain: Vec<u16> = (0..20)
         .map(|_| gateway.request("POST", "/orders", &[]).status)
@@ -86,10 +74,10 @@ fn retries_against_a_failing_upstream_stay_within_the_budget() {
     let (first, second) = (Upstream::start("first"), Upstream::start("second"));
     first.set_status(502);
     second.set_status(502);
-    let gateway = Gateway::start(&config(
+    let gateway = retrying_gateway(
         &[&first, &second],
         "attempts: 3, on: [502], budget_percent: 20",
-    ));
+    );
 
     let requests = 300;
     for _ in 0..requests {

@@ -3,7 +3,20 @@
 
 mod common;
 
-use common::{assert_gateway_error, Gateway, Upstream};
+use common::{assert_gateway_error, Gateway, Upstream, PING_ROUTE};
+
+/// A gateway whose routes, each a (name, match) pair, answer with their own name.
+fn routes_answering_their_names(routes: &[(&str, &str)]) -> Gateway {
+    let items: String = routes
+        .iter()
+        .map(|(name, matching)| {
+            format!(
+                "  - name: {name}\n    match: {matching}\n    respond: {{ status: 200, body: {name} }}\n"
+            )
+        })
+        .collect();
+    Gateway::start(&format!("\nroutes:\n{items}"))
+}
 
 /// The body of the `respond` route that answered this request (each route answers its name).
 fn answering_route(
@@ -22,14 +35,7 @@ fn answering_route(
 
 #[test]
 fn unmatched_request_gets_json_404_route_not_found() {
-    let gateway = Gateway::start(
-        r#"
-routes:
-  - name: ping
-    match: { path: /ping }
-    respond: { status: 200, body: pong }
-"#,
-    );
+    let gateway = Gateway::start(&format!("\nroutes:\n{PING_ROUTE}"));
 
     let response = gateway.get("/nowhere");
 
@@ -38,17 +44,14 @@ routes:
 
 #[test]
 fn respond_route_is_answered_by_the_gateway() {
-    let gateway = Gateway::start(
+    let gateway = Gateway::start(&format!(
         r#"
 routes:
-  - name: ping
-    match: { path: /ping }
-    respond: { status: 200, body: pong }
-  - name: maintenance
-    match: { path_prefix: /legacy }
-    respond: { status: 503, body: "down for maintenance" }
-"#,
-    );
+{PING_ROUTE}  - name: maintenance
+    match: {{ path_prefix: /legacy }}
+    respond: {{ status: 503, body: "down for maintenance" }}
+"#
+    ));
 
     let ping = gateway.get("/ping");
     assert_eq!((ping.status, ping.body.as_str()), (200, "pong"), "{ping:?}");
@@ -64,20 +67,17 @@ routes:
 
 #[test]
 fn route_with_matching_host_beats_route_without_host() {
-    let gateway = Gateway::start(
-        r#"
-routes:
-  - name: any-host
-    match: { path: /users }
-    respond: { status: 200, body: any-host }
-  - name: api-host
-    match: { hosts: ["api.example.com"], path_prefix: / }
-    respond: { status: 200, body: api-host }
-  - name: shop-wildcard
-    match: { hosts: ["*.shop.test"], path_prefix: / }
-    respond: { status: 200, body: shop-wildcard }
-"#,
-    );
+    let gateway = routes_answering_their_names(&[
+        ("any-host", "{ path: /users }"),
+        (
+            "api-host",
+            r#"{ hosts: ["api.example.com"], path_prefix: / }"#,
+        ),
+        (
+            "shop-wildcard",
+            r#"{ hosts: ["*.shop.test"], path_prefix: / }"#,
+        ),
+    ]);
     let route = |host: &str, path: &str| answering_route(&gateway, "GET", path, &[("Host", host)]);
 
     // A host match wins even over an exact path on a route without hosts.
@@ -94,20 +94,11 @@ routes:
 #[test]
 fn exact_path_beats_regex_beats_prefix() {
     // Listed least specific first, so file order cannot explain the outcome.
-    let gateway = Gateway::start(
-        r#"
-routes:
-  - name: prefix
-    match: { path_prefix: /users }
-    respond: { status: 200, body: prefix }
-  - name: regex
-    match: { path_regex: "^/users/[0-9]+$" }
-    respond: { status: 200, body: regex }
-  - name: exact
-    match: { path: /users/42 }
-    respond: { status: 200, body: exact }
-"#,
-    );
+    let gateway = routes_answering_their_names(&[
+        ("prefix", "{ path_prefix: /users }"),
+        ("regex", r#"{ path_regex: "^/users/[0-9]+$" }"#),
+        ("exact", "{ path: /users/42 }"),
+    ]);
     let route = |path: &str| answering_route(&gateway, "GET", path, &[]);
 
     assert_eq!(route("/users/42"), "exact");
@@ -118,17 +109,10 @@ routes:
 
 #[test]
 fn longer_prefix_beats_shorter() {
-    let gateway = Gateway::start(
-        r#"
-routes:
-  - name: short
-    match: { path_prefix: /api }
-    respond: { status: 200, body: short }
-  - name: long
-    match: { path_prefix: /api/v2 }
-    respond: { status: 200, body: long }
-"#,
-    );
+    let gateway = routes_answering_their_names(&[
+        ("short", "{ path_prefix: /api }"),
+        ("long", "{ path_prefix: /api/v2 }"),
+    ]);
     let route = |path: &str| answering_route(&gateway, "GET", path, &[]);
 
     assert_eq!(route("/api/v2/orders"), "long");
@@ -138,29 +122,17 @@ routes:
 
 #[test]
 fn more_conditions_win_after_path_then_file_order_breaks_ties() {
-    let gateway = Gateway::start(
-        r#"
-routes:
-  - name: plain
-    match: { path_prefix: /things }
-    respond: { status: 200, body: plain }
-  - name: get-only
-    match: { path_prefix: /things, methods: [GET] }
-    respond: { status: 200, body: get-only }
-  - name: get-v2
-    match: { path_prefix: /things, methods: [GET], headers: { X-Api-Version: "2" } }
-    respond: { status: 200, body: get-v2 }
-  - name: detail
-    match: { path_prefix: /things/detail }
-    respond: { status: 200, body: detail }
-  - name: first
-    match: { path_prefix: /tie }
-    respond: { status: 200, body: first }
-  - name: second
-    match: { path_prefix: /tie }
-    respond: { status: 200, body: second }
-"#,
-    );
+    let gateway = routes_answering_their_names(&[
+        ("plain", "{ path_prefix: /things }"),
+        ("get-only", "{ path_prefix: /things, methods: [GET] }"),
+        (
+            "get-v2",
+            r#"{ path_prefix: /things, methods: [GET], headers: { X-Api-Version: "2" } }"#,
+        ),
+        ("detail", "{ path_prefix: /things/detail }"),
+        ("first", "{ path_prefix: /tie }"),
+        ("second", "{ path_prefix: /tie }"),
+    ]);
     let v2 = [("X-Api-Version", "2")];
 
     assert_eq!(answering_route(&gateway, "GET", "/things", &v2), "get-v2");
@@ -176,14 +148,10 @@ routes:
 
 #[test]
 fn methods_and_headers_must_all_match() {
-    let gateway = Gateway::start(
-        r#"
-routes:
-  - name: versioned
-    match: { path_prefix: /orders, methods: [GET, POST], headers: { X-Api-Version: "1" } }
-    respond: { status: 200, body: versioned }
-"#,
-    );
+    let gateway = routes_answering_their_names(&[(
+        "versioned",
+        r#"{ path_prefix: /orders, methods: [GET, POST], headers: { X-Api-Version: "1" } }"#,
+    )]);
     let v1 = [("X-Api-Version", "1")];
 
     assert_eq!(gateway.request("GET", "/orders", &v1).status, 200);

@@ -4,34 +4,15 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Barrier;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_gateway_error, free_port, wait_until, Gateway, HttpResponse, Upstream, EVENTUALLY,
+    assert_gateway_error, eventually, free_port, Gateway, OneRoute, Upstream, EVENTUALLY,
 };
-use serde_json::Value;
 
 /// Health checks fast enough for a test to watch a target go down and come back.
-const FAST_HEALTH_CHECK: &str = "{ type: http, path: /healthz, interval: 200ms, timeout: 500ms, \
-                                 healthy_threshold: 1, unhealthy_threshold: 1 }";
-
-/// A gateway sending every request to upstream `app`; `app_yaml` is the body of
-/// `upstreams.app`, indented by four spaces.
-fn gateway_for(app_yaml: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-{app_yaml}
-routes:
-  - name: all
-    match: {{ path_prefix: / }}
-    upstream: app
-"#
-    ))
-}
+const FAST_HEALTH_CHECK: &str = "health_check: { type: http, path: /healthz, interval: 200ms, \
+                                 timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }";
 
 /// Sends `count` GETs and counts the answers by body, i.e. by the target that served them.
 fn answers_by_target(gateway: &Gateway, count: usize) -> HashMap<String, usize> {
@@ -44,16 +25,6 @@ fn answers_by_target(gateway: &Gateway, count: usize) -> HashMap<String, usize> 
     answers
 }
 
-/// The `/status` entry of `target` in upstream `app`.
-fn status_of(gateway: &Gateway, target: &Upstream) -> Value {
-    let status = gateway.status_json();
-    status["upstreams"]["app"]["targets"]
-        .as_array()
-        .and_then(|targets| targets.iter().find(|t| t["address"] == target.addr()))
-        .cloned()
-        .unwrap_or_else(|| panic!("target {} not in /status: {status}", target.addr()))
-}
-
 /// Waits until `/metrics` and `/status` both report `target` of `app` as `healthy`.
 fn wait_for_health(gateway: &Gateway, target: &Upstream, healthy: bool) {
     let addr = target.addr();
@@ -64,44 +35,32 @@ fn wait_for_health(gateway: &Gateway, target: &Upstream, healthy: bool) {
         )
     };
     let expected_gauge = Some(if healthy { 1.0 } else { 0.0 });
-    let reported = wait_until(EVENTUALLY, || {
-        gauge() == expected_gauge && status_of(gateway, target)["healthy"] == healthy
-    });
-    assert!(
-        reported,
+    let status_of = || gateway.target_status("app", &addr);
+    eventually!(
+        gauge() == expected_gauge && status_of()["healthy"] == healthy,
         "target {addr} should be reported healthy={healthy} within {EVENTUALLY:?}: \
          portcullis_upstream_target_healthy = {:?}, /status entry = {}",
         gauge(),
-        status_of(gateway, target)
+        status_of()
     );
 }
 
-/// The YAML body of an upstream with targets `first` and `second`, then `extra` lines.
-fn two_targets(first: &Upstream, second: &Upstream, extra: &str) -> String {
-    format!(
-        r#"    targets:
-      - address: "{}"
-      - address: "{}"
-{extra}"#,
-        first.addr(),
-        second.addr()
-    )
+/// A gateway sending every request to upstream `app` over `first` and `second`, with
+/// `extra` fields.
+fn two_target_gateway(first: &Upstream, second: &Upstream, extra: &str) -> Gateway {
+    Gateway::start(&OneRoute::to(&[first, second]).upstream(extra).yaml())
 }
 
 #[test]
 fn weighted_round_robin_splits_traffic_by_weight() {
     let heavy = Upstream::start("heavy");
     let light = Upstream::start("light");
-    let gateway = gateway_for(&format!(
-        r#"    load_balancing: round_robin
-    targets:
-      - address: "{}"
-        weight: 3
-      - address: "{}"
-        weight: 1"#,
-        heavy.addr(),
-        light.addr()
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&heavy, &light])
+            .weights(&[3, 1])
+            .upstream("load_balancing: round_robin")
+            .yaml(),
+    );
 
     let answers = answers_by_target(&gateway, 2_000);
 
@@ -117,11 +76,11 @@ fn weighted_round_robin_splits_traffic_by_weight() {
 fn consistent_hash_on_header_keeps_each_user_on_one_target() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let gateway = gateway_for(&two_targets(
+    let gateway = two_target_gateway(
         &a,
         &b,
-        "    load_balancing: consistent_hash\n    hash_on: \"header:X-User\"",
-    ));
+        "load_balancing: consistent_hash\nhash_on: \"header:X-User\"",
+    );
     let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
     let target_of = |user: &str| {
         let response = gateway.request("GET", "/", &[("X-User", user)]);
@@ -149,11 +108,7 @@ fn consistent_hash_on_header_keeps_each_user_on_one_target() {
 fn unhealthy_target_gets_no_traffic_until_it_recovers() {
     let steady = Upstream::start("steady");
     let flaky = Upstream::start("flaky");
-    let gateway = gateway_for(&two_targets(
-        &steady,
-        &flaky,
-        &format!("    health_check: {FAST_HEALTH_CHECK}"),
-    ));
+    let gateway = two_target_gateway(&steady, &flaky, FAST_HEALTH_CHECK);
     wait_for_health(&gateway, &flaky, true);
 
     flaky.set_healthy(false);
@@ -176,11 +131,7 @@ fn unhealthy_target_gets_no_traffic_until_it_recovers() {
 fn stopped_target_is_taken_out_and_back_in_after_restart() {
     let steady = Upstream::start("steady");
     let restarted = Upstream::start("restarted");
-    let gateway = gateway_for(&two_targets(
-        &steady,
-        &restarted,
-        &format!("    health_check: {FAST_HEALTH_CHECK}"),
-    ));
+    let gateway = two_target_gateway(&steady, &restarted, FAST_HEALTH_CHECK);
     // Leave pooled connections to the target behind, as real traffic would.
     assert_eq!(answers_by_target(&gateway, 10).len(), 2);
 
@@ -202,11 +153,7 @@ fn stopped_target_is_taken_out_and_back_in_after_restart() {
 fn all_targets_unhealthy_gives_503_upstream_unavailable() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let gateway = gateway_for(&two_targets(
-        &a,
-        &b,
-        &format!("    health_check: {FAST_HEALTH_CHECK}"),
-    ));
+    let gateway = two_target_gateway(&a, &b, FAST_HEALTH_CHECK);
 
     a.set_healthy(false);
     b.set_healthy(false);
@@ -221,11 +168,11 @@ fn all_targets_unhealthy_gives_503_upstream_unavailable() {
 #[test]
 fn refused_connection_gives_502_upstream_error() {
     let nothing_listens = format!("127.0.0.1:{}", free_port());
-    let gateway = gateway_for(&format!(
-        r#"    targets:
-      - address: "{nothing_listens}"
-    timeouts: {{ connect: 1s, read: 2s }}"#
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to_addresses(&[nothing_listens])
+            .upstream("timeouts: { connect: 1s, read: 2s }")
+            .yaml(),
+    );
 
     let started = Instant::now();
     let response = gateway.get("/");
@@ -242,12 +189,7 @@ fn refused_connection_gives_502_upstream_error() {
 fn refused_connection_is_retried_on_another_target() {
     let live = Upstream::start("live");
     let nothing_listens = format!("127.0.0.1:{}", free_port());
-    let gateway = gateway_for(&format!(
-        r#"    targets:
-      - address: "{nothing_listens}"
-      - address: "{}""#,
-        live.addr()
-    ));
+    let gateway = Gateway::start(&OneRoute::to_addresses(&[nothing_listens, live.addr()]).yaml());
 
     // Round robin sends every other first attempt to the dead target; the default
     // retry policy (one retry on connect failure) must hide that from clients.
@@ -265,12 +207,11 @@ fn refused_connection_is_retried_on_another_target() {
 fn slow_target_gives_504_upstream_timeout() {
     let slow = Upstream::start("slow");
     slow.set_delay(Duration::from_secs(3));
-    let gateway = gateway_for(&format!(
-        r#"    targets:
-      - address: "{}"
-    timeouts: {{ connect: 1s, read: 500ms }}"#,
-        slow.addr()
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&slow])
+            .upstream("timeouts: { connect: 1s, read: 500ms }")
+            .yaml(),
+    );
 
     let started = Instant::now();
     let response = gateway.get("/");
@@ -289,29 +230,13 @@ fn slow_target_gives_504_upstream_timeout() {
 fn max_requests_sheds_excess_with_503_upstream_overloaded() {
     let slow = Upstream::start("slow");
     slow.set_delay(Duration::from_millis(1_500));
-    let gateway = gateway_for(&format!(
-        r#"    targets:
-      - address: "{}"
-    max_requests: 2
-    timeouts: {{ read: 5s }}"#,
-        slow.addr()
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&slow])
+            .upstream("max_requests: 2\ntimeouts: { read: 5s }")
+            .yaml(),
+    );
 
-    let start_together = Barrier::new(6);
-    let responses: Vec<HttpResponse> = thread::scope(|scope| {
-        let requests: Vec<_> = (0..6)
-            .map(|_| {
-                scope.spawn(|| {
-                    start_together.wait();
-                    gateway.get("/")
-                })
-            })
-            .collect();
-        requests
-            .into_iter()
-            .map(|request| request.join().expect("request thread"))
-            .collect()
-    });
+    let responses = gateway.get_concurrently("/", 6);
 
     let (served, shed): (Vec<_>, Vec<_>) = responses.iter().partition(|r| r.status == 200);
     assert_eq!(served.len(), 2, "{responses:?}");

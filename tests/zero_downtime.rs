@@ -6,29 +6,22 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{http_agent, run_portcullis, wait_until, Gateway, HttpResponse, Traffic, Upstream};
+use common::{
+    eventually, extend_section, http_agent, run_portcullis, Gateway, HttpResponse, Traffic,
+    Upstream, BASE_CONFIG,
+};
 
-/// The gateway's process settings: an admin token for `POST /reload`, a one-second
-/// drain delay after SIGTERM, and a grace period far longer than any test waits.
-const PROCESS: &str = r#"server:
-  threads: 2
-  pid_file: "{dir}/portcullis.pid"
-  upgrade_sock: "{dir}/upgrade.sock"
-  error_log: "{dir}/error.log"
-  grace_period_seconds: 60
-  drain_delay_seconds: 1
-listeners:
-  - address: "127.0.0.1:{listen}"
-admin:
-  address: "127.0.0.1:{admin}"
-  token: secret
-access_log:
-  target: "{access_log}"
-  format: json
-"#;
-
+/// [`BASE_CONFIG`] with the process settings of these tests, then `sections`: an admin
+/// token for `POST /reload`, a one-second drain delay after SIGTERM, and a grace period
+/// far longer than any test waits.
 fn config(sections: &str) -> String {
-    format!("{PROCESS}{sections}")
+    let server =
+        "  error_log: \"{dir}/error.log\"\n  grace_period_seconds: 60\n  drain_delay_seconds: 1";
+    let process = extend_section(BASE_CONFIG, "server", server);
+    format!(
+        "{}{sections}",
+        extend_section(&process, "admin", "  token: secret")
+    )
 }
 
 /// A pool of `a` and `b` with the given weights, the `api` route to it, and `extra`
@@ -64,15 +57,7 @@ const NEW_ROUTE: &str = r#"  - name: new
 "#;
 
 fn reload(gateway: &Gateway) -> HttpResponse {
-    let url = gateway.admin_url("/reload");
-    match http_agent()
-        .post(&url)
-        .set("Authorization", "Bearer secret")
-        .call()
-    {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response.into(),
-        Err(error) => panic!("POST {url}: {error}"),
-    }
+    gateway.admin_post("/reload", &[("Authorization", "Bearer secret")], "")
 }
 
 fn assert_reloaded(gateway: &Gateway) {
@@ -91,7 +76,7 @@ fn reloads_add_remove_and_reweight_while_traffic_flows_without_a_failed_request(
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let gateway = Gateway::start_raw(&pool_config(&a, &b, (1, 1), OLD_ROUTE));
     let traffic = Traffic::start(&gateway.url("/api/items"), 4);
-    wait_until(Duration::from_secs(5), || traffic.sent() > 50);
+    eventually!(traffic.sent() > 50, "the client loops sent too little");
 
     // Add a route: served by the very next request.
     gateway.rewrite_config_raw(&pool_config(
@@ -150,9 +135,9 @@ fn watch_reloads_when_the_file_changes() {
 
     gateway.rewrite_config_raw(&pool_config(&a, &b, (1, 1), NEW_ROUTE));
 
-    assert!(
-        wait_until(Duration::from_secs(10), || gateway.get("/new").status
-            == 200),
+    eventually!(
+        within(Duration::from_secs(10)),
+        gateway.get("/new").status == 200,
         "the changed file was not picked up"
     );
     assert_eq!(gateway.get("/old").status, 404);
@@ -181,19 +166,18 @@ routes:
         let response = http_agent().get(&url).call();
         (response.map(|r| r.status()).ok(), started.elapsed())
     });
-    assert!(wait_until(Duration::from_secs(5), || slow.requests() == 1));
+    eventually!(slow.requests() == 1, "the slow request never arrived");
 
     let signalled = Instant::now();
     gateway.signal("TERM");
 
     // During the drain delay: not ready, but still serving.
-    assert!(
-        wait_until(Duration::from_millis(800), || {
-            matches!(
-                http_agent().get(&gateway.admin_url("/readyz")).call(),
-                Err(ureq::Error::Status(503, _))
-            )
-        }),
+    eventually!(
+        within(Duration::from_millis(800)),
+        matches!(
+            http_agent().get(&gateway.admin_url("/readyz")).call(),
+            Err(ureq::Error::Status(503, _))
+        ),
         "/readyz should answer 503 once SIGTERM is received"
     );
     let (status, _) = in_flight.join().expect("client thread");
@@ -238,7 +222,7 @@ routes:
     let slow_url = gateway.url("/slow");
     let slow_request =
         thread::spawn(move || http_agent().get(&slow_url).call().map(|r| r.status()).ok());
-    assert!(wait_until(Duration::from_secs(5), || slow.requests() == 1));
+    eventually!(slow.requests() == 1, "the slow request never arrived");
 
     let config_path = gateway.config_path();
     let upgrade = run_portcullis(&["upgrade", "-c", &config_path.display().to_string()]);
@@ -259,8 +243,9 @@ routes:
         "the slow request in flight during the upgrade must complete"
     );
     // New connections reach the new process once the old one stops accepting.
-    assert!(
-        wait_until(Duration::from_secs(15), || {
+    eventually!(
+        within(Duration::from_secs(15)),
+        {
             let status: serde_json::Value = http_agent()
                 .get(&gateway.admin_url("/status"))
                 .call()
@@ -268,7 +253,7 @@ routes:
                 .and_then(|response| response.into_json().ok())
                 .unwrap_or_default();
             status["pid"] == new_pid
-        }),
+        },
         "the new process never answered /status"
     );
     let exit = gateway.wait_for_exit(Duration::from_secs(15));

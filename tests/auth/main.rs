@@ -8,8 +8,8 @@ mod jwks_server;
 mod signing;
 
 use common::{
-    assert_gateway_error, bind_test_port, free_port, run_portcullis, wait_until, Gateway,
-    HttpResponse, TestDir, Upstream, EVENTUALLY,
+    assert_gateway_error, bind_test_port, eventually, free_port, run_portcullis, Gateway,
+    HttpResponse, OneRoute, TestDir, Upstream, PING_ROUTE,
 };
 use jsonwebtoken::Algorithm;
 use jwks_server::JwksServer;
@@ -39,24 +39,16 @@ fn failures(gateway: &Gateway, route: &str, plugin: &str, reason: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One route `api` on `/` to `app`, with `plugins` (YAML flow mapping) and `extra`
-/// top-level sections (consumers, auth_failure_limit).
+/// One route `api` on `/` to `app`, with `plugins` (YAML flow mapping).
+fn api_route(app: &Upstream, plugins: &str) -> OneRoute {
+    OneRoute::to(&[app])
+        .named("api")
+        .route(&format!("plugins: {plugins}"))
+}
+
+/// [`api_route`] with `extra` top-level sections (consumers, auth_failure_limit).
 fn gateway_with(app: &Upstream, plugins: &str, extra: &str) -> Gateway {
-    Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-{extra}
-routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: app
-    plugins: {plugins}
-"#,
-        app.addr()
-    ))
+    Gateway::start(&api_route(app, plugins).section(extra).yaml())
 }
 
 #[test]
@@ -309,9 +301,8 @@ fn a_rotated_jwks_is_picked_up_without_restart_and_old_keys_work_during_the_over
         "",
     );
     let old_token = old.mint(Algorithm::RS256, &claims("u1"));
-    assert!(
-        wait_until(EVENTUALLY, || with_token(&gateway, "/", &old_token).status
-            == 200),
+    eventually!(
+        with_token(&gateway, "/", &old_token).status == 200,
         "the first JWKS never loaded"
     );
 
@@ -319,9 +310,8 @@ fn a_rotated_jwks_is_picked_up_without_restart_and_old_keys_work_during_the_over
     // new kid may be refused (unknown_kid) but makes the gateway refetch at once.
     server.publish(&jwks(&[&old, &new]));
     let new_token = new.mint(Algorithm::ES256, &claims("u2"));
-    assert!(
-        wait_until(EVENTUALLY, || with_token(&gateway, "/", &new_token).status
-            == 200),
+    eventually!(
+        with_token(&gateway, "/", &new_token).status == 200,
         "the new kid was never picked up"
     );
     assert_eq!(
@@ -355,19 +345,16 @@ fn a_jwks_url_down_at_start_answers_503_until_the_keys_load() {
     let early = with_token(&gateway, "/", &token);
     assert_gateway_error(&early, 503, "AUTH_KEYS_UNAVAILABLE");
     assert_eq!(failures(&gateway, "api", "jwt", "keys_unavailable"), 1.0);
-    assert!(
-        wait_until(EVENTUALLY, || gateway.stderr().contains("fetching")),
+    eventually!(
+        gateway.stderr().contains("fetching"),
         "the failed fetch was not logged"
     );
 
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the JWKS port");
     let _server = JwksServer::start(listener, &jwks(&[&key]));
-    assert!(
-        wait_until(std::time::Duration::from_secs(15), || with_token(
-            &gateway, "/", &token
-        )
-        .status
-            == 200),
+    eventually!(
+        within(std::time::Duration::from_secs(15)),
+        with_token(&gateway, "/", &token).status == 200,
         "the keys never loaded once the JWKS server came up"
     );
 }
@@ -511,22 +498,13 @@ fn hash_key_prints_the_stored_form_and_check_refuses_plain_keys() {
 #[test]
 fn consistent_hash_on_a_jwt_claim_keeps_each_tenant_on_one_target() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let gateway = Gateway::start(&format!(
-        r#"
-upstreams:
-  app:
-    targets: [{{ address: "{}" }}, {{ address: "{}" }}]
-    load_balancing: consistent_hash
-    hash_on: "jwt:tenant"
-routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: app
-    plugins: {{ jwt: {{ secret: "{SECRET}" }} }}
-"#,
-        a.addr(),
-        b.addr()
-    ));
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&a, &b])
+            .upstream("load_balancing: consistent_hash\nhash_on: \"jwt:tenant\"")
+            .named("api")
+            .route(&format!("plugins: {{ jwt: {{ secret: \"{SECRET}\" }} }}"))
+            .yaml(),
+    );
     let target_of = |tenant: &str| {
         let token = mint_hmac(
             SECRET.as_bytes(),
@@ -558,30 +536,13 @@ fn a_reload_keeps_the_fetched_keys_without_refetching() {
     let plugins = format!("{{ jwt: {{ jwks_url: \"{}\" }} }}", server.url());
     let gateway = gateway_with(&app, &plugins, "");
     let token = key.mint(Algorithm::ES256, &claims("u1"));
-    assert!(wait_until(EVENTUALLY, || with_token(&gateway, "/", &token)
-        .status
-        == 200));
+    eventually!(
+        with_token(&gateway, "/", &token).status == 200,
+        "the JWKS never loaded"
+    );
 
-    gateway.rewrite_config(&format!(
-        r#"
-upstreams:
-  app:
-    targets:
-      - address: "{}"
-routes:
-  - name: api
-    match: {{ path_prefix: / }}
-    upstream: app
-    plugins: {plugins}
-  - name: ping
-    match: {{ path: /ping }}
-    respond: {{ status: 200, body: pong }}
-"#,
-        app.addr()
-    ));
-    let url = gateway.admin_url("/reload");
-    let reloaded = common::send(&common::http_agent(), "POST", &url, &[]);
-    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    gateway.rewrite_config(&api_route(&app, &plugins).routes_after(PING_ROUTE).yaml());
+    gateway.reload();
     assert_eq!(gateway.get("/ping").status, 200, "the new config serves");
 
     assert_eq!(

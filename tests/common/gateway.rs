@@ -1,46 +1,20 @@
 //! The gateway under test: a `portcullis` process started from a config string.
 
 use std::fs::{self, File};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{http_agent, send, HttpResponse};
+use super::config::{render_config, BASE_CONFIG};
+use super::http::{http_agent, send, send_body, HttpResponse};
 use super::metrics::metric_value;
-use super::{free_port, wait_until, TestDir, EVENTUALLY};
+use super::{eventually, free_port, wait_until, TestDir, EVENTUALLY};
 
 /// How long a gateway may take to answer 200 on `/readyz`.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The sections every test gateway shares: one listener, the admin endpoint and a JSON
-/// access log, all inside the test's own directory. [`Gateway::start`] puts it before
-/// the test's own sections.
-pub const BASE_CONFIG: &str = r#"server:
-  threads: 2
-  pid_file: "{dir}/portcullis.pid"
-  upgrade_sock: "{dir}/upgrade.sock"
-listeners:
-  - address: "127.0.0.1:{listen}"
-admin:
-  address: "127.0.0.1:{admin}"
-access_log:
-  target: "{access_log}"
-  format: json
-"#;
-
-/// Replaces the placeholders `{dir}`, `{listen}`, `{admin}` and `{access_log}` in a
-/// configuration template.
-pub fn render_config(template: &str, dir: &Path, listen: u16, admin: u16) -> String {
-    let dir = dir.display().to_string();
-    template
-        .replace("{access_log}", &format!("{dir}/access.log"))
-        .replace("{dir}", &dir)
-        .replace("{listen}", &listen.to_string())
-        .replace("{admin}", &admin.to_string())
-}
 
 /// A running `portcullis` process with its own config, ports and log files. Killed on
 /// drop; when the test failed, its config and logs are printed.
@@ -106,19 +80,19 @@ impl Gateway {
             .timeout(Duration::from_millis(500))
             .build();
         let readyz = self.admin_url("/readyz");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!("the gateway exited ({exit}) before it was ready; its logs follow");
-            }
-            if matches!(probe.get(&readyz).call(), Ok(response) if response.status() == 200) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("the gateway was not ready within {READY_TIMEOUT:?}; its logs follow");
-            }
-            thread::sleep(Duration::from_millis(50));
+        let mut exited = None;
+        let ready = wait_until(READY_TIMEOUT, || {
+            exited = self.child.try_wait().ok().flatten();
+            exited.is_some()
+                || matches!(probe.get(&readyz).call(), Ok(response) if response.status() == 200)
+        });
+        if let Some(exit) = exited {
+            panic!("the gateway exited ({exit}) before it was ready; its logs follow");
         }
+        assert!(
+            ready,
+            "the gateway was not ready within {READY_TIMEOUT:?}; its logs follow"
+        );
     }
 
     /// The process id of the gateway, e.g. to send it a signal.
@@ -150,16 +124,12 @@ impl Gateway {
 
     /// Waits up to `timeout` for the process started by the test to exit.
     pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        let mut exit = None;
+        wait_until(timeout, || {
+            exit = self.child.try_wait().ok().flatten();
+            exit.is_some()
+        });
+        exit
     }
 
     /// Rewrites the config file with [`BASE_CONFIG`] followed by `sections`, rendered
@@ -216,9 +186,46 @@ impl Gateway {
         send(&self.agent, method, &self.url(path), headers)
     }
 
+    /// `GET path` from `clients` threads at once, each on a connection of its own; the
+    /// answers come in the order of the threads.
+    pub fn get_concurrently(&self, path: &str, clients: usize) -> Vec<HttpResponse> {
+        let url = self.url(path);
+        let start_together = Barrier::new(clients);
+        thread::scope(|scope| {
+            let requests: Vec<_> = (0..clients)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start_together.wait();
+                        send(&http_agent(), "GET", &url, &[])
+                    })
+                })
+                .collect();
+            requests
+                .into_iter()
+                .map(|request| request.join().expect("client thread"))
+                .collect()
+        })
+    }
+
+    /// `POST path` with `body` on the public listener.
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+        send_body(&self.agent, "POST", &self.url(path), headers, body)
+    }
+
     /// `GET path` on the admin listener.
     pub fn admin_get(&self, path: &str) -> HttpResponse {
         send(&self.agent, "GET", &self.admin_url(path), &[])
+    }
+
+    /// `POST path` with `body` on the admin listener.
+    pub fn admin_post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+        send_body(&self.agent, "POST", &self.admin_url(path), headers, body)
+    }
+
+    /// `POST /reload` (without an admin token), which must be accepted.
+    pub fn reload(&self) {
+        let reloaded = self.admin_post("/reload", &[], "");
+        assert_eq!(reloaded.status, 200, "POST /reload: {reloaded:?}");
     }
 
     /// The Prometheus text of `GET /metrics`.
@@ -238,6 +245,16 @@ impl Gateway {
         let response = self.admin_get("/status");
         assert_eq!(response.status, 200, "GET /status: {response:?}");
         response.json()
+    }
+
+    /// The `/status` entry of the target at `address` in `upstream`.
+    pub fn target_status(&self, upstream: &str, address: &str) -> Value {
+        let status = self.status_json();
+        status["upstreams"][upstream]["targets"]
+            .as_array()
+            .and_then(|targets| targets.iter().find(|t| t["address"] == address))
+            .cloned()
+            .unwrap_or_else(|| panic!("target {address} of {upstream} not in /status: {status}"))
     }
 
     /// The access log file as written so far.
@@ -260,14 +277,11 @@ impl Gateway {
     /// Waits until the (buffered) access log holds at least `count` lines, and
     /// returns them.
     pub fn wait_for_access_log(&self, count: usize) -> Vec<Value> {
-        let flushed = wait_until(EVENTUALLY, || self.access_log_lines().len() >= count);
-        let lines = self.access_log_lines();
-        assert!(
-            flushed,
+        eventually!(let lines = self.access_log_lines();
+            lines.len() >= count,
             "expected {count} access log lines within {EVENTUALLY:?}, got {}: {lines:?}",
             lines.len()
-        );
-        lines
+        )
     }
 }
 

@@ -69,20 +69,45 @@ pub fn http_agent() -> ureq::Agent {
         .build()
 }
 
-/// Sends one request. A 4xx or 5xx is a response like any other; a transport error
-/// (refused, reset, timed out) panics.
+/// Sends one request without a body. A 4xx or 5xx is a response like any other; a
+/// transport error (refused, reset, timed out) panics.
 pub fn send(
     agent: &ureq::Agent,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
 ) -> HttpResponse {
+    exchange(agent, method, url, headers, None)
+}
+
+/// [`send`] with a body (and its Content-Length).
+pub fn send_body(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    exchange(agent, method, url, headers, Some(body))
+}
+
+fn exchange(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
     let request = headers
         .iter()
         .fold(agent.request(method, url), |request, (name, value)| {
             request.set(name, value)
         });
-    match request.call() {
+    let answer = match body {
+        Some(body) => request.send_string(body),
+        None => request.call(),
+    };
+    match answer {
         Ok(response) | Err(ureq::Error::Status(_, response)) => response.into(),
         Err(error) => panic!("{method} {url}: {error}"),
     }

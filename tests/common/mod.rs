@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 mod certs;
+mod config;
 mod gateway;
 mod haproxy;
 mod http;
@@ -36,9 +37,10 @@ mod upstream;
 #[allow(unused_imports)]
 pub use self::{
     certs::make_cert,
-    gateway::{render_config, run_portcullis, Gateway, BASE_CONFIG},
+    config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
+    gateway::{run_portcullis, Gateway},
     haproxy::HaProxy,
-    http::{assert_gateway_error, http_agent, raw_exchange, send, HttpResponse},
+    http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
     listeners::edge_config,
     metrics::metric_value,
     redis::{RedisCluster, RedisServer},
@@ -97,7 +99,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `condition` until it holds or `timeout` passes; says whether it held.
+/// Polls `condition` until it holds or `timeout` passes; says whether it held. Tests say
+/// what must hold with [`eventually!`]; this is for waits that may end either way.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -110,6 +113,40 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Fails the test unless a condition holds within [`EVENTUALLY`], polling it as
+/// [`wait_until`] does; the message is formatted like `assert!`'s, once the wait is over.
+///
+/// ```ignore
+/// eventually!(app.requests() == 2, "the two requests never arrived");
+/// // Another bound, for a wait that is part of what the test measures:
+/// eventually!(within(Duration::from_secs(15)), gateway.get("/").status == 200, "...");
+/// // Polls a value and returns the one that passed; the message sees the last one:
+/// let stale = eventually!(let response = gateway.get("/doc");
+///     response.status == 200, "never served: {response:?}");
+/// ```
+macro_rules! eventually {
+    (within($timeout:expr), let $value:ident = $probe:expr; $condition:expr, $($message:tt)+) => {{
+        let mut last = None;
+        let held = $crate::common::wait_until($timeout, || {
+            let $value = $probe;
+            let held = $condition;
+            last = Some($value);
+            held
+        });
+        let $value = last.expect("wait_until polls at least once");
+        assert!(held, $($message)+);
+        $value
+    }};
+    (within($timeout:expr), $condition:expr, $($message:tt)+) => {
+        assert!($crate::common::wait_until($timeout, || $condition), $($message)+)
+    };
+    ($($condition_and_message:tt)+) => {
+        $crate::common::eventually!(within($crate::common::EVENTUALLY), $($condition_and_message)+)
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use eventually;
 
 /// Locks a mutex, ignoring poisoning: a test that panicked while holding it must not
 /// turn every later `Drop` into a double panic.

@@ -3,9 +3,10 @@
 //! (scripts/setup-debian.sh installs it).
 
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::{free_port, wait_until, EVENTUALLY};
+use super::{eventually, free_port, TestDir};
 
 pub struct RedisServer {
     port: u16,
@@ -40,23 +41,8 @@ impl RedisServer {
     /// Starts the server again on the same port, empty.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}); install it: scripts/setup-debian.sh")
-            });
-        self.child = Some(child);
-        let port = self.port;
-        assert!(
-            wait_until(EVENTUALLY, || TcpStream::connect(("127.0.0.1", port))
-                .is_ok()),
-            "redis-server did not listen on port {port}"
-        );
+        self.child = Some(spawn_redis(self.port, &[], None));
+        wait_listening(self.port);
     }
 }
 
@@ -71,49 +57,33 @@ impl Drop for RedisServer {
 pub struct RedisCluster {
     ports: Vec<u16>,
     nodes: Vec<Child>,
-    _dir: super::TestDir,
+    _dir: TestDir,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let dir = super::TestDir::new();
+        let dir = TestDir::new();
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let mut nodes = Vec::new();
-        for port in &ports {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                let nodes_file = format!("nodes-{port}.conf");
+                let cluster = [
                     "--cluster-enabled",
                     "yes",
-                ])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run redis-server ({e}); install it: scripts/setup-debian.sh")
-                });
-            nodes.push(child);
-        }
+                    "--cluster-config-file",
+                    &nodes_file,
+                ];
+                spawn_redis(*port, &cluster, Some(dir.path()))
+            })
+            .collect();
         let cluster = RedisCluster {
             ports,
             nodes,
             _dir: dir,
         };
         for port in &cluster.ports {
-            let port = *port;
-            assert!(
-                wait_until(EVENTUALLY, || TcpStream::connect(("127.0.0.1", port))
-                    .is_ok()),
-                "redis-server did not listen on port {port}"
-            );
+            wait_listening(*port);
         }
         let addresses: Vec<String> = cluster
             .ports
@@ -133,16 +103,13 @@ impl RedisCluster {
             String::from_utf8_lossy(&created.stdout)
         );
         for port in &cluster.ports {
-            let ok = wait_until(EVENTUALLY, || {
+            eventually!(
                 Command::new("redis-cli")
                     .args(["-p", &port.to_string(), "cluster", "info"])
                     .output()
                     .is_ok_and(|out| {
                         String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
-                    })
-            });
-            assert!(
-                ok,
+                    }),
                 "the cluster node on port {port} never reported cluster_state:ok"
             );
         }
@@ -167,4 +134,31 @@ impl Drop for RedisCluster {
             let _ = node.wait();
         }
     }
+}
+
+/// Starts `redis-server` without persistence on `port` with `args`, its files in `dir`.
+fn spawn_redis(port: u16, args: &[&str], dir: Option<&Path>) -> Child {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args);
+    if let Some(dir) = dir {
+        command.arg("--dir").arg(dir);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run redis-server ({e}); install it: scripts/setup-debian.sh")
+        })
+}
+
+fn wait_listening(port: u16) {
+    eventually!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "redis-server did not listen on port {port}"
+    );
 }

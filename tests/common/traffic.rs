@@ -7,6 +7,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::http::http_agent;
+use super::lock;
 
 /// Client loops running until [`Traffic::stop`].
 pub struct Traffic {
@@ -54,10 +55,7 @@ impl Traffic {
                         };
                         sent.fetch_add(1, SeqCst);
                         if let Some(failure) = failure {
-                            failures
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(failure);
+                            lock(&failures).push(failure);
                         }
                         thread::sleep(Duration::from_millis(2));
                     }
@@ -83,8 +81,7 @@ impl Traffic {
         for thread in self.threads {
             let _ = thread.join();
         }
-        let failures =
-            std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
+        let failures = std::mem::take(&mut *lock(&self.failures));
         TrafficReport {
             sent: self.sent.load(SeqCst),
             failures,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::{bind_test_port, lock, wait_until, EVENTUALLY};
+use super::{bind_test_port, eventually, lock};
 
 /// The path on which every [`Upstream`] answers health checks.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -271,15 +271,11 @@ impl Upstream {
     pub fn restart(&self) {
         let mut front = lock(&self.front);
         assert!(front.is_none(), "upstream {} is already running", self.name);
-        let mut listener = None;
-        let bound = wait_until(EVENTUALLY, || {
-            listener = TcpListener::bind(self.addr).ok();
-            listener.is_some()
-        });
-        assert!(
-            bound,
+        let listener = eventually!(let listener = TcpListener::bind(self.addr).ok();
+            listener.is_some(),
             "upstream {} could not bind {} again",
-            self.name, self.addr
+            self.name,
+            self.addr
         );
         *front = listener.map(|listener| Front::start(listener, self.backend_addr));
     }

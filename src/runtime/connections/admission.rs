@@ -114,7 +114,10 @@ impl Admission {
         let mut client = peer.ip();
         if listener.proxy_protocol {
             if !trusted.trusts(client) {
-                return Err(Closed::Refused(Refusal::UntrustedProxy));
+                count
+                    .admit_client(&mut permit, client)
+                    .map_err(Closed::Refused)?;
+                return Err(untrusted(stream, deadline).await);
             }
             match timeout_at(deadline, proxy_protocol::read_header(stream)).await {
                 Ok(Ok(ProxiedPeer::Client(address))) => {
@@ -134,6 +137,16 @@ impl Admission {
                 .map_err(Closed::Refused)?;
         }
         Ok(permit)
+    }
+}
+
+/// Refuses a peer outside `trusted_proxies` on a PROXY protocol listener once it sends
+/// its first byte (or `deadline` passes); one that leaves without a byte (a health check,
+/// a port probe) is not counted.
+async fn untrusted(stream: &mut L4Stream, deadline: Instant) -> Closed {
+    match timeout_at(deadline, stream.try_peek(&mut [0u8])).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Closed::PeerLeft,
+        _ => Closed::Refused(Refusal::UntrustedProxy),
     }
 }
 
