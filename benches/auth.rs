@@ -12,7 +12,7 @@ use jsonwebtoken::Algorithm;
 use pingora_http::RequestHeader;
 use portcullis_plugins::consumers::{hash_api_key, ConsumerConfig, Consumers};
 use portcullis_plugins::jwt::{ClaimRules, Jwt, JwtConfig, KeySet, Verifier};
-use portcullis_plugins::{Plugin, PluginCtx, PluginEnv};
+use portcullis_plugins::{Entry, Level, Plugin, PluginCtx, PluginEnv};
 
 #[allow(dead_code)]
 #[path = "../tests/auth/signing.rs"]
@@ -87,7 +87,7 @@ fn jwt_plugin_repeated_token(c: &mut Criterion) {
         algorithms: vec!["RS256".into()],
         ..JwtConfig::default()
     };
-    let plugin = Jwt::new(&config, &PluginEnv::check()).expect("plugin");
+    let plugin = Jwt::compile(&config, Level::Route, &PluginEnv::check()).expect("plugin");
     let _ = std::fs::remove_file(&file);
     let mut req = RequestHeader::build("GET", b"/orders", None).expect("request");
     let token = rsa.mint(Algorithm::RS256, &claims("u1"));

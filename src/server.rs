@@ -11,19 +11,19 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access_log::AccessLog;
-use crate::admin::Admin;
 use crate::config::{self, LoadedConfig, Problem, Problems};
-use crate::gateway::{CompileContext, Gateway};
-use crate::lifecycle::{Lifecycle, Signals};
-use crate::metrics::Metrics;
 use crate::model::connections::ConnectionPolicy;
+use crate::model::gateway::{CompileContext, Gateway};
 use crate::proxy::Proxy;
-use crate::reload::{ConfigWatcher, SighupReloader};
+use crate::runtime::admin::Admin;
 use crate::runtime::connections::{raise_open_file_limit, Admission, Gate};
-use crate::state::State;
-use crate::tls::{self, SniResolver};
-use crate::upstream::HealthChecker;
+use crate::runtime::health_checker::HealthChecker;
+use crate::runtime::lifecycle::{Lifecycle, Signals};
+use crate::runtime::reload::{ConfigWatcher, SighupReloader};
+use crate::runtime::sni::{self, SniResolver};
+use crate::runtime::state::State;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::Metrics;
 
 /// How long a draining process may keep finishing requests when the configuration does
 /// not say (Pingora's own default is 5 minutes). The process exits as soon as its last
@@ -53,18 +53,15 @@ pub fn load_gateway(
     context: &CompileContext<'_>,
 ) -> Result<(LoadedConfig, Gateway, ConnectionPolicy), Problems> {
     let loaded = config::load(path)?;
+    let mut problems = Vec::new();
     let gateway = Gateway::compile(&loaded.config, &loaded.source, context);
-    let connections = ConnectionPolicy::compile(&loaded.config);
+    let gateway = config::noted(gateway, &mut problems);
+    let connections = config::noted(ConnectionPolicy::compile(&loaded.config), &mut problems);
     match (gateway, connections) {
-        (Ok(gateway), Ok(connections)) => Ok((loaded, gateway, connections)),
-        (gateway, connections) => Err(Problems {
+        (Some(gateway), Some(connections)) => Ok((loaded, gateway, connections)),
+        _ => Err(Problems {
             file: path.display().to_string(),
-            problems: gateway
-                .err()
-                .into_iter()
-                .chain(connections.err())
-                .flatten()
-                .collect(),
+            problems,
         }),
     }
 }
@@ -133,7 +130,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         match process.tls_listeners.iter().find(|(tls, _)| tls == address) {
             Some((_, http2)) => {
                 let resolver = SniResolver::new(Arc::clone(&state), *address);
-                let settings = tls::settings(resolver, *http2).map_err(|e| Problems {
+                let settings = sni::settings(resolver, *http2).map_err(|e| Problems {
                     file: path.display().to_string(),
                     problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
                 })?;

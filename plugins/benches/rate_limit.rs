@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
 use portcullis_plugins::rate_limit::{RateLimit, RateLimitRuleConfig, RedisBackend, RedisConfig};
-use portcullis_plugins::{Plugin, PluginCtx, PluginEnv, Retained};
+use portcullis_plugins::{Entry, Level, Plugin, PluginCtx, PluginEnv, Retained};
 
 const REDIS_PORT: u16 = 28380;
 
 fn plugin(rule: &str, env: &PluginEnv) -> RateLimit {
     let rules: Vec<RateLimitRuleConfig> = serde_yaml::from_str(&format!("[{rule}]")).expect("yaml");
-    RateLimit::new(&rules, true, env).expect("valid rule")
+    RateLimit::compile(&rules, Level::Route, env).expect("valid rule")
 }
 
 /// A request from one of 1,024 client addresses.

@@ -1,22 +1,48 @@
-//! A route's compiled plugins, run in phase order.
+//! A route's compiled plugins, split at build time into the plugins that run before
+//! authentication, the auth group (of which any one may accept the request), and the
+//! plugins that run after it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::auth::failures::AuthFailureLimit;
 use crate::auth::MISSING;
-use crate::{Phase, Plugin, PluginCtx, Rejection, Telemetry};
+use crate::{Entry, ErrorCode, Phase, Plugin, PluginCtx, Rejection, Telemetry};
+
+/// One plugin of a chain, with the name and phase the chain orders and reports it by.
+#[derive(Clone)]
+pub(crate) struct Step {
+    name: &'static str,
+    phase: Phase,
+    plugin: Arc<dyn Plugin>,
+}
+
+impl Step {
+    /// The step of a compiled `plugins:` entry.
+    pub(crate) fn of<P: Entry>(plugin: P) -> Self {
+        Self {
+            name: P::NAME,
+            phase: P::PHASE,
+            plugin: Arc::new(plugin),
+        }
+    }
+}
 
 /// The plugins of one route, sorted by [`Phase`], built once at config load.
 #[derive(Clone, Default)]
 pub struct PluginChain {
-    plugins: Arc<[Arc<dyn Plugin>]>,
-    auth: Option<Arc<AuthGuard>>,
+    steps: Arc<[Step]>,
+    /// Where the auth group is in `steps`: the steps before it run first, then the group,
+    /// then the steps after it.
+    auth: Range<usize>,
+    /// Only set when the auth group is not empty.
+    guard: Option<Arc<AuthGuard>>,
 }
 
 /// What the auth phase of a chain reports to and is limited by.
-pub struct AuthGuard {
+pub(crate) struct AuthGuard {
     /// Where refused authentications are counted.
     pub telemetry: Arc<dyn Telemetry>,
     /// The per-client-IP cap on failed attempts, when configured.
@@ -33,81 +59,81 @@ fn is_guess(reason: &str) -> bool {
 }
 
 impl PluginChain {
-    /// Builds a chain; the order of `plugins` within a phase is kept.
-    pub fn new(mut plugins: Vec<Arc<dyn Plugin>>) -> Self {
-        plugins.sort_by_key(|plugin| plugin.phase());
+    /// Builds a chain; the order of `steps` within a phase is kept.
+    pub(crate) fn new(mut steps: Vec<Step>) -> Self {
+        steps.sort_by_key(|step| step.phase);
+        let start = steps.partition_point(|step| step.phase < Phase::Auth);
+        let end = steps.partition_point(|step| step.phase <= Phase::Auth);
         Self {
-            plugins: plugins.into(),
-            auth: None,
+            steps: steps.into(),
+            auth: start..end,
+            guard: None,
         }
     }
 
-    /// Counts the auth phase's refusals in `guard` and applies its failure limit. Without
-    /// a guard, refusals are returned uncounted.
-    pub fn with_auth_guard(mut self, guard: Arc<AuthGuard>) -> Self {
-        self.auth = Some(guard);
+    /// Counts the auth group's refusals in `guard` and applies its failure limit. A chain
+    /// without auth plugins has no auth phase and keeps no guard; without a guard,
+    /// refusals are returned uncounted.
+    pub(crate) fn with_auth_guard(mut self, guard: Arc<AuthGuard>) -> Self {
+        if !self.auth.is_empty() {
+            self.guard = Some(guard);
+        }
         self
     }
 
     /// Whether the chain has no plugins at all (the common fast path).
     pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
+        self.steps.is_empty()
     }
 
     /// The configuration names of the plugins, in run order.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.plugins.iter().map(|plugin| plugin.name())
+        self.steps.iter().map(|step| step.name)
     }
 
-    /// Runs every request hook in phase order and stops at the first rejection, or at the
-    /// first plugin that answers the request itself ([`PluginCtx::answer`]).
-    ///
-    /// Auth plugins are alternatives: the request passes the auth phase as soon as one of
-    /// them accepts it. If all refuse, the most telling refusal is returned (a presented
-    /// but bad credential before a missing one), counted once, and the challenges of the
-    /// other 401 refusals are added to it.
+    /// Runs the request hooks in phase order and stops at the first rejection, or at the
+    /// first plugin that answers the request itself ([`PluginCtx::answer`]): the plugins
+    /// before the auth group, the auth group, then the plugins after it.
     pub async fn request(
         &self,
         req: &mut RequestHeader,
         ctx: &mut PluginCtx,
     ) -> Result<(), Rejection> {
-        let mut refusals: Vec<(&'static str, Rejection)> = Vec::new();
-        let mut auth_started = false;
-        let mut auth_passed = false;
-        let mut auth_done = false;
-        for plugin in self.plugins.iter() {
-            let phase = plugin.phase();
-            if phase > Phase::Auth && auth_started && !auth_done {
-                auth_done = true;
-                self.finish_auth(auth_passed, std::mem::take(&mut refusals), ctx)?;
-            }
-            if phase == Phase::Auth {
-                if !auth_started {
-                    auth_started = true;
-                    self.check_failure_limit(ctx)?;
-                }
-                if auth_passed {
-                    continue;
-                }
-                match plugin.request(req, ctx).await {
-                    Ok(()) => auth_passed = true,
-                    Err(refusal) => refusals.push((plugin.name(), refusal)),
-                }
-                continue;
-            }
-            plugin.request(req, ctx).await?;
-            if ctx.answer.is_some() {
-                return Ok(());
+        let (before, after) = (&self.steps[..self.auth.start], &self.steps[self.auth.end..]);
+        run_until_answered(before, req, ctx).await?;
+        if ctx.answer.is_some() {
+            return Ok(());
+        }
+        self.authenticate(req, ctx).await?;
+        run_until_answered(after, req, ctx).await
+    }
+
+    /// The auth group: the request passes as soon as one of its plugins accepts it. If
+    /// all refuse, the most telling refusal is returned (a presented but bad credential
+    /// before a missing one), counted once, and the challenges of the other 401 refusals
+    /// are added to it.
+    async fn authenticate(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Result<(), Rejection> {
+        let group = &self.steps[self.auth.clone()];
+        if group.is_empty() {
+            return Ok(());
+        }
+        self.check_failure_limit(ctx)?;
+        let mut refusals = Vec::new();
+        for step in group {
+            match step.plugin.request(req, ctx).await {
+                Ok(()) => return Ok(()),
+                Err(refusal) => refusals.push((step.name, refusal)),
             }
         }
-        if auth_started && !auth_done {
-            self.finish_auth(auth_passed, refusals, ctx)?;
-        }
-        Ok(())
+        Err(self.refusal(refusals, ctx))
     }
 
     fn check_failure_limit(&self, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let Some(guard) = &self.auth else {
+        let Some(guard) = &self.guard else {
             return Ok(());
         };
         let Some(limit) = &guard.failure_limit else {
@@ -119,21 +145,15 @@ impl PluginChain {
         })
     }
 
-    fn finish_auth(
-        &self,
-        passed: bool,
-        mut refusals: Vec<(&'static str, Rejection)>,
-        ctx: &PluginCtx,
-    ) -> Result<(), Rejection> {
-        if passed || refusals.is_empty() {
-            return Ok(());
-        }
+    /// The refusal of the whole group, from the refusals of each of its (one or more)
+    /// plugins.
+    fn refusal(&self, mut refusals: Vec<(&'static str, Rejection)>, ctx: &PluginCtx) -> Rejection {
         let chosen = refusals
             .iter()
             .position(|(_, refusal)| refusal.auth_reason != Some(MISSING))
             .unwrap_or(0);
         let (plugin, mut refusal) = refusals.swap_remove(chosen);
-        if refusal.code == crate::ErrorCode::Unauthorized {
+        if refusal.code == ErrorCode::Unauthorized {
             for (_, other) in refusals.iter().filter(|(_, r)| r.code == refusal.code) {
                 for (name, value) in &other.headers {
                     if name == http::header::WWW_AUTHENTICATE
@@ -144,42 +164,55 @@ impl PluginChain {
                 }
             }
         }
-        if let (Some(guard), Some(reason)) = (&self.auth, refusal.auth_reason) {
+        if let (Some(guard), Some(reason)) = (&self.guard, refusal.auth_reason) {
             guard.telemetry.auth_failure(&ctx.route, plugin, reason);
             if let Some(limit) = guard.failure_limit.as_ref().filter(|_| is_guess(reason)) {
                 limit.record_failure(ctx.client_ip);
             }
         }
-        Err(refusal)
+        refusal
     }
 
     /// Runs every request-body hook; `total` counts the body bytes received so far.
     pub fn request_body(&self, total: u64, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        self.plugins
-            .iter()
+        self.plugins()
             .try_for_each(|plugin| plugin.request_body(total, ctx))
     }
 
     /// Lets every plugin adjust the request about to go upstream.
     pub fn upstream_request(&self, req: &mut RequestHeader, ctx: &PluginCtx) {
-        for plugin in self.plugins.iter() {
-            plugin.upstream_request(req, ctx);
-        }
+        self.plugins()
+            .for_each(|plugin| plugin.upstream_request(req, ctx));
     }
 
     /// Lets every plugin adjust the response about to go to the client.
     pub fn response(&self, resp: &mut ResponseHeader, ctx: &mut PluginCtx) {
-        for plugin in self.plugins.iter() {
-            plugin.response(resp, ctx);
-        }
+        self.plugins().for_each(|plugin| plugin.response(resp, ctx));
     }
 
     /// Tells every plugin that the request is over.
     pub fn log(&self, ctx: &mut PluginCtx, status: u16) {
-        for plugin in self.plugins.iter() {
-            plugin.log(ctx, status);
+        self.plugins().for_each(|plugin| plugin.log(ctx, status));
+    }
+
+    fn plugins(&self) -> impl Iterator<Item = &dyn Plugin> {
+        self.steps.iter().map(|step| &*step.plugin)
+    }
+}
+
+/// Runs the request hooks of `steps` in order, up to the first rejection or answer.
+async fn run_until_answered(
+    steps: &[Step],
+    req: &mut RequestHeader,
+    ctx: &mut PluginCtx,
+) -> Result<(), Rejection> {
+    for step in steps {
+        step.plugin.request(req, ctx).await?;
+        if ctx.answer.is_some() {
+            break;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -189,21 +222,33 @@ mod tests {
     use crate::{ErrorCode, Retained};
     use std::sync::Mutex;
 
-    /// An auth plugin that refuses with `reason`, or accepts when `reason` is `None`.
-    struct FakeAuth(&'static str, Option<&'static str>);
+    /// An auth plugin named `name` that refuses with `reason`, or accepts when `reason` is
+    /// `None`.
+    fn fake_auth(name: &'static str, reason: Option<&'static str>) -> Step {
+        fake(
+            name,
+            Phase::Auth,
+            reason.map(|r| crate::auth::bearer_refusal(r, r)),
+        )
+    }
+
+    /// A plugin of `phase` that refuses with `refusal`, or accepts.
+    fn fake(name: &'static str, phase: Phase, refusal: Option<Rejection>) -> Step {
+        Step {
+            name,
+            phase,
+            plugin: Arc::new(Fake(refusal)),
+        }
+    }
+
+    struct Fake(Option<Rejection>);
 
     #[async_trait::async_trait]
-    impl Plugin for FakeAuth {
-        fn name(&self) -> &'static str {
-            self.0
-        }
-        fn phase(&self) -> Phase {
-            Phase::Auth
-        }
+    impl Plugin for Fake {
         async fn request(&self, _: &mut RequestHeader, _: &mut PluginCtx) -> Result<(), Rejection> {
-            match self.1 {
+            match &self.0 {
                 None => Ok(()),
-                Some(reason) => Err(crate::auth::bearer_refusal(reason, reason)),
+                Some(refusal) => Err(refusal.clone()),
             }
         }
     }
@@ -226,20 +271,14 @@ mod tests {
         }
     }
 
-    fn chain(plugins: Vec<FakeAuth>, telemetry: &Arc<Counted>, limit: u32) -> PluginChain {
+    fn chain(steps: Vec<Step>, telemetry: &Arc<Counted>, limit: u32) -> PluginChain {
         let config = AuthFailureLimitConfig {
             limit,
             window: crate::units::Duration(std::time::Duration::from_secs(60)),
         };
         let failure_limit =
             AuthFailureLimit::retained(&config, &Retained::fresh()).expect("valid limit");
-        PluginChain::new(
-            plugins
-                .into_iter()
-                .map(|p| Arc::new(p) as Arc<dyn Plugin>)
-                .collect(),
-        )
-        .with_auth_guard(Arc::new(AuthGuard {
+        PluginChain::new(steps).with_auth_guard(Arc::new(AuthGuard {
             telemetry: Arc::clone(telemetry) as Arc<dyn Telemetry>,
             failure_limit: Some(failure_limit),
         }))
@@ -259,7 +298,7 @@ mod tests {
     async fn one_accepting_auth_plugin_is_enough_and_nothing_is_counted() {
         let counted = Arc::new(Counted::default());
         let chain = chain(
-            vec![FakeAuth("key_auth", Some(MISSING)), FakeAuth("jwt", None)],
+            vec![fake_auth("key_auth", Some(MISSING)), fake_auth("jwt", None)],
             &counted,
             5,
         );
@@ -272,8 +311,8 @@ mod tests {
         let counted = Arc::new(Counted::default());
         let chain = chain(
             vec![
-                FakeAuth("key_auth", Some(MISSING)),
-                FakeAuth("jwt", Some("expired")),
+                fake_auth("key_auth", Some(MISSING)),
+                fake_auth("jwt", Some("expired")),
             ],
             &counted,
             5,
@@ -287,14 +326,14 @@ mod tests {
     #[tokio::test]
     async fn guesses_count_towards_the_limit_and_missing_credentials_do_not() {
         let counted = Arc::new(Counted::default());
-        let missing = chain(vec![FakeAuth("jwt", Some(MISSING))], &counted, 2);
+        let missing = chain(vec![fake_auth("jwt", Some(MISSING))], &counted, 2);
         for _ in 0..5 {
             assert_eq!(
                 run(&missing).await.expect_err("refused").code,
                 ErrorCode::Unauthorized
             );
         }
-        let guessing = chain(vec![FakeAuth("jwt", Some("bad_signature"))], &counted, 2);
+        let guessing = chain(vec![fake_auth("jwt", Some("bad_signature"))], &counted, 2);
         assert_eq!(
             run(&guessing).await.expect_err("1").code,
             ErrorCode::Unauthorized
@@ -311,5 +350,61 @@ mod tests {
             counted.0.lock().expect("lock").last().map(String::as_str),
             Some("r/429/auth_failure_limit")
         );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_before_the_auth_group_skips_it_and_nothing_is_counted() {
+        let counted = Arc::new(Counted::default());
+        let too_large = Rejection::new(ErrorCode::PayloadTooLarge, "too large");
+        let chain = chain(
+            vec![
+                fake_auth("jwt", Some("bad_signature")),
+                fake("limit", Phase::RateLimit, None),
+                fake("size", Phase::Admission, Some(too_large)),
+            ],
+            &counted,
+            1,
+        );
+        assert_eq!(chain.names().collect::<Vec<_>>(), ["size", "jwt", "limit"]);
+        for _ in 0..3 {
+            let refusal = run(&chain).await.expect_err("refused before auth");
+            assert_eq!(refusal.code, ErrorCode::PayloadTooLarge);
+        }
+        assert!(counted.0.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_auth_group_refusal_stops_the_plugins_after_it() {
+        let counted = Arc::new(Counted::default());
+        let limited = Rejection::new(ErrorCode::RateLimited, "limited");
+        let chain = chain(
+            vec![
+                fake("limit", Phase::RateLimit, Some(limited)),
+                fake_auth("jwt", Some(MISSING)),
+            ],
+            &counted,
+            5,
+        );
+        let refusal = run(&chain).await.expect_err("refused");
+        assert_eq!(refusal.code, ErrorCode::Unauthorized);
+    }
+
+    #[tokio::test]
+    async fn a_chain_without_auth_plugins_has_no_auth_guard() {
+        let counted = Arc::new(Counted::default());
+        let guessing = chain(vec![fake_auth("jwt", Some("bad_signature"))], &counted, 1);
+        assert!(run(&guessing).await.is_err());
+        assert_eq!(
+            run(&guessing).await.expect_err("over the limit").code,
+            ErrorCode::RateLimited
+        );
+        // The same guard (the client is over its limit) on a chain without auth plugins.
+        let guard = guessing.guard.clone().expect("an auth group has a guard");
+        let open =
+            PluginChain::new(vec![fake("limit", Phase::RateLimit, None)]).with_auth_guard(guard);
+        assert!(open.guard.is_none());
+        let counted_before = counted.0.lock().expect("lock").len();
+        assert!(run(&open).await.is_ok());
+        assert_eq!(counted.0.lock().expect("lock").len(), counted_before);
     }
 }

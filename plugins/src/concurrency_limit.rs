@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pingora_http::RequestHeader;
 use serde::Deserialize;
 
-use crate::rate_limit::LimitKey;
-use crate::{ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
+use crate::rate_limit::write_counter_key;
+use crate::{
+    Entry, ErrorCode, KeyUse, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection,
+    RequestKey,
+};
 
 const SHARDS: usize = 32;
 
@@ -86,34 +89,34 @@ struct HeldSlot(#[allow(dead_code)] Arc<Slot>);
 
 /// The compiled `concurrency_limit` plugin.
 pub struct ConcurrencyLimit {
-    key: LimitKey,
+    key: RequestKey,
     max: u32,
+    /// Route-level limits count per route; the global section's count across routes.
     route_level: bool,
     in_flight: Arc<InFlight>,
 }
 
-impl ConcurrencyLimit {
+impl Entry for ConcurrencyLimit {
+    const NAME: &'static str = "concurrency_limit";
+    const PHASE: Phase = Phase::Concurrency;
+    type Config = ConcurrencyLimitConfig;
+
     /// Checks the configuration; counts carry over reloads that keep the key.
-    pub fn new(
+    fn compile(
         config: &ConcurrencyLimitConfig,
-        route_level: bool,
+        level: Level,
         env: &PluginEnv,
-    ) -> Result<Self, Problem> {
-        let key = LimitKey::parse(&config.key).map_err(|message| Problem {
-            path: "concurrency_limit.key".into(),
-            message,
-        })?;
+    ) -> Result<Self, Vec<Problem>> {
+        let key = RequestKey::parse(&config.key, KeyUse::Limit)
+            .map_err(|message| vec![Problem::new("key", message)])?;
         if config.max == 0 {
-            return Err(Problem {
-                path: "concurrency_limit.max".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(vec![Problem::new("max", "must be at least 1")]);
         }
-        let identity = format!("concurrency_limit|{}", config.key);
+        let identity = format!("{}|{}", Self::NAME, config.key);
         Ok(Self {
             key,
             max: config.max,
-            route_level,
+            route_level: level == Level::Route,
             in_flight: env
                 .retained
                 .get_or_insert_with(&identity, InFlight::default),
@@ -123,22 +126,10 @@ impl ConcurrencyLimit {
 
 #[async_trait::async_trait]
 impl Plugin for ConcurrencyLimit {
-    fn name(&self) -> &'static str {
-        "concurrency_limit"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Concurrency
-    }
-
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let mut key = String::with_capacity(64);
-        if self.route_level {
-            key.push_str(&ctx.route);
-            key.push('|');
-        }
-        self.key.write_value(req, ctx, &mut key);
-        match self.in_flight.try_acquire(key.as_bytes(), self.max) {
+        let mut key = Vec::with_capacity(64);
+        write_counter_key(&self.key, self.route_level, req, ctx, &mut key);
+        match self.in_flight.try_acquire(&key, self.max) {
             Some(slot) => {
                 ctx.extensions.insert(HeldSlot(Arc::new(slot)));
                 Ok(())
@@ -179,7 +170,8 @@ mod tests {
             key: "consumer".into(),
             max: 1,
         };
-        let plugin = ConcurrencyLimit::new(&config, false, &PluginEnv::check()).expect("valid");
+        let plugin =
+            ConcurrencyLimit::compile(&config, Level::Global, &PluginEnv::check()).expect("valid");
         let mut req = RequestHeader::build("GET", b"/", None).expect("request");
         let mut first = PluginCtx {
             consumer: Some("acme".into()),

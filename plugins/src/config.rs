@@ -1,4 +1,5 @@
-//! The `plugins:` section of the configuration and how it becomes a [`PluginChain`].
+//! The `plugins:` section of the configuration, compiled once per section, and how a
+//! route's [`PluginChain`] is assembled from its own section and the global one.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use crate::jwt::{Jwt, JwtConfig};
 use crate::key_auth::{KeyAuth, KeyAuthConfig};
 use crate::rate_limit::{RateLimit, RateLimitRuleConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
-use crate::{AuthGuard, Plugin, PluginChain, PluginEnv, Problem};
+use crate::{AuthGuard, Entry, Level, PluginChain, PluginEnv, Problem, Step};
 
 /// The plugins configured globally or on a route. A route's entry replaces the global
 /// entry of the same name.
@@ -37,92 +38,185 @@ pub struct PluginsConfig {
     pub ip_restriction: Option<IpRestrictionConfig>,
 }
 
-impl PluginsConfig {
-    /// Every mistake in this one section (global or a route's), with paths relative to it.
-    pub fn problems(&self) -> Vec<Problem> {
-        self.problems_in(&PluginEnv::check())
+/// One `plugins:` section (the global one or a route's), compiled once.
+#[derive(Clone, Default)]
+pub struct CompiledPlugins {
+    /// One slot per entry of [`PluginsConfig`], in the same order in every section, so
+    /// that a route's slot and the global slot of the same entry line up.
+    slots: Vec<Option<Step>>,
+    /// The auth phase's reporting and failure limit, for chains with an auth plugin.
+    guard: Option<Arc<AuthGuard>>,
+}
+
+impl CompiledPlugins {
+    /// Compiles every entry of `config`; problem paths are relative to the section
+    /// (`jwt.issuer`, `rate_limit[0].rate`).
+    pub fn compile(
+        config: &PluginsConfig,
+        level: Level,
+        env: &PluginEnv,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut section = Section {
+            level,
+            env,
+            slots: Vec::with_capacity(8),
+            problems: Vec::new(),
+        };
+        section.entry::<RequestSize>(config.request_size.as_ref());
+        section.entry::<Headers>(config.headers.as_ref());
+        section.entry::<Cors>(config.cors.as_ref());
+        section.entry::<IpRestriction>(config.ip_restriction.as_ref());
+        // key_auth before jwt: when both are configured, key_auth always runs (so
+        // hide_credentials always applies) and jwt is tried when it refuses.
+        section.entry::<KeyAuth>(config.key_auth.as_ref());
+        section.entry::<Jwt>(config.jwt.as_ref());
+        section.entry::<ConcurrencyLimit>(config.concurrency_limit.as_ref());
+        section.entry::<RateLimit>(config.rate_limit.as_ref());
+        if !section.problems.is_empty() {
+            return Err(section.problems);
+        }
+        Ok(Self {
+            slots: section.slots,
+            guard: Some(Arc::new(AuthGuard {
+                telemetry: Arc::clone(&env.telemetry),
+                failure_limit: env.auth_failure_limit.clone(),
+            })),
+        })
     }
 
-    /// [`Self::problems`] against the facts of `env` (e.g. whether a `redis` section exists).
-    pub fn problems_in(&self, env: &PluginEnv) -> Vec<Problem> {
-        match build_chain(&PluginsConfig::default(), self, env) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
+    /// The chain of a route whose own section this is: its entries, and the entries of
+    /// `global` it does not replace (a route's entry replaces the global entry of the
+    /// same name). Nothing is compiled again.
+    pub fn chain(&self, global: &CompiledPlugins) -> PluginChain {
+        let steps = (0..self.slots.len().max(global.slots.len()))
+            .filter_map(|i| self.step(i).or_else(|| global.step(i)).cloned())
+            .collect();
+        let chain = PluginChain::new(steps);
+        match self.guard.as_ref().or(global.guard.as_ref()) {
+            Some(guard) => chain.with_auth_guard(Arc::clone(guard)),
+            None => chain,
         }
+    }
+
+    fn step(&self, slot: usize) -> Option<&Step> {
+        self.slots.get(slot)?.as_ref()
     }
 }
 
-/// Compiles the effective plugins of a route: the route's own entries, and the global
-/// ones it does not replace.
-pub fn build_chain(
-    global: &PluginsConfig,
-    route: &PluginsConfig,
-    env: &PluginEnv,
-) -> Result<PluginChain, Vec<Problem>> {
-    let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
-    let mut problems = Vec::new();
-    let mut add = |built: Result<Arc<dyn Plugin>, Problem>| match built {
-        Ok(plugin) => plugins.push(plugin),
-        Err(problem) => problems.push(problem),
-    };
+/// A section being compiled: the slots filled so far and the problems found.
+struct Section<'a> {
+    level: Level,
+    env: &'a PluginEnv,
+    slots: Vec<Option<Step>>,
+    problems: Vec<Problem>,
+}
 
-    if let Some(config) = route.request_size.as_ref().or(global.request_size.as_ref()) {
-        add(RequestSize::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+impl Section<'_> {
+    /// Compiles the entry `P` when it is configured, into the next slot; its problems are
+    /// placed under its name.
+    fn entry<P: Entry>(&mut self, config: Option<&P::Config>) {
+        let step = config.and_then(|config| match P::compile(config, self.level, self.env) {
+            Ok(plugin) => Some(Step::of(plugin)),
+            Err(problems) => {
+                self.problems
+                    .extend(problems.into_iter().map(|problem| problem.under(P::NAME)));
+                None
+            }
+        });
+        self.slots.push(step);
     }
-    if let Some(config) = route.headers.as_ref().or(global.headers.as_ref()) {
-        add(Headers::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+}
+
+/// The problems of a `plugins:` section written in YAML, compiled at route level.
+#[cfg(test)]
+pub(crate) fn section_problems(yaml: &str) -> Vec<Problem> {
+    let config: PluginsConfig = serde_yaml::from_str(yaml).expect("yaml");
+    CompiledPlugins::compile(&config, Level::Route, &PluginEnv::check())
+        .err()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorCode, PluginCtx, Rejection};
+    use pingora_http::RequestHeader;
+
+    fn section(yaml: &str, level: Level, env: &PluginEnv) -> CompiledPlugins {
+        let config: PluginsConfig = serde_yaml::from_str(yaml).expect("yaml");
+        CompiledPlugins::compile(&config, level, env).unwrap_or_else(|p| panic!("{p:?}"))
     }
-    if let Some(config) = route.cors.as_ref().or(global.cors.as_ref()) {
-        add(Cors::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+
+    async fn run(chain: &PluginChain, route: &str) -> Result<(), Rejection> {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        let mut ctx = PluginCtx {
+            route: route.into(),
+            client_ip: Some([192, 0, 2, 1].into()),
+            ..PluginCtx::default()
+        };
+        chain.request(&mut req, &mut ctx).await
     }
-    if let Some(config) = route
-        .ip_restriction
-        .as_ref()
-        .or(global.ip_restriction.as_ref())
-    {
-        add(IpRestriction::new(config).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+
+    const ONE_PER_HOUR: &str =
+        "rate_limit: [{name: r, key: client_ip, algorithm: token_bucket, rate: 1, per: 1h}]";
+
+    #[test]
+    fn a_routes_entry_replaces_the_global_one_of_the_same_name() {
+        let env = PluginEnv::check();
+        let global = section(
+            "{request_size: {max_body: 1kb}, headers: {request_add: {X-A: '1'}}}",
+            Level::Global,
+            &env,
+        );
+        let own = section(
+            "{headers: {request_add: {X-B: '2'}}, ip_restriction: {deny: [10.0.0.0/8]}}",
+            Level::Route,
+            &env,
+        );
+        let chain = own.chain(&global);
+        assert_eq!(
+            chain.names().collect::<Vec<_>>(),
+            ["request_size", "ip_restriction", "headers"]
+        );
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        chain.upstream_request(&mut req, &PluginCtx::default());
+        assert!(
+            req.headers.get("x-a").is_none(),
+            "the global headers entry is replaced"
+        );
+        assert!(req.headers.get("x-b").is_some());
     }
-    // key_auth before jwt: when both are configured, key_auth always runs (so
-    // hide_credentials always applies) and jwt is tried when it refuses.
-    let key_auth = route.key_auth.as_ref().or(global.key_auth.as_ref());
-    if let Some(config) = key_auth {
-        add(KeyAuth::new(config, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
+
+    #[tokio::test]
+    async fn global_limits_count_across_routes_and_route_limits_per_route() {
+        let env = PluginEnv::check();
+        let global = section(ONE_PER_HOUR, Level::Global, &env);
+        let bare = CompiledPlugins::compile(&PluginsConfig::default(), Level::Route, &env)
+            .expect("empty section");
+        let (a, b) = (bare.chain(&global), bare.chain(&global));
+        assert!(run(&a, "a").await.is_ok());
+        let shared = run(&b, "b").await.expect_err("one counter for every route");
+        assert_eq!(shared.code, ErrorCode::RateLimited);
+
+        let own = section(ONE_PER_HOUR, Level::Route, &env);
+        let (c, d) = (own.chain(&global), own.chain(&global));
+        assert!(run(&c, "c").await.is_ok());
+        assert!(
+            run(&d, "d").await.is_ok(),
+            "route-level counters are per route"
+        );
+        assert!(run(&c, "c").await.is_err());
     }
-    let jwt = route.jwt.as_ref().or(global.jwt.as_ref());
-    if let Some(config) = jwt {
-        add(Jwt::new(config, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
-    }
-    let has_auth = key_auth.is_some() || jwt.is_some();
-    if let Some(config) = route
-        .concurrency_limit
-        .as_ref()
-        .or(global.concurrency_limit.as_ref())
-    {
-        let route_level = route.concurrency_limit.is_some();
-        add(ConcurrencyLimit::new(config, route_level, env).map(|p| Arc::new(p) as Arc<dyn Plugin>));
-    }
-    let rate_limit = match (&route.rate_limit, &global.rate_limit) {
-        (Some(rules), _) => Some((rules, true)),
-        (None, Some(rules)) => Some((rules, false)),
-        (None, None) => None,
-    };
-    if let Some((rules, route_level)) = rate_limit {
-        match RateLimit::new(rules, route_level, env) {
-            Ok(plugin) => plugins.push(Arc::new(plugin)),
-            Err(mut more) => problems.append(&mut more),
-        }
-    }
-    if problems.is_empty() {
-        let chain = PluginChain::new(plugins);
-        Ok(if has_auth {
-            chain.with_auth_guard(Arc::new(AuthGuard {
-                telemetry: Arc::clone(&env.telemetry),
-                failure_limit: env.auth_failure_limit.clone(),
-            }))
-        } else {
-            chain
-        })
-    } else {
-        Err(problems)
+
+    #[test]
+    fn problems_are_placed_under_their_entry() {
+        let paths = |yaml: &str| -> Vec<String> {
+            section_problems(yaml).into_iter().map(|p| p.path).collect()
+        };
+        assert_eq!(
+            paths("{request_size: {}, concurrency_limit: {key: nope, max: 1}}"),
+            ["request_size", "concurrency_limit.key"]
+        );
+        assert_eq!(paths("rate_limit: []"), ["rate_limit"]);
     }
 }

@@ -11,7 +11,9 @@ use pingora_http::RequestHeader;
 use serde::Deserialize;
 
 use crate::units::Duration;
-use crate::{Answer, ErrorCode, Phase, Plugin, PluginCtx, Problem, Rejection};
+use crate::{
+    Answer, Entry, ErrorCode, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection,
+};
 
 /// `plugins.cors` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,38 +105,47 @@ pub struct Cors {
     max_age: Option<HeaderValue>,
 }
 
-impl Cors {
+impl Entry for Cors {
+    const NAME: &'static str = "cors";
+    const PHASE: Phase = Phase::Cors;
+    type Config = CorsConfig;
+
     /// Parses origins, methods and header lists once.
-    pub fn new(config: &CorsConfig) -> Result<Self, Problem> {
-        let problem = |path: String, message: String| Problem { path, message };
+    fn compile(config: &CorsConfig, _: Level, _: &PluginEnv) -> Result<Self, Vec<Problem>> {
+        Self::parse(config).map_err(|problem| vec![problem])
+    }
+}
+
+impl Cors {
+    fn parse(config: &CorsConfig) -> Result<Self, Problem> {
         if config.allow_origins.is_empty() {
-            return Err(problem(
-                "cors.allow_origins".into(),
-                "list at least one origin (or \"*\")".into(),
+            return Err(Problem::new(
+                "allow_origins",
+                "list at least one origin (or \"*\")",
             ));
         }
         let mut origins = Vec::new();
         for (i, origin) in config.allow_origins.iter().enumerate() {
             origins.push(OriginRule::parse(origin).ok_or_else(|| {
-                problem(
-                    format!("cors.allow_origins[{i}]"),
+                Problem::new(
+                    format!("allow_origins[{i}]"),
                     format!("{origin:?} is not *, scheme://host[:port] or scheme://*.domain"),
                 )
             })?);
         }
         let any_origin = origins.iter().any(|rule| matches!(rule, OriginRule::Any));
         if any_origin && config.allow_credentials {
-            return Err(problem(
-                "cors.allow_credentials".into(),
-                "browsers refuse credentials with origin \"*\"; list the origins instead".into(),
+            return Err(Problem::new(
+                "allow_credentials",
+                "browsers refuse credentials with origin \"*\"; list the origins instead",
             ));
         }
         let mut methods = Vec::new();
         for (i, method) in config.allow_methods.iter().enumerate() {
             methods.push(
                 Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                    problem(
-                        format!("cors.allow_methods[{i}]"),
+                    Problem::new(
+                        format!("allow_methods[{i}]"),
                         format!("{method:?} is not a method"),
                     )
                 })?,
@@ -146,7 +157,7 @@ impl Cors {
             }
             for (i, item) in items.iter().enumerate() {
                 if HeaderName::from_bytes(item.as_bytes()).is_err() {
-                    return Err(problem(
+                    return Err(Problem::new(
                         format!("{path}[{i}]"),
                         format!("{item:?} is not a header name"),
                     ));
@@ -154,22 +165,22 @@ impl Cors {
             }
             HeaderValue::from_str(&items.join(", "))
                 .map(Some)
-                .map_err(|_| problem(path.into(), "not a valid header list".into()))
+                .map_err(|_| Problem::new(path, "not a valid header list"))
         };
         let method_names: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
         Ok(Self {
             origins,
             any_origin,
             methods_value: HeaderValue::from_str(&method_names.join(", "))
-                .map_err(|_| problem("cors.allow_methods".into(), "invalid".into()))?,
+                .map_err(|_| Problem::new("allow_methods", "invalid"))?,
             methods,
             headers: config
                 .allow_headers
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
-            headers_value: list_value("cors.allow_headers", &config.allow_headers)?,
-            expose_value: list_value("cors.expose_headers", &config.expose_headers)?,
+            headers_value: list_value("allow_headers", &config.allow_headers)?,
+            expose_value: list_value("expose_headers", &config.expose_headers)?,
             credentials: config.allow_credentials,
             max_age: config.max_age.map(|age| HeaderValue::from(age.0.as_secs())),
         })
@@ -245,14 +256,6 @@ impl Cors {
 
 #[async_trait::async_trait]
 impl Plugin for Cors {
-    fn name(&self) -> &'static str {
-        "cors"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Cors
-    }
-
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let Some(origin) = req.headers.get(ORIGIN).cloned() else {
             return Ok(()); // not a cross-origin request
@@ -285,10 +288,11 @@ impl Plugin for Cors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::section_problems;
 
     fn cors(yaml: &str) -> Cors {
         let config: CorsConfig = serde_yaml::from_str(yaml).expect("valid yaml");
-        Cors::new(&config).expect("valid config")
+        Cors::compile(&config, Level::Route, &PluginEnv::check()).expect("valid config")
     }
 
     #[test]
@@ -307,11 +311,10 @@ mod tests {
 
     #[test]
     fn credentials_with_any_origin_is_a_config_error() {
-        let config: CorsConfig =
-            serde_yaml::from_str(r#"{ allow_origins: ["*"], allow_credentials: true }"#)
-                .expect("valid yaml");
-        let problem = Cors::new(&config).expect_err("refused");
-        assert_eq!(problem.path, "cors.allow_credentials");
+        let problems =
+            section_problems(r#"cors: { allow_origins: ["*"], allow_credentials: true }"#);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "cors.allow_credentials");
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
-use crate::{Phase, Plugin, PluginCtx, Problem};
+use crate::{Entry, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem};
 
 /// `plugins.headers` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -35,23 +35,28 @@ pub struct Headers {
     response_remove: Vec<HeaderName>,
 }
 
-impl Headers {
+impl Entry for Headers {
+    const NAME: &'static str = "headers";
+    const PHASE: Phase = Phase::Transform;
+    type Config = HeadersConfig;
+
     /// Parses every header name and value of the configuration.
-    pub fn new(config: &HeadersConfig) -> Result<Self, Problem> {
-        Ok(Self {
-            request_add: parse_pairs("headers.request_add", &config.request_add)?,
-            request_remove: parse_names("headers.request_remove", &config.request_remove)?,
-            response_add: parse_pairs("headers.response_add", &config.response_add)?,
-            response_remove: parse_names("headers.response_remove", &config.response_remove)?,
-        })
+    fn compile(config: &HeadersConfig, _: Level, _: &PluginEnv) -> Result<Self, Vec<Problem>> {
+        let parse = || {
+            Ok(Self {
+                request_add: parse_pairs("request_add", &config.request_add)?,
+                request_remove: parse_names("request_remove", &config.request_remove)?,
+                response_add: parse_pairs("response_add", &config.response_add)?,
+                response_remove: parse_names("response_remove", &config.response_remove)?,
+            })
+        };
+        parse().map_err(|problem| vec![problem])
     }
 }
 
 fn parse_name(path: &str, name: &str) -> Result<HeaderName, Problem> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| Problem {
-        path: path.to_string(),
-        message: format!("{name:?} is not a valid header name"),
-    })
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| Problem::new(path, format!("{name:?} is not a valid header name")))
 }
 
 fn parse_names(path: &str, names: &[String]) -> Result<Vec<HeaderName>, Problem> {
@@ -70,9 +75,8 @@ fn parse_pairs(
         .iter()
         .map(|(name, value)| {
             let path = format!("{path}.{name}");
-            let header_value = HeaderValue::from_str(value).map_err(|_| Problem {
-                path: path.clone(),
-                message: format!("{value:?} is not a valid header value"),
+            let header_value = HeaderValue::from_str(value).map_err(|_| {
+                Problem::new(&path, format!("{value:?} is not a valid header value"))
             })?;
             Ok((parse_name(&path, name)?, header_value))
         })
@@ -81,14 +85,6 @@ fn parse_pairs(
 
 #[async_trait::async_trait]
 impl Plugin for Headers {
-    fn name(&self) -> &'static str {
-        "headers"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Transform
-    }
-
     fn upstream_request(&self, req: &mut RequestHeader, _ctx: &PluginCtx) {
         for name in &self.request_remove {
             req.remove_header(name);
@@ -112,9 +108,11 @@ impl Plugin for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::section_problems;
 
-    fn plugin(yaml: &str) -> Result<Headers, Problem> {
-        Headers::new(&serde_yaml::from_str(yaml).expect("yaml"))
+    fn plugin(yaml: &str) -> Headers {
+        let config = serde_yaml::from_str(yaml).expect("yaml");
+        Headers::compile(&config, Level::Route, &PluginEnv::check()).expect("valid")
     }
 
     #[test]
@@ -122,8 +120,7 @@ mod tests {
         let headers = plugin(
             "{request_add: {X-Gateway: portcullis}, request_remove: [X-Debug], \
              response_add: {X-Frame-Options: DENY}, response_remove: [Server]}",
-        )
-        .expect("valid");
+        );
         let ctx = PluginCtx::default();
 
         let mut req = RequestHeader::build("GET", b"/", None).expect("request");
@@ -148,9 +145,8 @@ mod tests {
 
     #[test]
     fn invalid_names_are_reported_with_their_path() {
-        let problem = plugin("{response_remove: [Server, 'bad name']}")
-            .err()
-            .expect("invalid");
-        assert_eq!(problem.path, "headers.response_remove[1]");
+        let problems = section_problems("headers: {response_remove: [Server, 'bad name']}");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "headers.response_remove[1]");
     }
 }

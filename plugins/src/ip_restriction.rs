@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
 
-use crate::{ErrorCode, Phase, Plugin, PluginCtx, Problem, Rejection};
+use crate::{Entry, ErrorCode, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
 
 /// `plugins.ip_restriction` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,12 +29,16 @@ pub struct IpRules {
 }
 
 impl IpRules {
-    /// Parses both lists; `path` prefixes the problem paths (`ip_restriction`, `admin`).
+    /// Parses both lists; the problem paths (`allow[0]`) are placed under `path`
+    /// (`admin`; empty to leave them relative).
     pub fn new(path: &str, allow: &[String], deny: &[String]) -> Result<Self, Problem> {
-        Ok(Self {
-            allow: parse_nets(&format!("{path}.allow"), allow)?,
-            deny: parse_nets(&format!("{path}.deny"), deny)?,
-        })
+        let parse = || {
+            Ok(Self {
+                allow: parse_nets("allow", allow)?,
+                deny: parse_nets("deny", deny)?,
+            })
+        };
+        parse().map_err(|problem: Problem| problem.under(path))
     }
 
     /// Whether `ip` may pass: not denied, and allowed when there is an allow list. An
@@ -64,9 +68,11 @@ fn parse_nets(path: &str, items: &[String]) -> Result<Vec<IpNet>, Problem> {
             item.parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
                 .map(|net| net.trunc())
-                .map_err(|_| Problem {
-                    path: format!("{path}[{i}]"),
-                    message: format!("{item:?} is not an address or CIDR network"),
+                .map_err(|_| {
+                    Problem::new(
+                        format!("{path}[{i}]"),
+                        format!("{item:?} is not an address or CIDR network"),
+                    )
                 })
         })
         .collect()
@@ -77,31 +83,27 @@ pub struct IpRestriction {
     rules: IpRules,
 }
 
-impl IpRestriction {
+impl Entry for IpRestriction {
+    const NAME: &'static str = "ip_restriction";
+    const PHASE: Phase = Phase::Admission;
+    type Config = IpRestrictionConfig;
+
     /// Parses the lists.
-    pub fn new(config: &IpRestrictionConfig) -> Result<Self, Problem> {
+    fn compile(
+        config: &IpRestrictionConfig,
+        _: Level,
+        _: &PluginEnv,
+    ) -> Result<Self, Vec<Problem>> {
         if config.allow.is_empty() && config.deny.is_empty() {
-            return Err(Problem {
-                path: "ip_restriction".into(),
-                message: "set allow, deny or both".into(),
-            });
+            return Err(vec![Problem::new("", "set allow, deny or both")]);
         }
-        Ok(Self {
-            rules: IpRules::new("ip_restriction", &config.allow, &config.deny)?,
-        })
+        let rules = IpRules::new("", &config.allow, &config.deny).map_err(|p| vec![p])?;
+        Ok(Self { rules })
     }
 }
 
 #[async_trait::async_trait]
 impl Plugin for IpRestriction {
-    fn name(&self) -> &'static str {
-        "ip_restriction"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Admission
-    }
-
     async fn request(
         &self,
         _req: &mut RequestHeader,
@@ -144,5 +146,8 @@ mod tests {
         let problem =
             IpRules::new("ip_restriction", &["10.0.0.0/33".into()], &[]).expect_err("bad");
         assert_eq!(problem.path, "ip_restriction.allow[0]");
+        let problems = crate::config::section_problems("ip_restriction: {deny: [x]}");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "ip_restriction.deny[0]");
     }
 }

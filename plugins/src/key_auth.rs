@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, credentials};
 use crate::consumers::Consumers;
-use crate::{Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
+use crate::{Entry, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
 
 /// `plugins.key_auth` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -37,21 +37,25 @@ pub struct KeyAuth {
     consumers: Arc<Consumers>,
 }
 
-impl KeyAuth {
+impl Entry for KeyAuth {
+    const NAME: &'static str = "key_auth";
+    const PHASE: Phase = Phase::Auth;
+    type Config = KeyAuthConfig;
+
     /// Checks `config`; keys are looked up in `env.consumers`.
-    pub fn new(config: &KeyAuthConfig, env: &PluginEnv) -> Result<Self, Problem> {
+    fn compile(config: &KeyAuthConfig, _: Level, env: &PluginEnv) -> Result<Self, Vec<Problem>> {
         let header = match (&config.header, &config.query) {
             (None, None) => Some(HeaderName::from_static("x-api-key")),
             (Some(name), _) => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Problem::new(
-                    "key_auth.header",
+                vec![Problem::new(
+                    "header",
                     format!("{name:?} is not a valid header name"),
-                )
+                )]
             })?),
             (None, Some(_)) => None,
         };
         if config.query.as_deref() == Some("") {
-            return Err(Problem::new("key_auth.query", "must not be empty"));
+            return Err(vec![Problem::new("query", "must not be empty")]);
         }
         Ok(Self {
             header,
@@ -61,7 +65,9 @@ impl KeyAuth {
             consumers: Arc::clone(&env.consumers),
         })
     }
+}
 
+impl KeyAuth {
     fn key(&self, req: &RequestHeader) -> Option<Vec<u8>> {
         self.header
             .as_ref()
@@ -87,14 +93,6 @@ impl KeyAuth {
 
 #[async_trait::async_trait]
 impl Plugin for KeyAuth {
-    fn name(&self) -> &'static str {
-        "key_auth"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Auth
-    }
-
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let key = self.key(req);
         // Hidden whatever the outcome: a key never reaches the upstream, even when
@@ -137,7 +135,7 @@ mod tests {
         .expect("valid");
         let mut env = PluginEnv::check();
         env.consumers = Arc::new(consumers);
-        KeyAuth::new(&config, &env).expect("valid")
+        KeyAuth::compile(&config, Level::Route, &env).expect("valid")
     }
 
     fn request(target: &str, headers: &[(&str, &str)]) -> RequestHeader {

@@ -1,10 +1,12 @@
 //! The plugin interface of Portcullis and its built-in plugins.
 //!
-//! A [`Plugin`] is request/response policy attached to a route (or globally). The core
-//! compiles each route's plugins into a [`PluginChain`] at config load and calls the chain
-//! in phase order on every request. Plugins never import the core: everything they may
-//! read or change about a request travels through [`PluginCtx`] and the request/response
-//! headers handed to each hook.
+//! A [`Plugin`] is request/response policy attached to a route (or globally); an [`Entry`]
+//! is a plugin as the `plugins:` section names and compiles it. At config load the core
+//! compiles each `plugins:` section once into [`CompiledPlugins`], assembles each route's
+//! [`PluginChain`] from its own section and the global one, and calls the chain in phase
+//! order on every request. Plugins never import the core: everything they may read or
+//! change about a request travels through [`PluginCtx`] and the request/response headers
+//! handed to each hook.
 
 pub mod auth;
 mod chain;
@@ -13,6 +15,7 @@ mod context;
 mod env;
 mod problem;
 mod reject;
+pub mod request_key;
 pub mod units;
 
 pub mod concurrency_limit;
@@ -25,12 +28,14 @@ pub mod key_auth;
 pub mod rate_limit;
 pub mod request_size;
 
-pub use chain::{AuthGuard, PluginChain};
-pub use config::{build_chain, PluginsConfig};
+pub use chain::PluginChain;
+use chain::{AuthGuard, Step};
+pub use config::{CompiledPlugins, PluginsConfig};
 pub use context::{Answer, PluginCtx};
 pub use env::{NoTelemetry, PluginEnv, Retained, RetainedSet, Telemetry};
 pub use problem::Problem;
 pub use reject::{ErrorCode, Rejection};
+pub use request_key::{KeyUse, RequestKey};
 
 use async_trait::async_trait;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -54,18 +59,37 @@ pub enum Phase {
     Transform,
 }
 
+/// Where a `plugins:` section is: limits of the global section count across every route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The top-level `plugins:` section.
+    Global,
+    /// A route's own `plugins:` section.
+    Route,
+}
+
+/// A plugin as an entry of a `plugins:` section: its name there, its typed configuration,
+/// the phase it runs in, and how the configuration compiles.
+pub trait Entry: Plugin + Sized + 'static {
+    /// The entry's name in `plugins:` (`request_size`, `jwt`, ...), which is also the
+    /// plugin's label in metrics, logs and the admin API.
+    const NAME: &'static str;
+    /// The phase this plugin's request hook runs in.
+    const PHASE: Phase;
+    /// The entry as written in the configuration.
+    type Config;
+
+    /// Checks and compiles the entry; problem paths are relative to it (`max_body`,
+    /// `[0].rate`; empty for the entry as a whole).
+    fn compile(config: &Self::Config, level: Level, env: &PluginEnv) -> Result<Self, Vec<Problem>>;
+}
+
 /// Request/response policy that can be attached to a route.
 ///
 /// Every hook has a default that does nothing, so a plugin implements only the phases it
 /// cares about. Hooks must not block: they run on the proxy's worker threads.
 #[async_trait]
 pub trait Plugin: Send + Sync {
-    /// The plugin's configuration name (`request_size`, `jwt`, ...).
-    fn name(&self) -> &'static str;
-
-    /// The phase this plugin's request hook runs in.
-    fn phase(&self) -> Phase;
-
     /// Request phase, after routing. Returning a [`Rejection`] ends the request with that
     /// error response; nothing is proxied.
     async fn request(

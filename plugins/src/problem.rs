@@ -24,12 +24,14 @@ impl Problem {
     }
 
     /// The same problem, with its path placed below `parent` (`plugins` + `jwt.issuer` →
-    /// `plugins.jwt.issuer`).
+    /// `plugins.jwt.issuer`; `rate_limit` + `[0].rate` → `rate_limit[0].rate`). An empty
+    /// `parent` leaves the path as it is.
     pub fn under(mut self, parent: &str) -> Self {
-        self.path = if self.path.is_empty() {
-            parent.to_string()
-        } else {
-            format!("{parent}.{}", self.path)
+        self.path = match (parent.is_empty(), self.path.is_empty()) {
+            (true, _) => self.path,
+            (false, true) => parent.to_string(),
+            (false, false) if self.path.starts_with('[') => format!("{parent}{}", self.path),
+            (false, false) => format!("{parent}.{}", self.path),
         };
         self
     }
@@ -42,5 +44,19 @@ impl fmt::Display for Problem {
         } else {
             write!(f, "{}: {}", self.path, self.message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_places_its_problems_below_itself() {
+        let at = |path: &str, parent: &str| Problem::new(path, "m").under(parent).path;
+        assert_eq!(at("jwt.issuer", "plugins"), "plugins.jwt.issuer");
+        assert_eq!(at("[0].rate", "rate_limit"), "rate_limit[0].rate");
+        assert_eq!(at("", "request_size"), "request_size");
+        assert_eq!(at("allow[0]", ""), "allow[0]");
     }
 }

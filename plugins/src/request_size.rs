@@ -4,7 +4,7 @@ use pingora_http::RequestHeader;
 use serde::Deserialize;
 
 use crate::units::Size;
-use crate::{ErrorCode, Phase, Plugin, PluginCtx, Problem, Rejection};
+use crate::{Entry, ErrorCode, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
 
 /// `plugins.request_size` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -25,27 +25,26 @@ pub struct RequestSize {
     max_headers: Option<usize>,
 }
 
-impl RequestSize {
+impl Entry for RequestSize {
+    const NAME: &'static str = "request_size";
+    const PHASE: Phase = Phase::Admission;
+    type Config = RequestSizeConfig;
+
     /// Checks the configured limits.
-    pub fn new(config: &RequestSizeConfig) -> Result<Self, Problem> {
+    fn compile(config: &RequestSizeConfig, _: Level, _: &PluginEnv) -> Result<Self, Vec<Problem>> {
+        let problem = |path: &str, message: &str| Err(vec![Problem::new(path, message)]);
         if config.max_body.is_none() && config.max_header.is_none() && config.max_headers.is_none()
         {
-            return Err(Problem {
-                path: "request_size".into(),
-                message: "set at least one of max_body, max_header and max_headers".into(),
-            });
+            return problem(
+                "",
+                "set at least one of max_body, max_header and max_headers",
+            );
         }
         if config.max_headers == Some(0) {
-            return Err(Problem {
-                path: "request_size.max_headers".into(),
-                message: "must be greater than 0".into(),
-            });
+            return problem("max_headers", "must be greater than 0");
         }
         if config.max_header == Some(Size(0)) {
-            return Err(Problem {
-                path: "request_size.max_header".into(),
-                message: "must be greater than 0".into(),
-            });
+            return problem("max_header", "must be greater than 0");
         }
         Ok(Self {
             max_body: config.max_body.map(|size| size.0),
@@ -53,7 +52,9 @@ impl RequestSize {
             max_headers: config.max_headers,
         })
     }
+}
 
+impl RequestSize {
     fn body_too_large(&self, limit: u64) -> Rejection {
         Rejection::new(
             ErrorCode::PayloadTooLarge,
@@ -64,14 +65,6 @@ impl RequestSize {
 
 #[async_trait::async_trait]
 impl Plugin for RequestSize {
-    fn name(&self) -> &'static str {
-        "request_size"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Admission
-    }
-
     async fn request(
         &self,
         req: &mut RequestHeader,
@@ -132,12 +125,12 @@ mod tests {
     }
 
     fn limits(max_body: u64, max_header: u64) -> RequestSize {
-        RequestSize::new(&RequestSizeConfig {
+        let config = RequestSizeConfig {
             max_body: Some(Size(max_body)),
             max_header: Some(Size(max_header)),
             max_headers: Some(20),
-        })
-        .expect("valid")
+        };
+        RequestSize::compile(&config, Level::Route, &PluginEnv::check()).expect("valid")
     }
 
     #[tokio::test]

@@ -12,8 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::{HeaderMap, HeaderName};
 use portcullis_plugins::ip_restriction::IpRules;
 
-use crate::config::schema::ServerSection;
-use crate::config::Problem;
+use crate::config::{verdict, Problem, ServerSection};
 
 /// The header a trusted proxy names the client in when the configuration does not say.
 pub const DEFAULT_CLIENT_IP_HEADER: &str = "X-Forwarded-For";
@@ -50,14 +49,12 @@ impl ClientAddressRule {
             ));
             HeaderName::from_static("x-forwarded-for")
         });
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(Self {
+        let rule = Self {
             trusted,
             any_trusted: !server.trusted_proxies.is_empty(),
             header,
-        })
+        };
+        verdict(rule, problems)
     }
 
     /// Whether `ip` is in one of the trusted networks.

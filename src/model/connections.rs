@@ -11,7 +11,7 @@ use std::time::Duration;
 use portcullis_plugins::units;
 
 use super::client_address::ClientAddressRule;
-use crate::config::{Config, Problem};
+use crate::config::{noted, verdict, Config, Problem};
 
 /// `server.request_header_timeout` when not set.
 pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,11 +59,11 @@ impl ConnectionPolicy {
     pub fn compile(config: &Config) -> Result<Self, Vec<Problem>> {
         let server = &config.server;
         let mut problems = Vec::new();
-        let client_address = ClientAddressRule::compile(server).map_err(|more| {
-            problems.extend(more);
-        });
+        let client_address = noted(ClientAddressRule::compile(server), &mut problems);
         let positive = |value: Option<units::Duration>, default, path: &str| match value {
-            Some(units::Duration(d)) if d.is_zero() => Err(Problem::new(path, "must be above 0")),
+            Some(units::Duration(d)) if d.is_zero() => {
+                Err(vec![Problem::new(path, "must be above 0")])
+            }
             Some(units::Duration(d)) => Ok(d),
             None => Ok(default),
         };
@@ -71,14 +71,14 @@ impl ConnectionPolicy {
             server.request_header_timeout,
             DEFAULT_REQUEST_HEADER_TIMEOUT,
             "server.request_header_timeout",
-        )
-        .map_err(|p| problems.push(p));
+        );
+        let request_header_timeout = noted(request_header_timeout, &mut problems);
         let body_read_timeout = positive(
             server.body_read_timeout,
             DEFAULT_BODY_READ_TIMEOUT,
             "server.body_read_timeout",
-        )
-        .map_err(|p| problems.push(p));
+        );
+        let body_read_timeout = noted(body_read_timeout, &mut problems);
         let keepalive_timeout = match server.keepalive_timeout {
             Some(units::Duration(d)) if d.is_zero() => None,
             Some(units::Duration(d)) => Some(d),
@@ -108,20 +108,19 @@ impl ConnectionPolicy {
                     .unwrap_or(server.max_connections_per_ip)),
             });
         }
-        match (client_address, request_header_timeout, body_read_timeout) {
-            (Ok(client_address), Ok(request_header_timeout), Ok(body_read_timeout))
-                if problems.is_empty() =>
-            {
-                Ok(Self {
-                    request_header_timeout,
-                    keepalive_timeout,
-                    body_read_timeout,
-                    client_address,
-                    listeners,
-                })
-            }
-            _ => Err(problems),
-        }
+        let (Some(client_address), Some(request_header_timeout), Some(body_read_timeout)) =
+            (client_address, request_header_timeout, body_read_timeout)
+        else {
+            return Err(problems);
+        };
+        let policy = Self {
+            request_header_timeout,
+            keepalive_timeout,
+            body_read_timeout,
+            client_address,
+            listeners,
+        };
+        verdict(policy, problems)
     }
 
     /// The listener a connection arrived on, by the connection's local address: the

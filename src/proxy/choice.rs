@@ -4,12 +4,40 @@
 use std::sync::Arc;
 
 use pingora::proxy::Session;
-use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
+use portcullis_plugins::{ErrorCode, PluginCtx, Rejection, RequestKey};
 
 use super::RequestCtx;
-use crate::canary::Variant;
-use crate::request_key::RequestKey;
-use crate::upstream::Upstream;
+use crate::model::canary::Variant;
+use crate::model::gateway::RouteAction;
+use crate::model::upstream::Upstream;
+
+/// Chooses the pool and target of a proxied request (nothing to choose for a route that
+/// answers itself): the canary's pool for a request the split sends there, else the
+/// route's pool, else its fallback.
+pub(super) fn choose_target(session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+    let Some(route) = ctx.route.clone() else {
+        return Ok(());
+    };
+    let RouteAction::Proxy {
+        upstream,
+        canary,
+        fallback,
+    } = &route.action
+    else {
+        return Ok(());
+    };
+    let canary = canary
+        .as_ref()
+        .filter(|c| c.choose(session.req_header(), &ctx.plugins, &mut ctx.key) == Variant::Canary);
+    let pools = [
+        canary.map(|canary| (&canary.upstream, Variant::Canary)),
+        Some((upstream, Variant::Stable)),
+        fallback
+            .as_ref()
+            .map(|fallback| (fallback, Variant::Stable)),
+    ];
+    first_available(session, ctx, pools)
+}
 
 /// Takes the first of `pools` (the canary for canary requests, the route's pool, its
 /// fallback) that has an available target: a bulkhead slot there and the target. A
@@ -17,7 +45,7 @@ use crate::upstream::Upstream;
 /// pool available the route fails fast: 503 with `Retry-After`, no connect attempt.
 /// Availability is learnt from the selection itself, so the usual case costs one
 /// selection and no scan of the targets.
-pub(super) fn choose_target(
+fn first_available(
     session: &Session,
     ctx: &mut RequestCtx,
     pools: [Option<(&Arc<Upstream>, Variant)>; 3],
@@ -33,8 +61,8 @@ pub(super) fn choose_target(
             )
             .retry_after(1));
         };
-        let key = balancing_key(session, &ctx.plugins, pool.hash_on.as_ref());
-        if let Some(target) = pool.select(&key, 0) {
+        let key = balancing_key(session, &ctx.plugins, pool.hash_on.as_ref(), &mut ctx.key);
+        if let Some(target) = pool.select(key, 0) {
             if let Some(budget) = &pool.retries.budget {
                 budget.deposit();
             }
@@ -64,13 +92,16 @@ fn unavailable(pool: &Upstream) -> Rejection {
 }
 
 /// The bytes `consistent_hash` hashes (empty for the other algorithms, and when the
-/// request lacks the key).
-pub(super) fn balancing_key(
+/// request lacks the key), written into the request's reused `buffer`.
+pub(super) fn balancing_key<'a>(
     session: &Session,
     plugins: &PluginCtx,
     hash_on: Option<&RequestKey>,
-) -> Vec<u8> {
-    hash_on
-        .and_then(|key| key.value(session.req_header(), plugins))
-        .unwrap_or_default()
+    buffer: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    buffer.clear();
+    if let Some(key) = hash_on {
+        key.write_value(session.req_header(), plugins, buffer);
+    }
+    buffer
 }

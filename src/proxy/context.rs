@@ -7,10 +7,10 @@ use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
 use super::trace::TraceContext;
-use crate::cache::CacheStatus;
-use crate::canary::Variant;
-use crate::gateway::{Gateway, Route};
-use crate::upstream::{TargetSlot, Upstream, UpstreamSlot};
+use crate::model::cache::CacheStatus;
+use crate::model::canary::Variant;
+use crate::model::gateway::{Gateway, Route};
+use crate::model::upstream::{TargetSlot, Upstream, UpstreamSlot};
 
 /// Per-request state: each phase records what it learnt here and later phases read it.
 /// Dropping it releases the request's bulkhead and target slots, whatever path ended it.
@@ -33,6 +33,9 @@ pub struct RequestCtx {
     pub plugins: PluginCtx,
     /// The variant the canary split chose (stable without a canary).
     pub variant: Option<Variant>,
+    /// The bytes of the request's sticky or balancing key: one buffer reused by the canary
+    /// split, the target choice and the retries.
+    pub key: Vec<u8>,
     /// The pool serving the request (the route's, its canary's, or the fallback).
     pub upstream: Option<Arc<Upstream>>,
     /// The request's place in the pool's bulkhead.
@@ -73,6 +76,7 @@ impl RequestCtx {
             trace: None,
             plugins: PluginCtx::default(),
             variant: None,
+            key: Vec::new(),
             upstream: None,
             upstream_slot: None,
             target: None,

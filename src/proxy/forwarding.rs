@@ -1,10 +1,16 @@
-//! Header work on the request sent upstream: hop-by-hop removal and `X-Forwarded-*`.
+//! Header work on the request sent upstream: the stripped path, hop-by-hop removal,
+//! `X-Forwarded-*`, and what the gateway tells the upstream (request id, trace, variant,
+//! consumer).
+
+use std::io::Write;
+use std::net::IpAddr;
 
 use http::header::{CONNECTION, HOST, TE, TRAILER, UPGRADE};
-use std::io::Write;
-
 use http::{HeaderName, HeaderValue};
+use pingora_error::Result;
 use pingora_http::RequestHeader;
+
+use super::context::RequestCtx;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -20,6 +26,41 @@ pub const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 
 /// Tells the upstream which variant of a canary split the request is (`stable|canary`).
 pub const VARIANT: HeaderName = HeaderName::from_static("x-portcullis-variant");
+
+/// Turns the client's request into the one sent upstream; `peer` is the connection's
+/// peer and `proto` the client's protocol (`http` or `https`).
+pub(super) fn rewrite(
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+    peer: Option<IpAddr>,
+    proto: &str,
+) -> Result<()> {
+    if let Some(strip_len) = ctx.strip_len {
+        let path = stripped_path_and_query(&req.uri, strip_len);
+        req.set_raw_path(path.as_bytes())?;
+    }
+    remove_hop_by_hop(req);
+    add_forwarded(req, peer, proto);
+    if let Some(gateway) = &ctx.gateway {
+        req.insert_header(
+            gateway.tracing.request_id_header.clone(),
+            ctx.request_id.as_str(),
+        )?;
+    }
+    if let Some(trace) = &ctx.trace {
+        req.insert_header("traceparent", trace.header())?;
+    }
+    req.remove_header(&VARIANT);
+    if let Some(variant) = ctx.variant {
+        req.insert_header(VARIANT, variant.as_str())?;
+    }
+    // Only the gateway says who the consumer is: a client's own copy never passes.
+    req.remove_header(&CONSUMER_ID);
+    if let Some(consumer) = &ctx.plugins.consumer {
+        req.insert_header(CONSUMER_ID, &**consumer)?;
+    }
+    Ok(())
+}
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE` and `Trailer`.
@@ -57,7 +98,7 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
 /// Appends the connection's peer to `X-Forwarded-For` (every line the client sent kept,
 /// in order, joined into one) and sets `X-Forwarded-Proto` and `X-Forwarded-Host` (the
 /// Host the client asked for, unless a previous proxy set it).
-pub fn add_forwarded(req: &mut RequestHeader, peer: Option<std::net::IpAddr>, proto: &str) {
+pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &str) {
     if let Some(ip) = peer {
         let mut chain = Vec::with_capacity(64);
         for line in req.headers.get_all(&X_FORWARDED_FOR) {
@@ -95,14 +136,7 @@ pub fn stripped_path_and_query(uri: &http::Uri, strip_len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        for (name, value) in headers {
-            req.append_header(name.to_string(), *value).expect("header");
-        }
-        req
-    }
+    use crate::model::request::testing::request;
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {

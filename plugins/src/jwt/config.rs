@@ -91,10 +91,6 @@ const ASYMMETRIC: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-fn problem(field: &str, message: impl Into<String>) -> Problem {
-    Problem::new(format!("jwt.{field}"), message)
-}
-
 impl JwtConfig {
     /// The accepted algorithms, checked against the key source.
     pub fn algorithms(&self) -> Result<Vec<Algorithm>, Problem> {
@@ -108,15 +104,14 @@ impl JwtConfig {
         let mut algorithms = Vec::new();
         for (i, name) in self.algorithms.iter().enumerate() {
             let alg = Algorithm::from_str(name).map_err(|_| {
-                problem(
-                    &format!("algorithms[{i}]"),
+                Problem::new(format!("algorithms[{i}]"),
                     format!("{name:?} is not a supported algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)"),
                 )
             })?;
             let hmac = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
             if hmac != self.secret.is_some() {
-                return Err(problem(
-                    &format!("algorithms[{i}]"),
+                return Err(Problem::new(
+                    format!("algorithms[{i}]"),
                     if hmac {
                         "HS algorithms need secret:; JWKS keys are public keys"
                     } else {
@@ -134,7 +129,7 @@ impl JwtConfig {
         match (&self.secret, &self.jwks_file, &self.jwks_url) {
             (Some(secret), None, None) => {
                 if secret.len() < MIN_SECRET_BYTES {
-                    return Err(problem(
+                    return Err(Problem::new(
                         "secret",
                         format!("must be at least {MIN_SECRET_BYTES} bytes"),
                     ));
@@ -145,9 +140,9 @@ impl JwtConfig {
             }
             (None, Some(file), None) => {
                 let text = std::fs::read(file)
-                    .map_err(|e| problem("jwks_file", format!("cannot read {file}: {e}")))?;
+                    .map_err(|e| Problem::new("jwks_file", format!("cannot read {file}: {e}")))?;
                 let (keys, skipped) = KeySet::from_jwks(&text)
-                    .map_err(|e| problem("jwks_file", format!("{file}: {e}")))?;
+                    .map_err(|e| Problem::new("jwks_file", format!("{file}: {e}")))?;
                 if !skipped.is_empty() {
                     log::warn!("jwt: {file}: skipped {}", skipped.join("; "));
                 }
@@ -155,13 +150,16 @@ impl JwtConfig {
             }
             (None, None, Some(url)) => {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(problem("jwks_url", "must be an http:// or https:// URL"));
+                    return Err(Problem::new(
+                        "jwks_url",
+                        "must be an http:// or https:// URL",
+                    ));
                 }
                 let refresh = self
                     .jwks_refresh
                     .map_or(std::time::Duration::from_secs(300), |d| d.0);
                 if refresh < std::time::Duration::from_secs(1) {
-                    return Err(problem("jwks_refresh", "must be at least 1s"));
+                    return Err(Problem::new("jwks_refresh", "must be at least 1s"));
                 }
                 // The fetcher (and its cache) survives reloads that keep URL and period.
                 let key = format!("{url} every {}ms", refresh.as_millis());
@@ -171,7 +169,10 @@ impl JwtConfig {
                     }),
                 ))
             }
-            _ => Err(problem("", "set exactly one of jwks_file, jwks_url and secret").trim_path()),
+            _ => Err(Problem::new(
+                "",
+                "set exactly one of jwks_file, jwks_url and secret",
+            )),
         }
     }
 
@@ -191,25 +192,18 @@ impl JwtConfig {
             .map(|(claim, header)| {
                 let path = format!("claims_to_headers.{claim}");
                 let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                    problem(&path, format!("{header:?} is not a valid header name"))
+                    Problem::new(&path, format!("{header:?} is not a valid header name"))
                 })?;
                 // Headers the gateway itself vouches for or routes on are not claim slots.
                 if RESERVED_HEADERS.contains(&name.as_str()) {
-                    return Err(problem(&path, format!("{header} is set by the gateway")));
+                    return Err(Problem::new(
+                        &path,
+                        format!("{header} is set by the gateway"),
+                    ));
                 }
                 Ok((claim.clone(), name))
             })
             .collect()
-    }
-}
-
-impl Problem {
-    /// `jwt.` → `jwt` for problems about the section as a whole.
-    fn trim_path(mut self) -> Self {
-        if self.path.ends_with('.') {
-            self.path.pop();
-        }
-        self
     }
 }
 
@@ -221,15 +215,10 @@ mod tests {
         serde_yaml::from_str(yaml).expect("parses")
     }
 
+    /// The first problem of a `jwt` entry, as `path: message`.
     fn first_problem(yaml: &str) -> String {
-        let config = config(yaml);
-        let env = PluginEnv::check();
-        let problem = config
-            .algorithms()
-            .and_then(|_| config.claim_headers())
-            .and_then(|_| config.key_source(&env).map(|_| ()))
-            .expect_err("a problem");
-        format!("{}: {}", problem.path, problem.message)
+        let problems = crate::config::section_problems(&format!("jwt: {yaml}"));
+        problems.first().expect("a problem").to_string()
     }
 
     #[test]

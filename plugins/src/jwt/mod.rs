@@ -16,7 +16,7 @@ use pingora_http::RequestHeader;
 
 use crate::auth::{self, credentials};
 use crate::consumers::Consumers;
-use crate::{ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
+use crate::{Entry, ErrorCode, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection};
 
 pub use cache::{TokenCache, Verified};
 pub use config::{Audience, JwtConfig, KeySource};
@@ -36,9 +36,19 @@ pub struct Jwt {
     cache: TokenCache,
 }
 
-impl Jwt {
+impl Entry for Jwt {
+    const NAME: &'static str = "jwt";
+    const PHASE: Phase = Phase::Auth;
+    type Config = JwtConfig;
+
     /// Checks `config`, loads its keys (or takes over / starts the JWKS fetcher).
-    pub fn new(config: &JwtConfig, env: &PluginEnv) -> Result<Self, Problem> {
+    fn compile(config: &JwtConfig, _: Level, env: &PluginEnv) -> Result<Self, Vec<Problem>> {
+        Self::new(config, env).map_err(|problem| vec![problem])
+    }
+}
+
+impl Jwt {
+    fn new(config: &JwtConfig, env: &PluginEnv) -> Result<Self, Problem> {
         let algorithms = config.algorithms()?;
         let claim_headers = config.claim_headers()?;
         let keys = config.key_source(env)?;
@@ -129,14 +139,6 @@ impl Jwt {
 
 #[async_trait::async_trait]
 impl Plugin for Jwt {
-    fn name(&self) -> &'static str {
-        "jwt"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::Auth
-    }
-
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let Some(token) = self.token(req) else {
             return Err(auth::bearer_refusal(

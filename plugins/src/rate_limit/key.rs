@@ -1,133 +1,66 @@
-//! What a limit counts by: `client_ip`, `consumer`, `tier`, `route`, `global`,
-//! `header:NAME` or `jwt:CLAIM`.
+//! The counter a limit (`rate_limit` rule or `concurrency_limit`) counts a request in: its
+//! key's kind and value, below the route for route-level limits.
 
-use std::fmt::Write;
-
-use http::HeaderName;
 use pingora_http::RequestHeader;
 
-use crate::PluginCtx;
+use crate::{PluginCtx, RequestKey};
 
-/// The key of a rate or concurrency limit, parsed at config load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LimitKey {
-    /// The TCP peer's address.
-    ClientIp,
-    /// The authenticated consumer.
-    Consumer,
-    /// The consumer's tier: every consumer of a tier shares one counter.
-    Tier,
-    /// The matched route.
-    Route,
-    /// One counter for every request the rule sees.
-    Global,
-    /// A request header's value.
-    Header(HeaderName),
-    /// A claim of the request's JWT.
-    Jwt(String),
-}
-
-impl LimitKey {
-    /// Parses a configured key; the error says what is accepted.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let key = match text {
-            "client_ip" => Self::ClientIp,
-            "consumer" => Self::Consumer,
-            "tier" => Self::Tier,
-            "route" => Self::Route,
-            "global" => Self::Global,
-            _ => match text.split_once(':') {
-                Some(("header", name)) => Self::Header(
-                    HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| format!("{name:?} is not a valid header name"))?,
-                ),
-                Some(("jwt", claim)) if !claim.is_empty() => Self::Jwt(claim.to_string()),
-                _ => {
-                    return Err(format!(
-                        "unknown key {text:?}; use client_ip, consumer, tier, route, global, \
-                         header:NAME or jwt:CLAIM"
-                    ))
-                }
-            },
-        };
-        Ok(key)
+/// Writes into `out` (cleared first) the counter key of this request: for a route-level
+/// limit the route, then a kind prefix and the key's value. A request without the value
+/// (no consumer, no such header or claim) is counted by its client address instead, so it
+/// is still limited, apart from the others.
+pub fn write_counter_key(
+    key: &RequestKey,
+    route_level: bool,
+    req: &RequestHeader,
+    ctx: &PluginCtx,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    if route_level {
+        out.extend_from_slice(ctx.route.as_bytes());
+        out.push(b'|');
     }
-
-    /// Writes the counter key of this request into `out`: a kind prefix and the value.
-    /// A request without the value (no consumer, no such header or claim) is counted by
-    /// its client address instead, so it is still limited, apart from the others.
-    pub fn write_value(&self, req: &RequestHeader, ctx: &PluginCtx, out: &mut String) {
-        let found = match self {
-            Self::ClientIp => false,
-            Self::Consumer => ctx
-                .consumer
-                .as_deref()
-                .map(|c| push(out, "c=", c))
-                .is_some(),
-            Self::Tier => ctx
-                .consumer_tier
-                .as_deref()
-                .map(|t| push(out, "t=", t))
-                .is_some(),
-            Self::Route => {
-                push(out, "r=", &ctx.route);
-                true
-            }
-            Self::Global => {
-                out.push('*');
-                true
-            }
-            Self::Header(name) => match req.headers.get(name) {
-                Some(value) => {
-                    out.push_str("h=");
-                    out.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                    true
-                }
-                None => false,
-            },
-            Self::Jwt(claim) => match ctx.claims.as_ref().and_then(|claims| claims.get(claim)) {
-                Some(serde_json::Value::String(text)) => {
-                    push(out, "j=", text);
-                    true
-                }
-                Some(serde_json::Value::Null) | None => false,
-                Some(other) => {
-                    let _ = write!(out, "j={other}");
-                    true
-                }
-            },
-        };
-        if !found {
-            match ctx.client_ip {
-                Some(ip) => {
-                    let _ = write!(out, "ip={ip}");
-                }
-                None => out.push_str("ip=?"),
-            }
+    let start = out.len();
+    out.extend_from_slice(kind(key));
+    if !key.write_value(req, ctx, out) {
+        out.truncate(start);
+        out.extend_from_slice(b"ip=");
+        if !RequestKey::ClientIp.write_value(req, ctx, out) {
+            out.push(b'?');
         }
     }
 }
 
-fn push(out: &mut String, prefix: &str, value: &str) {
-    out.push_str(prefix);
-    out.push_str(value);
+/// Keeps the values of different kinds apart (a consumer named like a header value).
+fn kind(key: &RequestKey) -> &'static [u8] {
+    match key {
+        RequestKey::ClientIp => b"ip=",
+        RequestKey::Consumer => b"c=",
+        RequestKey::Tier => b"t=",
+        RequestKey::Route => b"r=",
+        RequestKey::Global => b"*",
+        RequestKey::Header(_) => b"h=",
+        RequestKey::Cookie(_) => b"k=",
+        RequestKey::Claim(_) => b"j=",
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyUse;
     use std::sync::Arc;
 
-    fn value(key: &str, ctx: &PluginCtx, headers: &[(&str, &str)]) -> String {
+    fn counter(key: &str, route_level: bool, ctx: &PluginCtx, headers: &[(&str, &str)]) -> String {
         let mut req = RequestHeader::build("GET", b"/", None).expect("request");
         for (name, v) in headers {
             req.insert_header(name.to_string(), *v).expect("header");
         }
-        let mut out = String::new();
-        LimitKey::parse(key)
-            .expect("key")
-            .write_value(&req, ctx, &mut out);
-        out
+        let mut out = b"left over".to_vec();
+        let key = RequestKey::parse(key, KeyUse::Limit).expect("key");
+        write_counter_key(&key, route_level, &req, ctx, &mut out);
+        String::from_utf8(out).expect("utf-8")
     }
 
     #[test]
@@ -142,13 +75,15 @@ mod tests {
             claims: Some(Arc::new(claims)),
             ..PluginCtx::default()
         };
-        assert_eq!(value("client_ip", &ctx, &[]), "ip=10.0.0.1");
-        assert_eq!(value("consumer", &ctx, &[]), "c=acme");
-        assert_eq!(value("tier", &ctx, &[]), "t=gold");
-        assert_eq!(value("route", &ctx, &[]), "r=orders");
-        assert_eq!(value("global", &ctx, &[]), "*");
-        assert_eq!(value("header:X-Client", &ctx, &[("X-Client", "k")]), "h=k");
-        assert_eq!(value("jwt:tenant", &ctx, &[]), "j=t1");
+        let value = |key: &str, headers: &[(&str, &str)]| counter(key, false, &ctx, headers);
+        assert_eq!(value("client_ip", &[]), "ip=10.0.0.1");
+        assert_eq!(value("consumer", &[]), "c=acme");
+        assert_eq!(value("tier", &[]), "t=gold");
+        assert_eq!(value("route", &[]), "r=orders");
+        assert_eq!(value("global", &[]), "*");
+        assert_eq!(value("header:X-Client", &[("X-Client", "k")]), "h=k");
+        assert_eq!(value("jwt:tenant", &[]), "j=t1");
+        assert_eq!(counter("consumer", true, &ctx, &[]), "orders|c=acme");
     }
 
     #[test]
@@ -158,14 +93,18 @@ mod tests {
             ..PluginCtx::default()
         };
         for key in ["consumer", "tier", "header:X-Client", "jwt:sub"] {
-            assert_eq!(value(key, &ctx, &[]), "ip=10.0.0.2", "{key}");
+            assert_eq!(counter(key, false, &ctx, &[]), "ip=10.0.0.2", "{key}");
         }
+        assert_eq!(
+            counter("consumer", false, &PluginCtx::default(), &[]),
+            "ip=?"
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        assert!(LimitKey::parse("cookie:session").is_err());
-        assert!(LimitKey::parse("header:bad name").is_err());
-        assert!(LimitKey::parse("jwt:").is_err());
+        for key in ["cookie:session", "header:bad name", "jwt:"] {
+            assert!(RequestKey::parse(key, KeyUse::Limit).is_err(), "{key}");
+        }
     }
 }

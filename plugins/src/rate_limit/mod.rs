@@ -16,14 +16,17 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
 pub use self::headers::{seconds, RateLimitHeaders};
-pub use self::key::LimitKey;
+pub(crate) use self::key::write_counter_key;
 pub use self::local::LocalStore;
 pub use self::redis::{BackendError, OnError, RedisBackend, RedisConfig};
 pub use self::sliding_window::{SlidingWindow, WindowState};
 pub use self::token_bucket::{BucketState, TokenBucket};
 
 use crate::units::Duration;
-use crate::{ErrorCode, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection, Telemetry};
+use crate::{
+    Entry, ErrorCode, KeyUse, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection,
+    RequestKey, Telemetry,
+};
 
 /// One rule of `plugins.rate_limit` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -128,7 +131,7 @@ enum Store {
 
 struct Rule {
     name: Arc<str>,
-    key: LimitKey,
+    key: RequestKey,
     limits: Limits,
     tiers: Vec<(String, Limits)>,
     store: Store,
@@ -142,19 +145,15 @@ impl Rule {
             .map_or(&self.limits, |(_, limits)| limits)
     }
 
-    async fn check(&self, key: &str, limits: &Limits) -> Result<Outcome, BackendError> {
+    async fn check(&self, key: &[u8], limits: &Limits) -> Result<Outcome, BackendError> {
         match (&self.store, limits) {
             (Store::LocalBucket(store), Limits::TokenBucket(bucket)) => {
                 let now = store.now_ns();
-                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| {
-                    bucket.check(state, now)
-                }))
+                Ok(store.with(key, now, self.idle_ns, |state| bucket.check(state, now)))
             }
             (Store::LocalWindow(store), Limits::SlidingWindow(window)) => {
                 let now = store.now_ns();
-                Ok(store.with(key.as_bytes(), now, self.idle_ns, |state| {
-                    window.check(state, now)
-                }))
+                Ok(store.with(key, now, self.idle_ns, |state| window.check(state, now)))
             }
             (Store::Redis(redis), Limits::TokenBucket(bucket)) => {
                 let cost_us = bucket.per_ns as f64 / 1_000.0 / bucket.rate.max(1) as f64;
@@ -199,11 +198,12 @@ impl Rule {
 
 /// `portcullis:rl:{rule|key}`: the hash tag keeps the key on one cluster slot; long values
 /// (arbitrary header contents) are replaced by their SHA-1 so keys stay short.
-fn redis_key(rule: &str, key: &str) -> String {
+fn redis_key(rule: &str, key: &[u8]) -> String {
+    let key = String::from_utf8_lossy(key);
     if key.len() <= 128 {
         format!("portcullis:rl:{{{rule}|{key}}}")
     } else {
-        let digest = sha1_smol::Sha1::from(key).digest();
+        let digest = sha1_smol::Sha1::from(&*key).digest();
         format!("portcullis:rl:{{{rule}|#{digest}}}")
     }
 }
@@ -218,29 +218,33 @@ fn integers(reply: &[i64]) -> Result<[u64; 4], BackendError> {
 /// The compiled `rate_limit` plugin.
 pub struct RateLimit {
     rules: Vec<Rule>,
+    /// Route-level rules count per route (their key values are prefixed by the route);
+    /// rules of the global `plugins` section share their counters across every route.
     route_level: bool,
     telemetry: Arc<dyn Telemetry>,
 }
 
-impl RateLimit {
-    /// Compiles the rules. `route_level` rules count per route (their key values are
-    /// prefixed by the route); rules of the global `plugins` section share their
-    /// counters across every route.
-    pub fn new(
-        configs: &[RateLimitRuleConfig],
-        route_level: bool,
+impl Entry for RateLimit {
+    const NAME: &'static str = "rate_limit";
+    const PHASE: Phase = Phase::RateLimit;
+    type Config = Vec<RateLimitRuleConfig>;
+
+    /// Compiles the rules.
+    fn compile(
+        configs: &Vec<RateLimitRuleConfig>,
+        level: Level,
         env: &PluginEnv,
     ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut rules = Vec::new();
         let mut names = HashSet::new();
         if configs.is_empty() {
-            problems.push(problem("rate_limit", "needs at least one rule"));
+            problems.push(Problem::new("", "needs at least one rule"));
         }
         for (i, config) in configs.iter().enumerate() {
-            let path = format!("rate_limit[{i}]");
+            let path = format!("[{i}]");
             if !names.insert(config.name.as_str()) {
-                problems.push(problem(
+                problems.push(Problem::new(
                     format!("{path}.name"),
                     "another rule has this name",
                 ));
@@ -255,16 +259,9 @@ impl RateLimit {
         }
         Ok(Self {
             rules,
-            route_level,
+            route_level: level == Level::Route,
             telemetry: Arc::clone(&env.telemetry),
         })
-    }
-}
-
-fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem {
-        path: path.into(),
-        message: message.into(),
     }
 }
 
@@ -276,33 +273,23 @@ fn compile_rule(
     let name = &config.name;
     let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     if name.is_empty() || name.len() > 64 || !name.bytes().all(plain) {
-        return Err(problem(
+        return Err(Problem::new(
             format!("{path}.name"),
             "use 1-64 letters, digits, '-', '_' or '.'",
         ));
     }
-    let key =
-        LimitKey::parse(&config.key).map_err(|message| problem(format!("{path}.key"), message))?;
-    let positive = |field: &str, value: Option<u64>| match value {
-        Some(0) => Err(problem(format!("{path}.{field}"), "must be at least 1")),
-        Some(value) => Ok(Some(value)),
-        None => Ok(None),
-    };
-    let refuse =
-        |field: &str, set: bool, algorithm: &str| refuse_field(path, field, set, algorithm);
+    let key = RequestKey::parse(&config.key, KeyUse::Limit)
+        .map_err(|message| Problem::new(format!("{path}.key"), message))?;
     let base = match config.algorithm {
         Algorithm::TokenBucket => {
-            refuse("limit", config.limit.is_some(), "token_bucket")?;
-            refuse("window", config.window.is_some(), "token_bucket")?;
-            let rate = positive("rate", config.rate)?
-                .ok_or_else(|| problem(format!("{path}.rate"), "token_bucket needs a rate"))?;
-            let per_ns = config
-                .per
-                .map_or(1_000_000_000, |per| per.0.as_nanos() as u64);
-            if per_ns < 1_000_000 {
-                return Err(problem(format!("{path}.per"), "must be at least 1ms"));
-            }
-            let burst = positive("burst", config.burst)?.unwrap_or(rate);
+            let fields = Fields::new(path, "token_bucket");
+            fields.foreign(&[
+                ("limit", config.limit.is_some()),
+                ("window", config.window.is_some()),
+            ])?;
+            let rate = fields.required("rate", config.rate)?;
+            let per_ns = fields.at_least_1ms("per", config.per.unwrap_or(Duration(SECOND)))?;
+            let burst = fields.positive("burst", config.burst)?.unwrap_or(rate);
             Limits::TokenBucket(TokenBucket {
                 rate,
                 per_ns,
@@ -310,20 +297,17 @@ fn compile_rule(
             })
         }
         Algorithm::SlidingWindow => {
-            refuse("rate", config.rate.is_some(), "sliding_window")?;
-            refuse("per", config.per.is_some(), "sliding_window")?;
-            refuse("burst", config.burst.is_some(), "sliding_window")?;
-            let limit = positive("limit", config.limit)?
-                .ok_or_else(|| problem(format!("{path}.limit"), "sliding_window needs a limit"))?;
-            let window_ns = config
+            let fields = Fields::new(path, "sliding_window");
+            fields.foreign(&[
+                ("rate", config.rate.is_some()),
+                ("per", config.per.is_some()),
+                ("burst", config.burst.is_some()),
+            ])?;
+            let limit = fields.required("limit", config.limit)?;
+            let window = config
                 .window
-                .map(|window| window.0.as_nanos() as u64)
-                .ok_or_else(|| {
-                    problem(format!("{path}.window"), "sliding_window needs a window")
-                })?;
-            if window_ns < 1_000_000 {
-                return Err(problem(format!("{path}.window"), "must be at least 1ms"));
-            }
+                .ok_or_else(|| fields.problem("window", "sliding_window needs a window"))?;
+            let window_ns = fields.at_least_1ms("window", window)?;
             Limits::SlidingWindow(SlidingWindow { limit, window_ns })
         }
     };
@@ -332,39 +316,28 @@ fn compile_rule(
         let tier_path = format!("{path}.tiers.{tier}");
         let limits = match base {
             Limits::TokenBucket(bucket) => {
-                refuse_field(
-                    &tier_path,
-                    "limit",
-                    overrides.limit.is_some(),
-                    "token_bucket",
-                )?;
-                let rate = positive("rate", overrides.rate)?.unwrap_or(bucket.rate);
-                let default_burst = if overrides.rate.is_some() {
-                    rate
-                } else {
-                    bucket.burst
-                };
-                let burst = positive("burst", overrides.burst)?.unwrap_or(default_burst);
+                let fields = Fields::new(&tier_path, "token_bucket");
+                fields.foreign(&[("limit", overrides.limit.is_some())])?;
+                let rate = fields.positive("rate", overrides.rate)?;
+                // A tier that sets its rate gets a burst of that rate by default.
+                let default_burst = rate.unwrap_or(bucket.burst);
                 Limits::TokenBucket(TokenBucket {
-                    rate,
-                    burst,
+                    rate: rate.unwrap_or(bucket.rate),
+                    burst: fields
+                        .positive("burst", overrides.burst)?
+                        .unwrap_or(default_burst),
                     ..bucket
                 })
             }
             Limits::SlidingWindow(window) => {
-                refuse_field(
-                    &tier_path,
-                    "rate",
-                    overrides.rate.is_some(),
-                    "sliding_window",
-                )?;
-                refuse_field(
-                    &tier_path,
-                    "burst",
-                    overrides.burst.is_some(),
-                    "sliding_window",
-                )?;
-                let limit = positive("limit", overrides.limit)?.unwrap_or(window.limit);
+                let fields = Fields::new(&tier_path, "sliding_window");
+                fields.foreign(&[
+                    ("rate", overrides.rate.is_some()),
+                    ("burst", overrides.burst.is_some()),
+                ])?;
+                let limit = fields
+                    .positive("limit", overrides.limit)?
+                    .unwrap_or(window.limit);
                 Limits::SlidingWindow(SlidingWindow { limit, ..window })
             }
         };
@@ -375,10 +348,14 @@ fn compile_rule(
         .map(|(_, limits)| limits.idle_ns())
         .fold(base.idle_ns(), u64::max);
     // Counters carry over a reload only while everything that gives them meaning is unchanged.
-    let identity = format!("rate_limit|{name}|{:?}|{base:?}|{tiers:?}", config.key);
+    let identity = format!(
+        "{}|{name}|{:?}|{base:?}|{tiers:?}",
+        RateLimit::NAME,
+        config.key
+    );
     let store = match (config.backend, base) {
         (Backend::Redis, _) => Store::Redis(env.redis.clone().ok_or_else(|| {
-            problem(
+            Problem::new(
                 format!("{path}.backend"),
                 "backend redis needs the top-level redis section",
             )
@@ -402,15 +379,51 @@ fn compile_rule(
     })
 }
 
-/// A problem at `path.field` when a field of the other algorithm is `set`.
-fn refuse_field(path: &str, field: &str, set: bool, algorithm: &str) -> Result<(), Problem> {
-    if set {
-        Err(problem(
-            format!("{path}.{field}"),
-            format!("not a field of {algorithm}"),
-        ))
-    } else {
-        Ok(())
+const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The checks of a rule's (or a tier's) fields for one algorithm.
+struct Fields<'a> {
+    path: &'a str,
+    algorithm: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(path: &'a str, algorithm: &'static str) -> Self {
+        Self { path, algorithm }
+    }
+
+    fn problem(&self, field: &str, message: impl Into<String>) -> Problem {
+        Problem::new(format!("{}.{field}", self.path), message)
+    }
+
+    /// A problem at the first of `fields` that is set: they belong to the other algorithm.
+    fn foreign(&self, fields: &[(&str, bool)]) -> Result<(), Problem> {
+        match fields.iter().find(|(_, set)| *set) {
+            Some((field, _)) => {
+                Err(self.problem(field, format!("not a field of {}", self.algorithm)))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn positive(&self, field: &str, value: Option<u64>) -> Result<Option<u64>, Problem> {
+        match value {
+            Some(0) => Err(self.problem(field, "must be at least 1")),
+            value => Ok(value),
+        }
+    }
+
+    fn required(&self, field: &str, value: Option<u64>) -> Result<u64, Problem> {
+        self.positive(field, value)?
+            .ok_or_else(|| self.problem(field, format!("{} needs a {field}", self.algorithm)))
+    }
+
+    fn at_least_1ms(&self, field: &str, value: Duration) -> Result<u64, Problem> {
+        let nanos = value.0.as_nanos() as u64;
+        if nanos < 1_000_000 {
+            return Err(self.problem(field, "must be at least 1ms"));
+        }
+        Ok(nanos)
     }
 }
 
@@ -422,24 +435,11 @@ fn closer(candidate: &Outcome, current: &Outcome) -> bool {
 
 #[async_trait::async_trait]
 impl Plugin for RateLimit {
-    fn name(&self) -> &'static str {
-        "rate_limit"
-    }
-
-    fn phase(&self) -> Phase {
-        Phase::RateLimit
-    }
-
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let mut closest: Option<RateLimitHeaders> = None;
-        let mut key = String::with_capacity(64);
+        let mut key = Vec::with_capacity(64);
         for rule in &self.rules {
-            key.clear();
-            if self.route_level {
-                key.push_str(&ctx.route);
-                key.push('|');
-            }
-            rule.key.write_value(req, ctx, &mut key);
+            write_counter_key(&rule.key, self.route_level, req, ctx, &mut key);
             let limits = rule.limits_for(ctx.consumer_tier.as_deref());
             match rule.check(&key, limits).await {
                 Ok(outcome) if outcome.allowed => {

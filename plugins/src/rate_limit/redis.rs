@@ -81,16 +81,10 @@ impl RedisBackend {
         retained: &Retained,
         background: bool,
     ) -> Result<Self, Problem> {
-        let link = Link::parse(&config.url).map_err(|message| Problem {
-            path: "url".into(),
-            message,
-        })?;
+        let link = Link::parse(&config.url).map_err(|message| Problem::new("url", message))?;
         let timeout = config.timeout.0;
         if timeout.is_zero() {
-            return Err(Problem {
-                path: "timeout".into(),
-                message: "must be greater than 0".into(),
-            });
+            return Err(Problem::new("timeout", "must be greater than 0"));
         }
         let connection = if background {
             let key = format!("{}|{timeout:?}", config.url);

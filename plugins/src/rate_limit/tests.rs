@@ -23,7 +23,7 @@ fn plugin(yaml: &str, telemetry: Arc<Counted>) -> RateLimit {
         telemetry,
         ..PluginEnv::check()
     };
-    RateLimit::new(&rules, true, &env).unwrap_or_else(|e| panic!("{e:?}"))
+    RateLimit::compile(&rules, Level::Route, &env).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn ctx(consumer: Option<&str>, tier: Option<&str>) -> PluginCtx {
@@ -145,12 +145,11 @@ async fn the_rule_closest_to_its_limit_drives_the_headers_and_refusals_are_count
 
 #[test]
 fn mistakes_are_reported_with_their_path() {
-    let problems = |yaml: &str| {
-        let rules: Vec<RateLimitRuleConfig> = serde_yaml::from_str(yaml).expect("yaml");
-        match RateLimit::new(&rules, true, &PluginEnv::check()) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems.into_iter().map(|p| p.path).collect(),
-        }
+    let problems = |yaml: &str| -> Vec<String> {
+        crate::config::section_problems(&format!("rate_limit: {yaml}"))
+            .into_iter()
+            .map(|p| p.path)
+            .collect()
     };
     assert_eq!(
         problems("[{name: a, key: client_ip, algorithm: token_bucket}]"),
@@ -172,5 +171,12 @@ fn mistakes_are_reported_with_their_path() {
               {name: a, key: 'cookie:x', algorithm: token_bucket, rate: 1}]"
         ),
         ["rate_limit[1].name", "rate_limit[1].key"]
+    );
+    assert_eq!(
+        problems(
+            "[{name: a, key: client_ip, algorithm: token_bucket, rate: 1, \
+               tiers: {gold: {rate: 0}}}]"
+        ),
+        ["rate_limit[0].tiers.gold.rate"]
     );
 }

@@ -10,12 +10,10 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use pingora_http::RequestHeader;
-use portcullis_plugins::PluginCtx;
+use portcullis_plugins::{KeyUse, PluginCtx, RequestKey};
 
-use crate::config::schema::CanaryConfig;
-use crate::config::Problem;
-use crate::request_key::RequestKey;
-use crate::upstream::Upstream;
+use crate::config::{verdict, CanaryConfig, Problem};
+use crate::model::upstream::Upstream;
 
 /// Which pool a request went to, as the upstream (`X-Portcullis-Variant`), the metrics
 /// and the access log see it.
@@ -52,27 +50,30 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// Checks and compiles `config`; `upstream` is the canary pool, already looked up.
+    /// Checks and compiles `config`; `upstream` is the canary pool, already looked up
+    /// (when it is `None` the caller has reported why, and only `config`'s own problems
+    /// are added).
     pub fn compile(
         config: &CanaryConfig,
         upstream: Option<Arc<Upstream>>,
         path: &str,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
-        let mut ok = true;
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
         if !(0.0..=100.0).contains(&config.weight) {
             problems.push(Problem::new(
                 format!("{path}.weight"),
                 "must be between 0 and 100",
             ));
-            ok = false;
         }
-        let sticky_on = match config.sticky_on.as_deref().map(RequestKey::parse) {
+        let sticky_on = match config
+            .sticky_on
+            .as_deref()
+            .map(|key| RequestKey::parse(key, KeyUse::Affinity))
+        {
             None => None,
             Some(Ok(sticky_on)) => Some(sticky_on),
             Some(Err(message)) => {
                 problems.push(Problem::new(format!("{path}.sticky_on"), message));
-                ok = false;
                 None
             }
         };
@@ -85,23 +86,25 @@ impl Canary {
                         format!("{path}.force_header"),
                         format!("{name:?} is not a valid header name"),
                     ));
-                    ok = false;
                     None
                 }
             },
         };
-        let upstream = upstream?;
-        ok.then(|| Self {
+        let Some(upstream) = upstream else {
+            return Err(problems);
+        };
+        let canary = Self {
             upstream,
             threshold: (config.weight * 100.0).round() as u64,
             sticky_on,
             force_header,
-        })
+        };
+        verdict(canary, problems)
     }
 
     /// The variant for this request: forced by the force header, else by the sticky
-    /// value's bucket, else drawn at random.
-    pub fn choose(&self, req: &RequestHeader, ctx: &PluginCtx) -> Variant {
+    /// value's bucket, else drawn at random. `key` is the request's reused key buffer.
+    pub fn choose(&self, req: &RequestHeader, ctx: &PluginCtx, key: &mut Vec<u8>) -> Variant {
         if let Some(forced) = self
             .force_header
             .as_ref()
@@ -115,13 +118,13 @@ impl Canary {
                 return Variant::Stable;
             }
         }
-        let sticky_value = self.sticky_on.as_ref().and_then(|key| key.value(req, ctx));
-        let bucket = match sticky_value {
-            Some(value) => sticky_bucket(&value),
-            None => {
-                use rand::Rng;
-                rand::thread_rng().gen_range(0..BUCKETS)
-            }
+        key.clear();
+        let sticky = (self.sticky_on.as_ref()).is_some_and(|on| on.write_value(req, ctx, key));
+        let bucket = if sticky {
+            sticky_bucket(key)
+        } else {
+            use rand::Rng;
+            rand::thread_rng().gen_range(0..BUCKETS)
         };
         if bucket < self.threshold {
             Variant::Canary
@@ -155,23 +158,15 @@ pub fn sticky_bucket(value: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::request::testing::request;
 
     fn canary(weight: f64, sticky_on: &str) -> Canary {
         Canary {
-            upstream: Arc::new(crate::upstream::test_pool("canary")),
+            upstream: Arc::new(crate::model::upstream::test_pool("canary")),
             threshold: (weight * 100.0).round() as u64,
-            sticky_on: RequestKey::parse(sticky_on).ok(),
+            sticky_on: RequestKey::parse(sticky_on, KeyUse::Affinity).ok(),
             force_header: Some(HeaderName::from_static("x-canary")),
         }
-    }
-
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("valid request");
-        for (name, value) in headers {
-            req.insert_header(name.to_string(), *value)
-                .expect("valid header");
-        }
-        req
     }
 
     fn consumer_ctx(consumer: &str) -> PluginCtx {
@@ -187,8 +182,8 @@ mod tests {
         let req = request(&[]);
         for user in 0..100 {
             let ctx = consumer_ctx(&format!("user-{user}"));
-            let first = canary.choose(&req, &ctx);
-            assert!((0..20).all(|_| canary.choose(&req, &ctx) == first));
+            let first = canary.choose(&req, &ctx, &mut Vec::new());
+            assert!((0..20).all(|_| canary.choose(&req, &ctx, &mut Vec::new()) == first));
         }
     }
 
@@ -200,7 +195,7 @@ mod tests {
         let at = |c: &Canary| -> Vec<bool> {
             users
                 .iter()
-                .map(|ctx| c.choose(&req, ctx) == Variant::Canary)
+                .map(|ctx| c.choose(&req, ctx, &mut Vec::new()) == Variant::Canary)
                 .collect()
         };
         let (at_five, at_ten) = (at(&five), at(&ten));
@@ -226,8 +221,8 @@ mod tests {
                     claims: Some(Arc::new(claims)),
                     ..PluginCtx::default()
                 };
-                let first = canary.choose(&req, &ctx);
-                assert_eq!(canary.choose(&req, &ctx), first);
+                let first = canary.choose(&req, &ctx, &mut Vec::new());
+                assert_eq!(canary.choose(&req, &ctx, &mut Vec::new()), first);
                 first
             })
             .collect();
@@ -240,9 +235,15 @@ mod tests {
         let ctx = consumer_ctx("someone");
         let always = request(&[("X-Canary", "always")]);
         let never = request(&[("X-Canary", "Never")]);
-        assert_eq!(none.choose(&always, &ctx), Variant::Canary);
-        assert_eq!(all.choose(&never, &ctx), Variant::Stable);
-        assert_eq!(all.choose(&request(&[]), &ctx), Variant::Canary);
-        assert_eq!(none.choose(&request(&[]), &ctx), Variant::Stable);
+        assert_eq!(none.choose(&always, &ctx, &mut Vec::new()), Variant::Canary);
+        assert_eq!(all.choose(&never, &ctx, &mut Vec::new()), Variant::Stable);
+        assert_eq!(
+            all.choose(&request(&[]), &ctx, &mut Vec::new()),
+            Variant::Canary
+        );
+        assert_eq!(
+            none.choose(&request(&[]), &ctx, &mut Vec::new()),
+            Variant::Stable
+        );
     }
 }
