@@ -45,6 +45,8 @@ pub struct Metrics {
     pub rate_limit_backend_errors: IntCounterVec,
     /// `portcullis_cache_requests_total{route,result}`
     pub cache_requests: IntCounterVec,
+    /// `portcullis_tls_certificate_expiry_seconds{listener,name}`: notAfter as a Unix time.
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -156,6 +158,13 @@ impl Metrics {
             ),
             &["route", "result"],
         );
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_tls_certificate_expiry_seconds",
+                "When the listener's certificate expires (its notAfter), as a Unix time.",
+            ),
+            &["listener", "name"],
+        );
         let downstream_connections = IntGauge::new(
             "portcullis_downstream_connections",
             "Open client connections (HTTP/2: open streams).",
@@ -183,8 +192,9 @@ impl Metrics {
             rate_limited: rate_limited.expect("valid metric definition"),
             rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
             cache_requests: cache_requests.expect("valid metric definition"),
+            tls_certificate_expiry: tls_certificate_expiry.expect("valid metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -202,6 +212,7 @@ impl Metrics {
             Box::new(metrics.rate_limited.clone()),
             Box::new(metrics.rate_limit_backend_errors.clone()),
             Box::new(metrics.cache_requests.clone()),
+            Box::new(metrics.tls_certificate_expiry.clone()),
         ];
         for collector in collectors {
             metrics

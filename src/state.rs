@@ -93,6 +93,7 @@ fn publish(gateway: &Gateway, metrics: &Metrics) {
     metrics
         .config_version
         .set(i64::try_from(gateway.version).unwrap_or(i64::MAX));
+    publish_certificates(gateway, metrics);
     for upstream in gateway.upstreams.values() {
         for target in &upstream.targets {
             metrics
@@ -104,5 +105,27 @@ fn publish(gateway: &Gateway, metrics: &Metrics) {
                 .with_label_values(&[&upstream.name, &target.label])
                 .set(i64::from(upstream.target_ejected(target)));
         }
+    }
+}
+
+/// Sets `portcullis_tls_certificate_expiry_seconds` for the certificates of this
+/// configuration only (a certificate removed by a reload leaves the metric).
+fn publish_certificates(gateway: &Gateway, metrics: &Metrics) {
+    let mut expiries = std::collections::BTreeMap::new();
+    for (listener, store) in &gateway.tls {
+        for (name, not_after) in store.expiries() {
+            // Two certificates of one listener named alike: the one that expires first.
+            expiries
+                .entry((listener.to_string(), name))
+                .and_modify(|earliest: &mut i64| *earliest = (*earliest).min(not_after))
+                .or_insert(not_after);
+        }
+    }
+    metrics.tls_certificate_expiry.reset();
+    for ((listener, name), not_after) in expiries {
+        metrics
+            .tls_certificate_expiry
+            .with_label_values(&[listener.as_str(), name])
+            .set(not_after);
     }
 }

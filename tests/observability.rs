@@ -3,7 +3,13 @@
 
 mod common;
 
-use common::{eventually, metric_value, Gateway, OneRoute, Upstream, PING_ROUTE};
+use std::path::Path;
+use std::process::Command;
+
+use common::{
+    eventually, extend_section, free_port, make_cert, metric_value, Gateway, OneRoute, TestDir,
+    Upstream, BASE_CONFIG, PING_ROUTE,
+};
 use serde_json::Value;
 
 /// The fields of every access log line.
@@ -341,5 +347,62 @@ fn downstream_connections_counts_open_client_connections() {
         gauge() == Some(0.0),
         "closed connections are released, got {:?}",
         gauge()
+    );
+}
+
+/// A certificate's notAfter as a Unix time, as the openssl CLI reads it.
+fn not_after(cert: &Path) -> f64 {
+    let output = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in"])
+        .arg(cert)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let date = text.trim().trim_start_matches("notAfter=");
+    chrono::NaiveDateTime::parse_from_str(date, "%b %e %H:%M:%S %Y GMT")
+        .unwrap_or_else(|e| panic!("openssl's notAfter {date:?}: {e}"))
+        .and_utc()
+        .timestamp() as f64
+}
+
+#[test]
+fn certificate_expiry_follows_the_certificates_in_force() {
+    let certs = TestDir::new();
+    make_cert(certs.path(), "edge", "edge.test,www.edge.test");
+    make_cert(certs.path(), "other", "other.test");
+    let port = free_port();
+    let config = |file: &str| {
+        let listener = format!(
+            "  - address: \"127.0.0.1:{port}\"\n    tls:\n      certificates:\n        - {{ cert: \"{0}/{file}.pem\", key: \"{0}/{file}.key\" }}",
+            certs.path().display()
+        );
+        extend_section(BASE_CONFIG, "listeners", &listener) + &format!("routes:\n{PING_ROUTE}")
+    };
+    let gateway = Gateway::start_raw(&config("edge"));
+    let listener = format!("127.0.0.1:{port}");
+    let expiry = |name: &str| {
+        gateway.metric(
+            "portcullis_tls_certificate_expiry_seconds",
+            &[("listener", &listener), ("name", name)],
+        )
+    };
+
+    assert_eq!(
+        expiry("edge.test"),
+        Some(not_after(&certs.join("edge.pem")))
+    );
+    assert_eq!(expiry("www.edge.test"), None, "one series per certificate");
+
+    gateway.rewrite_config_raw(&config("other"));
+    gateway.reload();
+
+    assert_eq!(
+        expiry("other.test"),
+        Some(not_after(&certs.join("other.pem")))
+    );
+    assert_eq!(
+        expiry("edge.test"),
+        None,
+        "a certificate no longer served is dropped"
     );
 }
