@@ -17,6 +17,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod state;
+pub mod status_page;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;

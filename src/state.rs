@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use chrono::{DateTime, Utc};
 
 use crate::access_log::AccessLog;
+use crate::config::Problems;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 
@@ -26,6 +28,15 @@ pub struct State {
     activated: tokio::sync::watch::Sender<bool>,
     serving: AtomicBool,
     draining: AtomicBool,
+    last_refusal: ArcSwapOption<ReloadRefusal>,
+}
+
+/// A reload that was refused, kept for /status and the status page.
+pub struct ReloadRefusal {
+    /// When it was refused.
+    pub at: DateTime<Utc>,
+    /// Every problem, one `FILE: path.to.field: message` each.
+    pub problems: Vec<String>,
 }
 
 impl State {
@@ -46,6 +57,7 @@ impl State {
             activated: tokio::sync::watch::Sender::new(false),
             serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            last_refusal: ArcSwapOption::empty(),
         }
     }
 
@@ -58,6 +70,20 @@ impl State {
     pub fn swap(&self, gateway: Gateway) {
         publish(&gateway, &self.metrics);
         self.gateway.store(Arc::new(gateway));
+    }
+
+    /// Keeps `problems` as the last refused reload.
+    pub fn refused_reload(&self, problems: &Problems) {
+        let problems = problems.to_string().lines().map(str::to_string).collect();
+        self.last_refusal.store(Some(Arc::new(ReloadRefusal {
+            at: Utc::now(),
+            problems,
+        })));
+    }
+
+    /// The last refused reload since the process started, if any.
+    pub fn last_refusal(&self) -> Option<Arc<ReloadRefusal>> {
+        self.last_refusal.load_full()
     }
 
     /// Records that the configuration is active: compiled inside the running server, with

@@ -406,3 +406,81 @@ fn certificate_expiry_follows_the_certificates_in_force() {
         "a certificate no longer served is dropped"
     );
 }
+
+#[test]
+fn status_counts_answers_per_route_and_keeps_the_last_refused_reload() {
+    let (app, next) = (Upstream::start("app"), Upstream::start("next"));
+    let sections = format!(
+        r#"
+upstreams:
+  app:
+    targets: [{{ address: "{}" }}]
+  next:
+    targets: [{{ address: "{}" }}]
+routes:
+{PING_ROUTE}  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: app
+    canary: {{ upstream: next, weight: 12.5, force_header: X-Canary }}
+    cache: {{ enabled: true, default_ttl: 60s }}
+"#,
+        app.addr(),
+        next.addr()
+    );
+    let gateway = Gateway::start(&sections);
+    let status = gateway.status_json();
+    assert!(status["last_refused_reload"].is_null(), "{status:#}");
+    let listeners = status["listeners"].as_array().expect("listeners is a list");
+    assert_eq!(listeners.len(), 1, "{status:#}");
+    assert_eq!(listeners[0]["address"], gateway.addr());
+    assert_eq!(listeners[0]["tls"], false);
+
+    let stable = [("X-Canary", "never")];
+    for _ in 0..3 {
+        assert_eq!(gateway.request("GET", "/api/a", &stable).status, 200);
+    }
+    app.set_status(500);
+    for path in ["/api/b", "/api/c"] {
+        assert_eq!(gateway.request("GET", path, &stable).status, 500);
+    }
+    assert_eq!(gateway.get("/nowhere").status, 404);
+    let api = |status: &Value| {
+        status["routes"]
+            .as_array()
+            .and_then(|routes| routes.iter().find(|route| route["name"] == "api"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let route = eventually!(let route = api(&gateway.status_json());
+        route["requests"] == 5 && route["errors"] == 2,
+        "api: 5 answers, 2 of them 5xx: {route:#}"
+    );
+    assert_eq!(route["canary_upstream"], "next", "{route:#}");
+    assert_eq!(route["canary_weight"], 12.5, "{route:#}");
+    let results = &route["cache"]["results"];
+    assert_eq!(
+        (results["hit"].as_u64(), results["miss"].as_u64()),
+        (Some(2), Some(3)),
+        "/api/a fetched once then served twice, b and c fetched: {route:#}"
+    );
+
+    gateway.rewrite_config(&format!("{sections}    nonsense: 1\n"));
+    let refused = gateway.admin_post("/reload", &[], "");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    gateway.rewrite_config(&sections);
+    gateway.reload();
+
+    let status = gateway.status_json();
+    let refusal = &status["last_refused_reload"];
+    assert!(is_rfc3339(&refusal["at"]), "{status:#}");
+    let problems = refusal["problems"].as_array().expect("problems is a list");
+    assert!(
+        problems.len() == 1
+            && problems[0]
+                .as_str()
+                .unwrap_or("")
+                .contains("routes[1].nonsense"),
+        "the refused reload's problems, kept after the next reload succeeded: {status:#}"
+    );
+    assert_eq!(status["version"], 2, "{status:#}");
+}
