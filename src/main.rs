@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use portcullis::gateway::CompileContext;
-use portcullis::metrics::Metrics;
+use portcullis::model::gateway::CompileContext;
 use portcullis::server::{self, RunOptions};
+use portcullis::telemetry::metrics::Metrics;
 use portcullis::upgrade;
 
 /// mimalloc instead of glibc malloc: malloc/free was ~15% of the gateway's CPU per request.

@@ -11,17 +11,17 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access_log::AccessLog;
-use crate::admin::Admin;
 use crate::config::{self, LoadedConfig, Problem, Problems};
-use crate::gateway::{CompileContext, Gateway};
-use crate::lifecycle::{Lifecycle, Signals};
-use crate::metrics::Metrics;
+use crate::model::gateway::{CompileContext, Gateway};
 use crate::proxy::Proxy;
-use crate::reload::{ConfigWatcher, SighupReloader};
-use crate::state::State;
-use crate::tls::{self, SniResolver};
-use crate::upstream::HealthChecker;
+use crate::runtime::admin::Admin;
+use crate::runtime::health_checker::HealthChecker;
+use crate::runtime::lifecycle::{Lifecycle, Signals};
+use crate::runtime::reload::{ConfigWatcher, SighupReloader};
+use crate::runtime::sni::{self, SniResolver};
+use crate::runtime::state::State;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::Metrics;
 
 /// How long a draining process may keep finishing requests when the configuration does
 /// not say (Pingora's own default is 5 minutes). The process exits as soon as its last
@@ -107,7 +107,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         match process.tls_listeners.iter().find(|(tls, _)| tls == address) {
             Some((_, http2)) => {
                 let resolver = SniResolver::new(Arc::clone(&state), *address);
-                let settings = tls::settings(resolver, *http2).map_err(|e| Problems {
+                let settings = sni::settings(resolver, *http2).map_err(|e| Problems {
                     file: path.display().to_string(),
                     problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
                 })?;

@@ -1,8 +1,13 @@
-//! Header work on the request sent upstream: hop-by-hop removal and `X-Forwarded-*`.
+//! Header work on the request sent upstream: the stripped path, hop-by-hop removal,
+//! `X-Forwarded-*`, and what the gateway tells the upstream (request id, trace, variant,
+//! consumer).
 
 use http::header::{CONNECTION, HOST, TE, TRAILER, UPGRADE};
 use http::HeaderName;
+use pingora_error::Result;
 use pingora_http::RequestHeader;
+
+use super::context::RequestCtx;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -18,6 +23,36 @@ pub const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 
 /// Tells the upstream which variant of a canary split the request is (`stable|canary`).
 pub const VARIANT: HeaderName = HeaderName::from_static("x-portcullis-variant");
+
+/// Turns the client's request into the one sent upstream; `proto` is the client's
+/// protocol (`http` or `https`).
+pub(super) fn rewrite(req: &mut RequestHeader, ctx: &RequestCtx, proto: &str) -> Result<()> {
+    if let Some(strip_len) = ctx.strip_len {
+        let path = stripped_path_and_query(&req.uri, strip_len);
+        req.set_raw_path(path.as_bytes())?;
+    }
+    remove_hop_by_hop(req);
+    add_forwarded(req, ctx.plugins.client_ip, proto);
+    if let Some(gateway) = &ctx.gateway {
+        req.insert_header(
+            gateway.tracing.request_id_header.clone(),
+            ctx.request_id.as_str(),
+        )?;
+    }
+    if let Some(trace) = &ctx.trace {
+        req.insert_header("traceparent", trace.header())?;
+    }
+    req.remove_header(&VARIANT);
+    if let Some(variant) = ctx.variant {
+        req.insert_header(VARIANT, variant.as_str())?;
+    }
+    // Only the gateway says who the consumer is: a client's own copy never passes.
+    req.remove_header(&CONSUMER_ID);
+    if let Some(consumer) = &ctx.plugins.consumer {
+        req.insert_header(CONSUMER_ID, &**consumer)?;
+    }
+    Ok(())
+}
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE` and `Trailer`.
@@ -88,14 +123,7 @@ pub fn stripped_path_and_query(uri: &http::Uri, strip_len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        for (name, value) in headers {
-            req.append_header(name.to_string(), *value).expect("header");
-        }
-        req
-    }
+    use crate::model::request::testing::request;
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {

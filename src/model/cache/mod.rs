@@ -1,7 +1,7 @@
 //! The edge cache (pingora-cache): a route's compiled cache settings, the cache key, and
 //! the result every response on a cached route reports (`X-Cache`, metric, access log).
 //!
-//! The phases in `crate::proxy` call into this module; [`policy`] decides what is
+//! The proxy phases (`proxy/`) call into this module; [`policy`] decides what is
 //! stored, [`store`] holds it, [`purge`] removes it on the admin's request.
 
 pub mod policy;
@@ -15,9 +15,8 @@ use pingora::cache::CachePhase;
 use pingora_http::RequestHeader;
 use prometheus::IntCounter;
 
-use crate::config::schema::CacheConfig;
-use crate::config::Problem;
-use crate::metrics::Metrics;
+use crate::config::{verdict, CacheConfig, Problem};
+use crate::telemetry::metrics::Metrics;
 pub use store::Store;
 
 /// What the cache did for one request (`X-Cache` and the `result` label).
@@ -88,26 +87,24 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
-    /// Compiles `routes[i].cache`; `None` when the section is absent, disabled or invalid
-    /// (invalid adds problems).
+    /// Compiles `routes[i].cache`; `None` when the cache is switched off.
     pub fn compile(
         route: &str,
         config: &CacheConfig,
         path: &str,
         metrics: &Metrics,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
+    ) -> Result<Option<Self>, Vec<Problem>> {
         if !config.enabled {
-            return None;
+            return Ok(None);
         }
         let max_size = usize::try_from(config.max_size.0).unwrap_or(usize::MAX);
         if max_size == 0 {
-            problems.push(Problem::new(
+            return Err(vec![Problem::new(
                 format!("{path}.max_size"),
                 "must be more than 0",
-            ));
-            return None;
+            )]);
         }
+        let mut problems = Vec::new();
         let mut vary = Vec::with_capacity(config.vary.len());
         for (i, name) in config.vary.iter().enumerate() {
             match http::HeaderName::from_bytes(name.as_bytes()) {
@@ -123,7 +120,7 @@ impl RouteCache {
                 .cache_requests
                 .with_label_values(&[route, status.label()])
         };
-        Some(Self {
+        let cache = Self {
             default_ttl: config.default_ttl.map(|ttl| ttl.0),
             stale_while_revalidate: config.stale_while_revalidate.0,
             stale_if_error: config.stale_if_error.0,
@@ -137,7 +134,8 @@ impl RouteCache {
                 counter(CacheStatus::Stale),
                 counter(CacheStatus::Bypass),
             ]),
-        })
+        };
+        verdict(Some(cache), problems)
     }
 
     /// Counts one request's result in `portcullis_cache_requests_total`.
@@ -179,7 +177,7 @@ impl RouteCache {
 /// and path with query, one per line (none of them can contain a line break). The
 /// method is not part of it: HEAD is answered from the GET response.
 pub fn cache_key(route: &str, req: &RequestHeader) -> CacheKey {
-    let host = crate::router::request_host(req).to_ascii_lowercase();
+    let host = crate::model::request::request_host(req).to_ascii_lowercase();
     let path_and_query = req
         .uri
         .path_and_query()

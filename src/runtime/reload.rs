@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::gateway::{source_hash, CompileContext, Gateway, ProcessSettings};
-use crate::state::State;
+use crate::model::gateway::{source_hash, CompileContext, Gateway, ProcessSettings};
+use crate::runtime::state::State;
 
 /// Re-reads the configuration file and swaps it in; returns the new version, or every
 /// problem (the running configuration stays in force).
@@ -80,7 +80,7 @@ fn process_changes(running: &ProcessSettings, new: &ProcessSettings) -> Vec<&'st
     if running.admin != new.admin {
         changed.push("admin.address");
     }
-    if running.server != new.server || running.threads != new.threads {
+    if running.server != new.server {
         changed.push("server");
     }
     if running.access_log != new.access_log {

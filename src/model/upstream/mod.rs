@@ -21,7 +21,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 
 pub use balancer::Balancer;
 pub use compile::compile_upstream;
-pub use health::{ActiveHealth, HealthChecker};
+pub use health::ActiveHealth;
 pub use outlier::{Availability, Outcome, OutlierPolicy, OutlierState};
 pub use peak_ewma::PeakEwma;
 pub use retry_budget::RetryBudget;
@@ -85,6 +85,19 @@ pub struct RetryPolicy {
     pub on_status: Vec<u16>,
     /// Caps retries to a share of the requests; `None` leaves only `attempts`.
     pub budget: Option<Arc<RetryBudget>>,
+}
+
+/// Without `retries`: one retry of a failed connect, on another target.
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff: Duration::ZERO,
+            on_connect_failure: true,
+            on_status: Vec::new(),
+            budget: None,
+        }
+    }
 }
 
 impl RetryPolicy {
@@ -259,6 +272,11 @@ impl Upstream {
         None
     }
 
+    /// Runs one pass of the pool's active health checks.
+    pub async fn run_health_check(&self) {
+        self.balancer.run_health_check().await;
+    }
+
     /// Whether active health checks consider the target healthy (always true without them).
     pub fn target_healthy(&self, target: &Target) -> bool {
         self.balancer.healthy(&target.backend)
@@ -352,9 +370,9 @@ fn target_index(backend: &Backend) -> Option<usize> {
 /// A one-target pool for unit tests.
 #[cfg(test)]
 pub fn test_pool(name: &str) -> Upstream {
-    let config: crate::config::schema::UpstreamConfig =
+    let config: crate::config::UpstreamConfig =
         serde_yaml::from_str("targets: [{ address: 127.0.0.1:9 }]").expect("valid test pool");
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::telemetry::metrics::Metrics::new();
     compile_upstream(
         name,
         &config,

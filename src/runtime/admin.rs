@@ -9,10 +9,10 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::cache::purge::Purge;
-use crate::reload::reload;
-use crate::state::State;
-use crate::status_page::{self, token_matches, Visit};
+use crate::model::cache::purge::Purge;
+use crate::runtime::reload::reload;
+use crate::runtime::state::State;
+use crate::runtime::status_page::{self, token_matches, Visit};
 
 /// Largest admin request body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -36,12 +36,12 @@ impl Admin {
             .iter()
             .map(|route| {
                 let (upstream, canary, fallback) = match &route.action {
-                    crate::gateway::RouteAction::Proxy {
+                    crate::model::gateway::RouteAction::Proxy {
                         upstream,
                         canary,
                         fallback,
                     } => (Some(upstream), canary.as_ref(), fallback.as_ref()),
-                    crate::gateway::RouteAction::Respond(_) => (None, None, None),
+                    crate::model::gateway::RouteAction::Respond(_) => (None, None, None),
                 };
                 let cache = route.cache.as_ref().map(|cache| {
                     json!({
@@ -97,7 +97,7 @@ impl Admin {
                             "healthy": upstream.target_healthy(target),
                             "ejected": ejected,
                             "ejection_ends_in_ms": ejected.then(|| {
-                                outlier.ejected_until_ms().saturating_sub(crate::upstream::clock_ms())
+                                outlier.ejected_until_ms().saturating_sub(crate::model::upstream::clock_ms())
                             }),
                             "ejections": outlier.ejections(),
                             "in_flight": target.state.in_flight.load(std::sync::atomic::Ordering::Relaxed),

@@ -18,15 +18,17 @@ use portcullis_plugins::{CompiledPlugins, Level, PluginChain, PluginEnv, Retaine
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
-use crate::cache::RouteCache;
-use crate::canary::Canary;
-use crate::compression::CompressionPolicy;
-use crate::config::schema::{RespondConfig, RouteConfig};
-use crate::config::{Config, Problem};
-use crate::metrics::Metrics;
-use crate::router::{Matcher, Router};
-use crate::tls::CertStore;
-use crate::upstream::{compile_upstream, Upstream};
+use crate::config::{
+    noted, verdict, Config, ListenerConfig, Problem, RespondConfig, RouteConfig, ServerSection,
+    TracingConfig,
+};
+use crate::model::cache::RouteCache;
+use crate::model::canary::Canary;
+use crate::model::compression::CompressionPolicy;
+use crate::model::router::{Matcher, Router};
+use crate::model::tls::CertStore;
+use crate::model::upstream::{compile_upstream, Upstream};
+use crate::telemetry::metrics::Metrics;
 
 /// A route, compiled.
 pub struct Route {
@@ -40,8 +42,8 @@ pub struct Route {
     pub plugins: PluginChain,
     /// `portcullis_request_duration_seconds{route}`.
     pub duration: Histogram,
-    /// Response compression, if any.
-    pub compression: Option<CompressionPolicy>,
+    /// Response compression, if any (the global policy is one, shared by the routes).
+    pub compression: Option<Arc<CompressionPolicy>>,
     /// The route's edge cache, when enabled.
     pub cache: Option<RouteCache>,
 }
@@ -84,15 +86,13 @@ pub struct Tracing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSettings {
     /// Everything under `server:` (threads, pid file, upgrade socket, grace periods).
-    pub server: String,
+    pub server: ServerSection,
     /// Public listener addresses.
     pub listeners: Vec<SocketAddr>,
     /// The listeners that terminate TLS, and whether they offer HTTP/2.
     pub tls_listeners: Vec<(SocketAddr, bool)>,
     /// Admin listener address.
     pub admin: Option<SocketAddr>,
-    /// Worker threads.
-    pub threads: Option<usize>,
     /// Access log target.
     pub access_log: String,
 }
@@ -183,23 +183,8 @@ impl Gateway {
                 Err(problem) => problems.push(problem.under("redis")),
             }
         }
-        let process = compile_process(config, &mut problems);
-        let tracing = match HeaderName::from_bytes(config.tracing.request_id_header.as_bytes()) {
-            Ok(request_id_header) => Tracing {
-                traceparent: config.tracing.traceparent,
-                request_id_header,
-            },
-            Err(_) => {
-                problems.push(Problem::new(
-                    "tracing.request_id_header",
-                    "not a valid header name",
-                ));
-                Tracing {
-                    traceparent: config.tracing.traceparent,
-                    request_id_header: HeaderName::from_static("x-request-id"),
-                }
-            }
-        };
+        let process = noted(compile_process(config), &mut problems);
+        let tracing = noted(compile_tracing(&config.tracing), &mut problems);
         let global_plugins = CompiledPlugins::compile(&config.plugins, Level::Global, &plugin_env)
             .unwrap_or_else(|more| {
                 problems.extend(more.into_iter().map(|p| p.under("plugins")));
@@ -213,20 +198,15 @@ impl Gateway {
             }),
             None => IpRules::default(),
         };
-
-        let mut tls = BTreeMap::new();
-        for (i, listener) in config.listeners.iter().enumerate() {
-            let (Some(settings), Ok(address)) = (&listener.tls, listener.address.parse()) else {
-                continue;
-            };
-            let path = format!("listeners[{i}].tls");
-            if let Some(store) = CertStore::load(settings, &path, &mut problems) {
-                tls.insert(address, store);
-            }
-        }
-        if let Some(global) = &config.compression {
-            CompressionPolicy::compile(global, "compression", &mut problems);
-        }
+        let compression = match &config.compression {
+            Some(global) => noted(
+                CompressionPolicy::compile(global, "compression"),
+                &mut problems,
+            )
+            .flatten()
+            .map(Arc::new),
+            None => None,
+        };
 
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
@@ -237,14 +217,20 @@ impl Gateway {
                     "names use letters, digits, '-', '_' and '.'",
                 ));
             }
-            match compile_upstream(name, upstream, &path, metrics, &plugin_env.retained) {
-                Ok(compiled) => {
-                    upstreams.insert(name.clone(), Arc::new(compiled));
-                }
-                Err(mut more) => problems.append(&mut more),
+            let compiled = compile_upstream(name, upstream, &path, metrics, &plugin_env.retained);
+            if let Some(compiled) = noted(compiled, &mut problems) {
+                upstreams.insert(name.clone(), Arc::new(compiled));
             }
         }
 
+        let shared = RouteContext {
+            config,
+            upstreams: &upstreams,
+            metrics,
+            plugin_env: &plugin_env,
+            global_plugins: &global_plugins,
+            compression: compression.as_ref(),
+        };
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut names = std::collections::HashSet::new();
         for (i, route) in config.routes.iter().enumerate() {
@@ -255,59 +241,37 @@ impl Gateway {
                     "another route has this name",
                 ));
             }
-            match compile_route(
-                config,
-                route,
-                &path,
-                &upstreams,
-                metrics,
-                &plugin_env,
-                &global_plugins,
-            ) {
-                Ok(compiled) => routes.push(compiled),
-                Err(mut more) => problems.append(&mut more),
-            }
+            routes.extend(noted(compile_route(route, &path, &shared), &mut problems));
         }
 
-        if !problems.is_empty() {
+        let (Some((process, tls)), Some(tracing)) = (process, tracing) else {
             return Err(problems);
-        }
-        Ok(Self {
-            version: context.version,
-            hash: source_hash(source),
-            loaded_at: Utc::now(),
-            router: Router::new(routes),
-            upstreams,
-            tracing,
-            admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
-            admin_allow,
-            tls,
-            process,
-            retained: plugin_env.retained.into_set(),
-        })
+        };
+        verdict(
+            Self {
+                version: context.version,
+                hash: source_hash(source),
+                loaded_at: Utc::now(),
+                router: Router::new(routes),
+                upstreams,
+                tracing,
+                admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
+                admin_allow,
+                tls,
+                process,
+                retained: plugin_env.retained.into_set(),
+            },
+            problems,
+        )
     }
 }
-
-fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSettings {
-    if config.listeners.is_empty() {
-        problems.push(Problem::new("listeners", "needs at least one listener"));
-    }
-    let mut listeners = Vec::new();
-    let mut tls_listeners = Vec::new();
-    for (i, listener) in config.listeners.iter().enumerate() {
-        match listener.address.parse::<SocketAddr>() {
-            Ok(address) => {
-                listeners.push(address);
-                if let Some(tls) = &listener.tls {
-                    tls_listeners.push((address, tls.http2));
-                }
-            }
-            Err(_) => problems.push(Problem::new(
-                format!("listeners[{i}].address"),
-                format!("{:?} is not an IP:PORT address", listener.address),
-            )),
-        }
-    }
+/// The settings bound into the running server (`server`, `listeners`, `admin.address`,
+/// `access_log.target`), with the certificates of the TLS listeners.
+fn compile_process(
+    config: &Config,
+) -> Result<(ProcessSettings, BTreeMap<SocketAddr, CertStore>), Vec<Problem>> {
+    let mut problems = Vec::new();
+    let listeners = noted(compile_listeners(&config.listeners), &mut problems);
     let admin = config
         .admin
         .as_ref()
@@ -333,25 +297,92 @@ fn compile_process(config: &Config, problems: &mut Vec<Problem>) -> ProcessSetti
             "use stdout, off or a file path",
         ));
     }
-    ProcessSettings {
-        server: format!("{:?}", config.server),
-        listeners,
-        tls_listeners,
+    let Some(listeners) = listeners else {
+        return Err(problems);
+    };
+    let process = ProcessSettings {
+        server: config.server.clone(),
+        listeners: listeners.addresses,
+        tls_listeners: listeners.tls,
         admin,
-        threads: config.server.threads,
         access_log: config.access_log.target.clone(),
+    };
+    verdict((process, listeners.certificates), problems)
+}
+
+/// `listeners`, compiled: each address parsed once.
+#[derive(Default)]
+struct Listeners {
+    addresses: Vec<SocketAddr>,
+    /// The listeners that terminate TLS, and whether they offer HTTP/2.
+    tls: Vec<(SocketAddr, bool)>,
+    certificates: BTreeMap<SocketAddr, CertStore>,
+}
+
+fn compile_listeners(listeners: &[ListenerConfig]) -> Result<Listeners, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if listeners.is_empty() {
+        problems.push(Problem::new("listeners", "needs at least one listener"));
+    }
+    let mut compiled = Listeners::default();
+    for (i, listener) in listeners.iter().enumerate() {
+        let Ok(address) = listener.address.parse::<SocketAddr>() else {
+            problems.push(Problem::new(
+                format!("listeners[{i}].address"),
+                format!("{:?} is not an IP:PORT address", listener.address),
+            ));
+            continue;
+        };
+        compiled.addresses.push(address);
+        if let Some(tls) = &listener.tls {
+            compiled.tls.push((address, tls.http2));
+            let path = format!("listeners[{i}].tls");
+            if let Some(store) = noted(CertStore::compile(tls, &path), &mut problems) {
+                compiled.certificates.insert(address, store);
+            }
+        }
+    }
+    verdict(compiled, problems)
+}
+
+fn compile_tracing(config: &TracingConfig) -> Result<Tracing, Vec<Problem>> {
+    match HeaderName::from_bytes(config.request_id_header.as_bytes()) {
+        Ok(request_id_header) => Ok(Tracing {
+            traceparent: config.traceparent,
+            request_id_header,
+        }),
+        Err(_) => Err(vec![Problem::new(
+            "tracing.request_id_header",
+            "not a valid header name",
+        )]),
     }
 }
 
+/// What every route is compiled against.
+struct RouteContext<'a> {
+    config: &'a Config,
+    upstreams: &'a BTreeMap<String, Arc<Upstream>>,
+    metrics: &'a Metrics,
+    plugin_env: &'a PluginEnv,
+    /// The global `plugins` section, compiled once for every route.
+    global_plugins: &'a CompiledPlugins,
+    /// The global compression policy, shared by the routes without their own.
+    compression: Option<&'a Arc<CompressionPolicy>>,
+}
+
 fn compile_route(
-    config: &Config,
     route: &RouteConfig,
     path: &str,
-    upstreams: &BTreeMap<String, Arc<Upstream>>,
-    metrics: &Metrics,
-    plugin_env: &PluginEnv,
-    global_plugins: &CompiledPlugins,
+    shared: &RouteContext<'_>,
 ) -> Result<(Matcher, Arc<Route>), Vec<Problem>> {
+    let RouteContext {
+        config,
+        upstreams,
+        metrics,
+        plugin_env,
+        global_plugins,
+        compression: global_compression,
+    } = *shared;
     let mut problems = Vec::new();
     if !is_config_name(&route.name) {
         problems.push(Problem::new(
@@ -359,7 +390,10 @@ fn compile_route(
             "names use letters, digits, '-', '_' and '.'",
         ));
     }
-    let matcher = Matcher::compile(&route.matcher, &format!("{path}.match"));
+    let matcher = noted(
+        Matcher::compile(&route.matcher, &format!("{path}.match")),
+        &mut problems,
+    );
     if route.strip_prefix && route.matcher.path_prefix.is_none() {
         problems.push(Problem::new(
             format!("{path}.strip_prefix"),
@@ -374,7 +408,11 @@ fn compile_route(
                 "needs an upstream (respond routes are answered by the gateway)",
             ));
         }
-        RouteCache::compile(&route.name, cache, &cache_path, metrics, &mut problems)
+        noted(
+            RouteCache::compile(&route.name, cache, &cache_path, metrics),
+            &mut problems,
+        )
+        .flatten()
     });
     let plugins = match CompiledPlugins::compile(&route.plugins, Level::Route, plugin_env) {
         Ok(own) => own.chain(global_plugins),
@@ -385,13 +423,14 @@ fn compile_route(
         }
     };
 
-    let compression = match (&route.compression, &config.compression) {
-        (Some(own), _) => {
-            CompressionPolicy::compile(own, &format!("{path}.compression"), &mut problems)
-        }
-        // The global section's problems are reported once, by `Gateway::compile`.
-        (None, Some(global)) => CompressionPolicy::compile(global, "compression", &mut Vec::new()),
-        (None, None) => None,
+    let compression = match &route.compression {
+        Some(own) => noted(
+            CompressionPolicy::compile(own, &format!("{path}.compression")),
+            &mut problems,
+        )
+        .flatten()
+        .map(Arc::new),
+        None => global_compression.cloned(),
     };
 
     let lookup = |field: &str, name: &str, problems: &mut Vec<Problem>| {
@@ -413,7 +452,10 @@ fn compile_route(
                 .and_then(|name| lookup("fallback_upstream", name, &mut problems));
             let canary = route.canary.as_ref().and_then(|canary| {
                 let pool = lookup("canary.upstream", &canary.upstream, &mut problems);
-                Canary::compile(canary, pool, &format!("{path}.canary"), &mut problems)
+                noted(
+                    Canary::compile(canary, pool, &format!("{path}.canary")),
+                    &mut problems,
+                )
             });
             upstream.map(|upstream| RouteAction::Proxy {
                 upstream,
@@ -421,10 +463,11 @@ fn compile_route(
                 fallback,
             })
         }
-        (None, Some(respond)) => {
-            compile_respond(respond, &format!("{path}.respond"), &mut problems)
-                .map(RouteAction::Respond)
-        }
+        (None, Some(respond)) => noted(
+            compile_respond(respond, &format!("{path}.respond")),
+            &mut problems,
+        )
+        .map(RouteAction::Respond),
         _ => {
             problems.push(Problem::new(
                 path,
@@ -434,37 +477,25 @@ fn compile_route(
         }
     };
 
-    let matcher = match matcher {
-        Ok(matcher) => Some(matcher),
-        Err(mut more) => {
-            problems.append(&mut more);
-            None
-        }
+    let (Some(matcher), Some(action)) = (matcher, action) else {
+        return Err(problems);
     };
-    match (matcher, action) {
-        (Some(matcher), Some(action)) if problems.is_empty() => Ok((
-            matcher,
-            Arc::new(Route {
-                name: route.name.as_str().into(),
-                action,
-                strip_prefix: route.strip_prefix,
-                plugins,
-                compression,
-                duration: metrics
-                    .request_duration
-                    .with_label_values(&[route.name.as_str()]),
-                cache,
-            }),
-        )),
-        _ => Err(problems),
-    }
+    let compiled = Route {
+        name: route.name.as_str().into(),
+        action,
+        strip_prefix: route.strip_prefix,
+        plugins,
+        compression,
+        duration: metrics
+            .request_duration
+            .with_label_values(&[route.name.as_str()]),
+        cache,
+    };
+    verdict((matcher, Arc::new(compiled)), problems)
 }
 
-fn compile_respond(
-    respond: &RespondConfig,
-    path: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<FixedResponse> {
+fn compile_respond(respond: &RespondConfig, path: &str) -> Result<FixedResponse, Vec<Problem>> {
+    let mut problems = Vec::new();
     let status = match StatusCode::from_u16(respond.status) {
         Ok(status) if status.as_u16() >= 200 => Some(status),
         _ => {
@@ -494,11 +525,15 @@ fn compile_respond(
             HeaderValue::from_static("text/plain; charset=utf-8"),
         ));
     }
-    Some(FixedResponse {
-        status: status?,
+    let Some(status) = status else {
+        return Err(problems);
+    };
+    let fixed = FixedResponse {
+        status,
         body: Bytes::from(respond.body.clone()),
         headers,
-    })
+    };
+    verdict(fixed, problems)
 }
 
 /// Route and upstream names become metric labels and log fields: keep them plain.

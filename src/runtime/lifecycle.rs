@@ -1,11 +1,14 @@
 //! The process's life around its configuration: activating it once the process really
-//! runs, and draining at shutdown.
+//! runs, readiness, and draining at shutdown. Readiness is decided here and only here:
+//! ready once the first health-check pass is done and every public listener accepts; not
+//! ready from SIGTERM or shutdown on.
 //!
 //! Pingora forks when it daemonizes (`-d`), and threads started before the fork do not
 //! survive it. So the configuration is first compiled for validation only (no background
 //! work), and compiled again here, inside the running server, with plugins allowed to
 //! start their background work (key fetchers, backend connections).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -13,16 +16,17 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 
+use super::state::State;
 use crate::config::LoadedConfig;
-use crate::gateway::{CompileContext, Gateway};
-use crate::state::State;
+use crate::model::gateway::{CompileContext, Gateway};
 
 /// How often draining looks at the open connections.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Longest the access log gets to write its last lines before the process exits.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Activates the configuration at start; drains and exits at shutdown.
+/// Activates the configuration at start, declares the process ready once it can serve,
+/// drains and exits at shutdown.
 pub struct Lifecycle {
     state: Arc<State>,
     initial: Mutex<Option<LoadedConfig>>,
@@ -65,6 +69,15 @@ impl Lifecycle {
         self.state.mark_activated();
     }
 
+    /// Returns once the process can serve: the first health-check pass is done and the
+    /// public listeners accept (Pingora may start the admin service before the proxy
+    /// service has bound its sockets).
+    async fn serving(&self) {
+        self.state.health_checked().await;
+        let listeners = self.state.gateway().process.listeners.clone();
+        wait_until_accepting(&listeners).await;
+    }
+
     /// Waits until every client connection is closed (Pingora stops accepting and closes
     /// idle keep-alive connections at shutdown; busy ones close after their response),
     /// writes out the access log and exits, instead of sleeping out the whole grace period.
@@ -84,9 +97,30 @@ impl Lifecycle {
 impl BackgroundService for Lifecycle {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.activate();
-        let _ = shutdown.changed().await;
+        tokio::select! {
+            () = self.serving() => self.state.mark_serving(),
+            _ = shutdown.changed() => {}
+        }
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
         self.state.mark_draining();
         self.drain().await;
+    }
+}
+
+/// Returns once a TCP connect to every listener address succeeds (wildcard addresses are
+/// tried on loopback).
+async fn wait_until_accepting(listeners: &[SocketAddr]) {
+    for address in listeners {
+        let mut probe = *address;
+        if probe.ip().is_unspecified() {
+            probe.set_ip(match probe.ip() {
+                IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        while tokio::net::TcpStream::connect(probe).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

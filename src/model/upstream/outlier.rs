@@ -14,7 +14,7 @@ use std::sync::atomic::{
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::schema::OutlierDetectionConfig;
+use crate::config::OutlierDetectionConfig;
 use crate::config::Problem;
 
 /// What one attempt to a target came to, as outlier detection counts it.

@@ -12,9 +12,8 @@ use http::HeaderName;
 use pingora_http::RequestHeader;
 use portcullis_plugins::{KeyUse, PluginCtx, RequestKey};
 
-use crate::config::schema::CanaryConfig;
-use crate::config::Problem;
-use crate::upstream::Upstream;
+use crate::config::{verdict, CanaryConfig, Problem};
+use crate::model::upstream::Upstream;
 
 /// Which pool a request went to, as the upstream (`X-Portcullis-Variant`), the metrics
 /// and the access log see it.
@@ -51,20 +50,20 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// Checks and compiles `config`; `upstream` is the canary pool, already looked up.
+    /// Checks and compiles `config`; `upstream` is the canary pool, already looked up
+    /// (when it is `None` the caller has reported why, and only `config`'s own problems
+    /// are added).
     pub fn compile(
         config: &CanaryConfig,
         upstream: Option<Arc<Upstream>>,
         path: &str,
-        problems: &mut Vec<Problem>,
-    ) -> Option<Self> {
-        let mut ok = true;
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
         if !(0.0..=100.0).contains(&config.weight) {
             problems.push(Problem::new(
                 format!("{path}.weight"),
                 "must be between 0 and 100",
             ));
-            ok = false;
         }
         let sticky_on = match config
             .sticky_on
@@ -75,7 +74,6 @@ impl Canary {
             Some(Ok(sticky_on)) => Some(sticky_on),
             Some(Err(message)) => {
                 problems.push(Problem::new(format!("{path}.sticky_on"), message));
-                ok = false;
                 None
             }
         };
@@ -88,18 +86,20 @@ impl Canary {
                         format!("{path}.force_header"),
                         format!("{name:?} is not a valid header name"),
                     ));
-                    ok = false;
                     None
                 }
             },
         };
-        let upstream = upstream?;
-        ok.then(|| Self {
+        let Some(upstream) = upstream else {
+            return Err(problems);
+        };
+        let canary = Self {
             upstream,
             threshold: (config.weight * 100.0).round() as u64,
             sticky_on,
             force_header,
-        })
+        };
+        verdict(canary, problems)
     }
 
     /// The variant for this request: forced by the force header, else by the sticky
@@ -163,23 +163,15 @@ pub fn sticky_bucket(value: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::request::testing::request;
 
     fn canary(weight: f64, sticky_on: &str) -> Canary {
         Canary {
-            upstream: Arc::new(crate::upstream::test_pool("canary")),
+            upstream: Arc::new(crate::model::upstream::test_pool("canary")),
             threshold: (weight * 100.0).round() as u64,
             sticky_on: RequestKey::parse(sticky_on, KeyUse::Affinity).ok(),
             force_header: Some(HeaderName::from_static("x-canary")),
         }
-    }
-
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("valid request");
-        for (name, value) in headers {
-            req.insert_header(name.to_string(), *value)
-                .expect("valid header");
-        }
-        req
     }
 
     fn consumer_ctx(consumer: &str) -> PluginCtx {

@@ -56,174 +56,96 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let latency_buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ];
-        let requests = IntCounterVec::new(
-            Opts::new(
+        let define = Definitions(&registry);
+        Self {
+            requests: define.counters(
                 "portcullis_requests_total",
                 "Requests answered, by route and outcome.",
+                &["route", "method", "status", "upstream", "variant"],
             ),
-            &["route", "method", "status", "upstream", "variant"],
-        );
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
+            request_duration: define.histograms(
                 "portcullis_request_duration_seconds",
                 "Whole request duration as the client sees it.",
-            )
-            .buckets(latency_buckets.clone()),
-            &["route"],
-        );
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
+                &["route"],
+            ),
+            upstream_duration: define.histograms(
                 "portcullis_upstream_duration_seconds",
                 "Time from sending the request to receiving the upstream's response headers.",
-            )
-            .buckets(latency_buckets),
-            &["upstream", "target"],
-        );
-        let target_healthy = IntGaugeVec::new(
-            Opts::new(
+                &["upstream", "target"],
+            ),
+            target_healthy: define.gauges(
                 "portcullis_upstream_target_healthy",
                 "1 when the target passes its active health checks.",
+                &["upstream", "target"],
             ),
-            &["upstream", "target"],
-        );
-        let target_ejected = IntGaugeVec::new(
-            Opts::new(
+            target_ejected: define.gauges(
                 "portcullis_upstream_target_ejected",
                 "1 while outlier detection has the target ejected.",
+                &["upstream", "target"],
             ),
-            &["upstream", "target"],
-        );
-        let ejections = IntCounterVec::new(
-            Opts::new(
+            ejections: define.counters(
                 "portcullis_upstream_ejections_total",
                 "Ejections of the target by outlier detection.",
+                &["upstream", "target"],
             ),
-            &["upstream", "target"],
-        );
-        let upstream_in_flight = IntGaugeVec::new(
-            Opts::new(
+            upstream_in_flight: define.gauges(
                 "portcullis_upstream_in_flight",
                 "Requests in flight to the upstream.",
+                &["upstream"],
             ),
-            &["upstream"],
-        );
-        let retries = IntCounterVec::new(
-            Opts::new(
+            retries: define.counters(
                 "portcullis_retries_total",
                 "Retries sent to an upstream, by reason.",
+                &["upstream", "reason"],
             ),
-            &["upstream", "reason"],
-        );
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
+            config_reloads: define.counters(
                 "portcullis_config_reloads_total",
                 "Configuration reloads by result.",
+                &["result"],
             ),
-            &["result"],
-        );
-        let config_version = IntGauge::new(
-            "portcullis_config_version",
-            "Version of the configuration in use (1 at start, +1 per successful reload).",
-        );
-        let access_log_dropped = IntGauge::new(
-            "portcullis_access_log_dropped_total",
-            "Access log lines dropped because the log writer could not keep up.",
-        );
-        let auth_failures = IntCounterVec::new(
-            Opts::new(
+            config_version: define.gauge(
+                "portcullis_config_version",
+                "Version of the configuration in use (1 at start, +1 per successful reload).",
+            ),
+            access_log_dropped: define.gauge(
+                "portcullis_access_log_dropped_total",
+                "Access log lines dropped because the log writer could not keep up.",
+            ),
+            auth_failures: define.counters(
                 "portcullis_auth_failures_total",
                 "Requests refused by an auth plugin, by reason.",
+                &["route", "plugin", "reason"],
             ),
-            &["route", "plugin", "reason"],
-        );
-        let rate_limited = IntCounterVec::new(
-            Opts::new(
+            rate_limited: define.counters(
                 "portcullis_rate_limited_total",
                 "Requests refused by a rate-limit rule.",
+                &["route", "rule"],
             ),
-            &["route", "rule"],
-        );
-        let rate_limit_backend_errors = IntCounterVec::new(
-            Opts::new(
+            rate_limit_backend_errors: define.counters(
                 "portcullis_rate_limit_backend_errors_total",
                 "Rate-limit checks that failed because the shared backend did not answer.",
+                &["backend"],
             ),
-            &["backend"],
-        );
-        let cache_requests = IntCounterVec::new(
-            Opts::new(
+            cache_requests: define.counters(
                 "portcullis_cache_requests_total",
                 "Requests on routes with a cache, by result (hit, miss, stale, bypass).",
+                &["route", "result"],
             ),
-            &["route", "result"],
-        );
-        let tls_certificate_expiry = IntGaugeVec::new(
-            Opts::new(
+            downstream_connections: define.gauge(
+                "portcullis_downstream_connections",
+                "Open client connections (HTTP/2: open streams).",
+            ),
+            resident_memory: define.gauge(
+                "portcullis_process_resident_memory_bytes",
+                "Resident memory of the gateway process (what soak tests watch).",
+            ),
+            tls_certificate_expiry: define.gauges(
                 "portcullis_tls_certificate_expiry_seconds",
                 "When the listener's certificate expires (its notAfter), as a Unix time.",
+                &["listener", "name"],
             ),
-            &["listener", "name"],
-        );
-        let downstream_connections = IntGauge::new(
-            "portcullis_downstream_connections",
-            "Open client connections (HTTP/2: open streams).",
-        );
-        let resident_memory = IntGauge::new(
-            "portcullis_process_resident_memory_bytes",
-            "Resident memory of the gateway process (what soak tests watch).",
-        );
-        let metrics = Self {
             registry,
-            requests: requests.expect("valid metric definition"),
-            request_duration: request_duration.expect("valid metric definition"),
-            upstream_duration: upstream_duration.expect("valid metric definition"),
-            target_healthy: target_healthy.expect("valid metric definition"),
-            target_ejected: target_ejected.expect("valid metric definition"),
-            ejections: ejections.expect("valid metric definition"),
-            upstream_in_flight: upstream_in_flight.expect("valid metric definition"),
-            retries: retries.expect("valid metric definition"),
-            config_reloads: config_reloads.expect("valid metric definition"),
-            config_version: config_version.expect("valid metric definition"),
-            access_log_dropped: access_log_dropped.expect("valid metric definition"),
-            downstream_connections: downstream_connections.expect("valid metric definition"),
-            resident_memory: resident_memory.expect("valid metric definition"),
-            auth_failures: auth_failures.expect("valid metric definition"),
-            rate_limited: rate_limited.expect("valid metric definition"),
-            rate_limit_backend_errors: rate_limit_backend_errors.expect("valid metric definition"),
-            cache_requests: cache_requests.expect("valid metric definition"),
-            tls_certificate_expiry: tls_certificate_expiry.expect("valid metric definition"),
-        };
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
-            Box::new(metrics.requests.clone()),
-            Box::new(metrics.request_duration.clone()),
-            Box::new(metrics.upstream_duration.clone()),
-            Box::new(metrics.target_healthy.clone()),
-            Box::new(metrics.target_ejected.clone()),
-            Box::new(metrics.ejections.clone()),
-            Box::new(metrics.upstream_in_flight.clone()),
-            Box::new(metrics.retries.clone()),
-            Box::new(metrics.config_reloads.clone()),
-            Box::new(metrics.config_version.clone()),
-            Box::new(metrics.access_log_dropped.clone()),
-            Box::new(metrics.downstream_connections.clone()),
-            Box::new(metrics.resident_memory.clone()),
-            Box::new(metrics.auth_failures.clone()),
-            Box::new(metrics.rate_limited.clone()),
-            Box::new(metrics.rate_limit_backend_errors.clone()),
-            Box::new(metrics.cache_requests.clone()),
-            Box::new(metrics.tls_certificate_expiry.clone()),
-        ];
-        for collector in collectors {
-            metrics
-                .registry
-                .register(collector)
-                .expect("metric names are unique");
         }
-        metrics
     }
 
     /// The Prometheus text exposition of every metric.
@@ -273,6 +195,42 @@ impl Metrics {
             }
         }
         by_route
+    }
+}
+
+/// Creates metrics and registers them in one registry. The definitions are constants of
+/// this file: a failure is a bug that every test run would show at once.
+struct Definitions<'a>(&'a Registry);
+
+/// Upper bounds of the latency histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Definitions<'_> {
+    fn register<M: Collector + Clone + 'static>(&self, metric: prometheus::Result<M>) -> M {
+        let metric = metric.expect("valid metric definition");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help))
+    }
+
+    fn histograms(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let options = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.register(HistogramVec::new(options, labels))
     }
 }
 

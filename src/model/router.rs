@@ -15,8 +15,8 @@ use http::{HeaderName, HeaderValue, Method};
 use pingora_http::RequestHeader;
 use regex::Regex;
 
-use crate::config::schema::MatchConfig;
-use crate::config::Problem;
+use super::request::request_host;
+use crate::config::{MatchConfig, Problem};
 
 /// A host condition.
 #[derive(Debug, Clone)]
@@ -277,30 +277,6 @@ impl<T> Router<T> {
     }
 }
 
-/// The request's host without port: the URI authority (HTTP/2, absolute-form) or `Host`.
-pub fn request_host(req: &RequestHeader) -> &str {
-    let raw = req
-        .uri
-        .host()
-        .or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-        })
-        .unwrap_or("");
-    strip_port(raw)
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // IPv6 literal: keep the brackets, drop a trailing :port.
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    host.rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(name, _)| name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,9 +290,7 @@ mod tests {
     }
 
     fn request(method: &str, host: &str, path: &str) -> RequestHeader {
-        let mut req = RequestHeader::build(method, path.as_bytes(), None).expect("request");
-        req.insert_header("Host", host).expect("host");
-        req
+        crate::model::request::testing::request_to(method, path, &[("Host", host)])
     }
 
     fn router(routes: &[(&'static str, &str)]) -> Router<&'static str> {

@@ -9,10 +9,10 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
 
-use crate::access_log::AccessLog;
 use crate::config::Problems;
-use crate::gateway::Gateway;
-use crate::metrics::Metrics;
+use crate::model::gateway::Gateway;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::Metrics;
 
 /// Shared by the proxy, the admin endpoints and the background services.
 pub struct State {
@@ -26,6 +26,7 @@ pub struct State {
     /// When the process started (the clock of background schedules).
     pub started: Instant,
     activated: tokio::sync::watch::Sender<bool>,
+    health_checked: tokio::sync::watch::Sender<bool>,
     serving: AtomicBool,
     draining: AtomicBool,
     last_refusal: ArcSwapOption<ReloadRefusal>,
@@ -55,6 +56,7 @@ impl State {
             access_log,
             started: Instant::now(),
             activated: tokio::sync::watch::Sender::new(false),
+            health_checked: tokio::sync::watch::Sender::new(false),
             serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             last_refusal: ArcSwapOption::empty(),
@@ -87,7 +89,7 @@ impl State {
     }
 
     /// Records that the configuration is active: compiled inside the running server, with
-    /// its plugins' background work started (see [`crate::lifecycle`]).
+    /// its plugins' background work started (see [`crate::runtime::lifecycle`]).
     pub fn mark_activated(&self) {
         self.activated.send_replace(true);
     }
@@ -98,12 +100,24 @@ impl State {
         let _ = activated.wait_for(|active| *active).await;
     }
 
-    /// Records that the listeners accept and every pool has had its first health check.
+    /// Records that every pool has had its first active health check.
+    pub fn mark_health_checked(&self) {
+        self.health_checked.send_replace(true);
+    }
+
+    /// Returns once every pool has had its first active health check.
+    pub async fn health_checked(&self) {
+        let mut checked = self.health_checked.subscribe();
+        let _ = checked.wait_for(|checked| *checked).await;
+    }
+
+    /// Records that the process is ready to serve; only the lifecycle decides that
+    /// ([`super::lifecycle`]).
     pub fn mark_serving(&self) {
         self.serving.store(true, Ordering::Release);
     }
 
-    /// Records that the process is shutting down.
+    /// Records that the process is shutting down (see [`super::lifecycle`]).
     pub fn mark_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }

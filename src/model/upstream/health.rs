@@ -1,30 +1,26 @@
-//! Active health checks: building pingora-load-balancing's checks from the configuration,
-//! and the one background service that runs them for whatever pools the current
-//! configuration has (so a reload needs no new service).
+//! Active health checks: pingora-load-balancing's checks built from the configuration,
+//! and when each pool's next pass is due. The service that runs the passes is
+//! `runtime/health_checker.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use log::warn;
 use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use prometheus::IntGaugeVec;
 
-use crate::config::schema::{HealthCheckConfig, HealthCheckKind};
 use crate::config::Problem;
-use crate::metrics::Metrics;
-use crate::state::State;
+use crate::config::{HealthCheckConfig, HealthCheckKind};
+use crate::telemetry::metrics::Metrics;
 
 /// When a pool's next active check is due, and whether one is running.
 pub struct ActiveHealth {
     interval: Duration,
-    /// Milliseconds after [`State::started`] at which the next pass is due.
+    /// When the next pass is due, in milliseconds on the checker's clock.
     next_due_ms: AtomicU64,
     running: AtomicBool,
 }
@@ -38,13 +34,14 @@ impl ActiveHealth {
         }
     }
 
-    /// Claims the next pass if it is due and none is running.
-    fn claim(&self, now_ms: u64) -> bool {
+    /// Claims the next pass if it is due at `now_ms` and none is running.
+    pub fn claim(&self, now_ms: u64) -> bool {
         now_ms >= self.next_due_ms.load(Ordering::Relaxed)
             && !self.running.swap(true, Ordering::Acquire)
     }
 
-    fn finish(&self, now_ms: u64) {
+    /// Ends the claimed pass at `now_ms`; the next is due one interval later.
+    pub fn finish(&self, now_ms: u64) {
         let interval_ms = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
         self.next_due_ms
             .store(now_ms.saturating_add(interval_ms), Ordering::Relaxed);
@@ -170,100 +167,5 @@ impl HealthObserve for HealthReporter {
         self.gauge
             .with_label_values(&[self.upstream.as_str(), label.as_str()])
             .set(i64::from(healthy));
-    }
-}
-
-/// The background service that runs every pool's active checks at its interval.
-pub struct HealthChecker {
-    state: Arc<State>,
-}
-
-/// How often the checker looks for passes that are due.
-const TICK: Duration = Duration::from_millis(50);
-
-impl HealthChecker {
-    /// A checker for the pools of whatever configuration `state` holds.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.state.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Starts every pass that is due; returns their handles.
-    fn spawn_due(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let gateway = self.state.gateway();
-        let now_ms = self.now_ms();
-        let mut started = Vec::new();
-        for upstream in gateway.upstreams.values() {
-            let Some(health) = &upstream.health else {
-                continue;
-            };
-            if !health.claim(now_ms) {
-                continue;
-            }
-            let upstream = Arc::clone(upstream);
-            let state = Arc::clone(&self.state);
-            started.push(tokio::spawn(async move {
-                upstream.balancer.run_health_check().await;
-                let now_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                if let Some(health) = &upstream.health {
-                    health.finish(now_ms);
-                }
-            }));
-        }
-        started
-    }
-}
-
-#[async_trait]
-impl BackgroundService for HealthChecker {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.state.activated().await;
-        // Readiness waits for one full pass over every pool.
-        let first_pass = Instant::now();
-        for pass in self.spawn_due() {
-            let _ = pass.await;
-        }
-        log::info!("first health-check pass done in {:?}", first_pass.elapsed());
-        // Readiness also means the public listeners accept: Pingora may start the admin
-        // service before the proxy service has bound its sockets.
-        let listeners = self.state.gateway().process.listeners.clone();
-        tokio::select! {
-            _ = wait_until_accepting(&listeners) => self.state.mark_serving(),
-            _ = shutdown.changed() => {
-                self.state.mark_draining();
-                return;
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    self.state.mark_draining();
-                    return;
-                }
-                _ = tokio::time::sleep(TICK) => {
-                    self.spawn_due();
-                }
-            }
-        }
-    }
-}
-
-/// Returns once a TCP connect to every listener address succeeds (wildcard addresses are
-/// tried on loopback).
-async fn wait_until_accepting(listeners: &[std::net::SocketAddr]) {
-    for address in listeners {
-        let mut probe = *address;
-        if probe.ip().is_unspecified() {
-            probe.set_ip(match probe.ip() {
-                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        while tokio::net::TcpStream::connect(probe).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }

@@ -18,9 +18,9 @@ use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
 use super::{
     Balancer, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState, Upstream,
 };
-use crate::config::schema::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
-use crate::config::Problem;
-use crate::metrics::Metrics;
+use crate::config::{noted, verdict, Problem};
+use crate::config::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
+use crate::telemetry::metrics::Metrics;
 
 /// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
 const MAX_WEIGHT: u32 = 1000;
@@ -36,27 +36,16 @@ pub fn compile_upstream(
     retained: &Retained,
 ) -> Result<Upstream, Vec<Problem>> {
     let mut problems = Vec::new();
-    let outlier = match &config.outlier_detection {
-        Some(outlier) => {
-            match OutlierPolicy::compile(outlier, &format!("{path}.outlier_detection")) {
-                Ok(policy) => Some(policy),
-                Err(mut more) => {
-                    problems.append(&mut more);
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let outlier = config.outlier_detection.as_ref().and_then(|outlier| {
+        let compiled = OutlierPolicy::compile(outlier, &format!("{path}.outlier_detection"));
+        noted(compiled, &mut problems)
+    });
     let retries = match &config.retries {
-        None => RetryPolicy {
-            attempts: 1,
-            backoff: Duration::ZERO,
-            on_connect_failure: true,
-            on_status: Vec::new(),
-            budget: None,
-        },
-        Some(retries) => compile_retries(name, retries, path, retained, &mut problems),
+        None => Some(RetryPolicy::default()),
+        Some(retries) => noted(
+            compile_retries(name, retries, path, retained),
+            &mut problems,
+        ),
     };
 
     let hash_on = match (&config.load_balancing, config.hash_on.as_deref()) {
@@ -158,29 +147,23 @@ pub fn compile_upstream(
         backends.insert(backend);
     }
 
-    let health_check = match &config.health_check {
-        Some(health) => {
-            match build_health_check(name, health, &format!("{path}.health_check"), metrics) {
-                Ok(check) => {
-                    // The same checks of the same pool keep their targets' health
-                    // across a reload (keyed by address, whatever the weight).
-                    let key = format!("upstream/{name}/health/{health:?}");
-                    let registry = retained.get_or_insert_with::<HealthRegistry>(&key, || {
-                        let registry = HealthRegistry::with_equivalence(address_key);
-                        registry.set_health_check(check);
-                        registry
-                    });
-                    Some((registry, ActiveHealth::new(health.interval.0)))
-                }
-                Err(mut more) => {
-                    problems.append(&mut more);
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let health_check = config.health_check.as_ref().and_then(|health| {
+        let check = build_health_check(name, health, &format!("{path}.health_check"), metrics);
+        let check = noted(check, &mut problems)?;
+        // The same checks of the same pool keep their targets' health across a reload
+        // (keyed by address, whatever the weight).
+        let key = format!("upstream/{name}/health/{health:?}");
+        let registry = retained.get_or_insert_with::<HealthRegistry>(&key, || {
+            let registry = HealthRegistry::with_equivalence(address_key);
+            registry.set_health_check(check);
+            registry
+        });
+        Some((registry, ActiveHealth::new(health.interval.0)))
+    });
 
+    let Some(retries) = retries else {
+        return Err(problems);
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -285,8 +268,8 @@ fn compile_retries(
     retries: &RetriesConfig,
     path: &str,
     retained: &Retained,
-    problems: &mut Vec<Problem>,
-) -> RetryPolicy {
+) -> Result<RetryPolicy, Vec<Problem>> {
+    let mut problems = Vec::new();
     let mut on_connect_failure = retries.on.is_empty();
     let mut on_status = Vec::new();
     for (i, condition) in retries.on.iter().enumerate() {
@@ -322,11 +305,12 @@ fn compile_retries(
             || RetryBudget::new(percent),
         )),
     };
-    RetryPolicy {
+    let policy = RetryPolicy {
         attempts: retries.attempts,
         backoff: retries.backoff.map(|d| d.0).unwrap_or_default(),
         on_connect_failure,
         on_status,
         budget,
-    }
+    };
+    verdict(policy, problems)
 }

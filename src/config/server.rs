@@ -1,0 +1,28 @@
+//! `server:` — the process settings handed to Pingora's `ServerConf`.
+
+use serde::Deserialize;
+
+/// `server:` — Pingora process settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Worker threads per listening service.
+    pub threads: Option<usize>,
+    /// Where the daemon writes its pid.
+    pub pid_file: Option<String>,
+    /// Unix socket over which listening sockets pass to a new process on upgrade.
+    pub upgrade_sock: Option<String>,
+    /// Seconds the old process keeps serving after a graceful upgrade or shutdown begins.
+    pub grace_period_seconds: Option<u64>,
+    /// Seconds the runtimes get to finish after the grace period.
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// After SIGTERM, seconds to keep serving while `/readyz` answers 503, so load
+    /// balancers stop sending before the listeners close (default 0).
+    #[serde(default)]
+    pub drain_delay_seconds: u64,
+    /// Diagnostic log file when daemonized.
+    pub error_log: Option<String>,
+    /// Let worker threads steal each other's tasks (one multi-threaded runtime per
+    /// service) instead of one single-threaded runtime per thread.
+    pub work_stealing: Option<bool>,
+}
