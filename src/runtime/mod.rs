@@ -1,6 +1,6 @@
 //! Runtime services (layer 3): the state that holds the model in force, and the services
-//! around it: reload, the admin endpoints, the process lifecycle, and per-connection
-//! admission and deadlines.
+//! around it: reload, the admin endpoints and status page, the process lifecycle, and
+//! per-connection admission and deadlines.
 
 pub mod admin;
 pub mod connections;
@@ -9,3 +9,4 @@ pub mod lifecycle;
 pub mod reload;
 pub mod sni;
 pub mod state;
+pub mod status_page;

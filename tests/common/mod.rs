@@ -42,7 +42,7 @@ pub use self::{
     haproxy::HaProxy,
     http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
     listeners::edge_config,
-    metrics::metric_value,
+    metrics::{metric_value, sample_names},
     redis::{RedisCluster, RedisServer},
     sockets::{
         connect, connect_from, exchange_on, keep_alive_get, proxy_v1, proxy_v2, time_until_closed,

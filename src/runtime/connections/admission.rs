@@ -48,6 +48,13 @@ pub enum Closed {
 impl Admission {
     /// Admission by `policy`, counting refusals in `refused`.
     pub fn new(policy: Arc<ConnectionPolicy>, refused: IntCounterVec) -> Self {
+        // Every series exists from the start at 0, so `rate()` and alerts see the first
+        // refusal.
+        for listener in &policy.listeners {
+            for refusal in Refusal::ALL {
+                refused.with_label_values(&[&listener.label, refusal.as_str()]);
+            }
+        }
         let counts = policy
             .listeners
             .iter()

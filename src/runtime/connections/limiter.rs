@@ -25,6 +25,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every reason, so each listener's series can start at zero.
+    pub const ALL: [Refusal; 4] = [
+        Self::MaxConnections,
+        Self::MaxConnectionsPerIp,
+        Self::UntrustedProxy,
+        Self::InvalidProxyHeader,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
