@@ -4,7 +4,7 @@
 # prometheus checks the alert rules, headless chromium the admin status page). Idempotent.
 set -euo pipefail
 
-packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium)
+packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium haproxy)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
