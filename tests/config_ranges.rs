@@ -20,8 +20,13 @@ server:
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 1
   drain_delay_seconds: 0
+  request_header_timeout: 10s
+  keepalive_timeout: 60s
+  body_read_timeout: 60s
+  max_connections: 1000
+  max_connections_per_ip: 100
 listeners:
-  - address: "127.0.0.1:{listen}"
+  - { address: "127.0.0.1:{listen}", max_connections: 1000, max_connections_per_ip: 100 }
 admin: { address: "127.0.0.1:{admin}" }
 access_log: { target: "{access_log}" }
 redis: { url: "redis://127.0.0.1:1", timeout: 50ms }
@@ -97,13 +102,7 @@ impl Kind {
                 "99999999999999999999",
                 "1e309",
             ],
-            Kind::Duration => &[
-                "0s",
-                "-1s",
-                "500000000y",
-                "99999999999999999999s",
-                "1e309",
-            ],
+            Kind::Duration => &["0s", "-1s", "500000000y", "99999999999999999999s", "1e309"],
             Kind::Size => &["0", "-1", "15EiB", "99999999999999999999", "1e309"],
             Kind::Percent => &["-1", "100.5", "1e309", "-1e309", ".nan"],
         }
@@ -116,6 +115,13 @@ const FIELDS: &[(&str, Kind)] = &[
     ("server.grace_period_seconds", Kind::Integer),
     ("server.graceful_shutdown_timeout_seconds", Kind::Integer),
     ("server.drain_delay_seconds", Kind::Integer),
+    ("server.request_header_timeout", Kind::Duration),
+    ("server.keepalive_timeout", Kind::Duration),
+    ("server.body_read_timeout", Kind::Duration),
+    ("server.max_connections", Kind::Integer),
+    ("server.max_connections_per_ip", Kind::Integer),
+    ("listeners[0].max_connections", Kind::Integer),
+    ("listeners[0].max_connections_per_ip", Kind::Integer),
     ("redis.timeout", Kind::Duration),
     ("auth_failure_limit.limit", Kind::Integer),
     ("auth_failure_limit.window", Kind::Duration),

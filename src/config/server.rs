@@ -1,5 +1,6 @@
 //! `server:` — the process settings handed to Pingora's `ServerConf`.
 
+use portcullis_plugins::units::Duration;
 use serde::Deserialize;
 
 /// `server:` — Pingora process settings.
@@ -25,4 +26,24 @@ pub struct ServerSection {
     /// Let worker threads steal each other's tasks (one multi-threaded runtime per
     /// service) instead of one single-threaded runtime per thread.
     pub work_stealing: Option<bool>,
+    /// Networks (CIDR or single addresses) whose `client_ip_header` and PROXY protocol
+    /// headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies name the client in (default `X-Forwarded-For`).
+    pub client_ip_header: Option<String>,
+    /// Most time a whole request head may take to arrive (default 10s); extra bytes do
+    /// not extend it. Also bounds a PROXY header and a TLS ClientHello.
+    pub request_header_timeout: Option<Duration>,
+    /// Most time a connection may wait idle for its next request (default 60s; `0s`
+    /// turns keep-alive off).
+    pub keepalive_timeout: Option<Duration>,
+    /// Most time between two reads of a request body (default 60s).
+    pub body_read_timeout: Option<Duration>,
+    /// Open connections per listener; past it new ones are refused (0 = unlimited).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Open connections per client address per listener (0 = unlimited).
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
 }
