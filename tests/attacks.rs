@@ -722,3 +722,38 @@ fn the_cache_keeps_hosts_schemes_and_ports_apart_and_drains_bodies() {
         upstream.all_bytes()
     );
 }
+
+#[test]
+fn a_trusted_proxy_may_state_the_forwarded_host() {
+    let upstream = RecordingUpstream::start();
+    let server = common::extend_section(
+        common::BASE_CONFIG,
+        "server",
+        "  trusted_proxies: [127.0.0.1/32]",
+    );
+    let gateway = Gateway::start_raw(&format!(
+        "{server}upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: app\n",
+        upstream.addr()
+    ));
+    let request =
+        b"GET /x HTTP/1.1\r\nHost: edge.internal\r\nX-Forwarded-Host: shop.example.com\r\n\
+        X-Forwarded-Port: 443\r\nX_Forwarded_Host: evil.test\r\n\r\n";
+
+    let answer = raw_request(&gateway.addr(), request, false);
+
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let got = upstream.requests().pop().expect("forwarded");
+    assert_eq!(
+        got.header_values("x-forwarded-host"),
+        ["shop.example.com"],
+        "{}",
+        got.head
+    );
+    assert_eq!(
+        got.header_values("x-forwarded-port"),
+        ["443"],
+        "{}",
+        got.head
+    );
+    assert!(!got.has_header_spelled("X_Forwarded_Host"), "{}", got.head);
+}

@@ -1,6 +1,6 @@
 //! `server:` — the process settings handed to Pingora's `ServerConf`.
 
-use portcullis_plugins::units::Size;
+use portcullis_plugins::units::{Duration, Size};
 use serde::Deserialize;
 
 /// `server:` — Pingora process settings.
@@ -26,6 +26,26 @@ pub struct ServerSection {
     /// Let worker threads steal each other's tasks (one multi-threaded runtime per
     /// service) instead of one single-threaded runtime per thread.
     pub work_stealing: Option<bool>,
+    /// Networks (CIDR or single addresses) whose `client_ip_header` and PROXY protocol
+    /// headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies name the client in (default `X-Forwarded-For`).
+    pub client_ip_header: Option<String>,
+    /// Most time a whole request head may take to arrive (default 10s); extra bytes do
+    /// not extend it. Also bounds a PROXY header and a TLS ClientHello.
+    pub request_header_timeout: Option<Duration>,
+    /// Most time a connection may wait idle for its next request (default 60s; `0s`
+    /// turns keep-alive off).
+    pub keepalive_timeout: Option<Duration>,
+    /// Most time between two reads of a request body (default 60s).
+    pub body_read_timeout: Option<Duration>,
+    /// Open connections per listener; past it new ones are refused (0 = unlimited).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Open connections per client address per listener (0 = unlimited).
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
     /// Longest request target (path and query) accepted; a longer one is answered 414
     /// `URI_TOO_LONG` (default 8KiB).
     pub max_request_target: Option<Size>,

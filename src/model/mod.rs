@@ -3,10 +3,13 @@
 
 pub mod cache;
 pub mod canary;
+pub mod client_address;
 pub mod compression;
+pub mod connections;
 pub mod gateway;
 pub mod path;
 pub mod request;
 pub mod router;
+pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -2,6 +2,7 @@
 //! limits every request head is held to before routing.
 
 use pingora_http::RequestHeader;
+use portcullis_plugins::units::within;
 
 use crate::config::{Problem, ServerSection};
 
@@ -41,29 +42,27 @@ impl RequestLimits {
     pub fn compile(server: &ServerSection) -> Result<Self, Vec<Problem>> {
         let defaults = Self::default();
         let mut problems = Vec::new();
+        // Past Pingora's parser limits a value would never apply.
         let mut bounded = |field: &str, value: u64, max: u64| {
-            if value == 0 || value > max {
-                problems.push(Problem::new(
-                    format!("server.{field}"),
-                    format!("must be 1 to {max} (the most Pingora's parser reads)"),
-                ));
-            }
-            value
+            within(&format!("server.{field}"), value, 1, max).unwrap_or_else(|problem| {
+                problems.push(problem);
+                value
+            })
         };
         let max_target = server
             .max_request_target
-            .map_or(defaults.max_target as u64, |s| {
-                bounded("max_request_target", s.0, PARSER_MAX_HEAD)
+            .map_or(defaults.max_target as u64, |size| {
+                bounded("max_request_target", size.0, PARSER_MAX_HEAD)
             });
         let max_header_count = server
             .max_header_count
-            .map_or(defaults.max_header_count, |n| {
-                bounded("max_header_count", n as u64, PARSER_MAX_HEADERS as u64) as usize
+            .map_or(defaults.max_header_count, |count| {
+                bounded("max_header_count", count as u64, PARSER_MAX_HEADERS as u64) as usize
             });
         let max_header_bytes = server
             .max_header_bytes
-            .map_or(defaults.max_header_bytes, |s| {
-                bounded("max_header_bytes", s.0, PARSER_MAX_HEAD)
+            .map_or(defaults.max_header_bytes, |size| {
+                bounded("max_header_bytes", size.0, PARSER_MAX_HEAD)
             });
         let limits = Self {
             max_target: usize::try_from(max_target).unwrap_or(usize::MAX),
@@ -110,6 +109,33 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
         .map_or(host, |(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_past_the_parser_are_problems() {
+        let server: ServerSection = serde_yaml::from_str(
+            "{max_request_target: 2MiB, max_header_count: 1000, max_header_bytes: 0}",
+        )
+        .expect("yaml");
+        let problems = RequestLimits::compile(&server).expect_err("out of range");
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.max_request_target",
+                "server.max_header_count",
+                "server.max_header_bytes"
+            ]
+        );
+        assert_eq!(
+            RequestLimits::compile(&ServerSection::default()),
+            Ok(RequestLimits::default())
+        );
+    }
 }
 
 /// Requests for unit tests.

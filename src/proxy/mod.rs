@@ -2,6 +2,7 @@
 //! to the router, the plugins and the upstream pools.
 
 mod choice;
+mod client;
 mod compression;
 mod connection;
 mod context;
@@ -15,7 +16,6 @@ mod target;
 pub mod trace;
 
 use std::any::Any;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,8 +33,10 @@ pub use context::RequestCtx;
 pub use errors::error_response;
 
 use crate::model::cache::{self, policy, store, CacheStatus};
+use crate::model::connections::ConnectionPolicy;
 use crate::model::gateway::RouteAction;
 use crate::model::upstream::{bit, Outcome};
+use crate::runtime::connections;
 use crate::runtime::state::State;
 use choice::choose_target;
 use connection::Connection;
@@ -43,12 +45,14 @@ use retry::Failure;
 /// The proxy service logic.
 pub struct Proxy {
     state: Arc<State>,
+    connections: Arc<ConnectionPolicy>,
 }
 
 impl Proxy {
-    /// Proxy logic serving whatever configuration `state` holds.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// Proxy logic serving whatever configuration `state` holds, on client connections
+    /// governed by `connections`.
+    pub fn new(state: Arc<State>, connections: Arc<ConnectionPolicy>) -> Self {
+        Self { state, connections }
     }
 }
 
@@ -65,6 +69,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        client::head_received(session, &self.connections);
         compression::prepare(session);
         Ok(())
     }
@@ -79,7 +84,9 @@ impl ProxyHttp for Proxy {
         compression::start(session, None);
         let gateway = self.state.gateway();
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
-        ctx.plugins.client_ip = client_ip(session);
+        ctx.plugins.client_ip = client::client_ip(session, &self.connections);
+        ctx.peer_trusted = client::peer_ip(session)
+            .is_some_and(|peer| self.connections.client_address.trusts(peer));
         let raw_head = (!session.is_http2()).then(|| session.downstream_session.to_h1_raw());
         let checked = hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
             .and_then(|()| {
@@ -138,6 +145,8 @@ impl ProxyHttp for Proxy {
             }
         }
 
+        // The canary choice precedes the cache lookup: the cache key includes it.
+        ctx.split = choice::split(session, ctx);
         match &route.action {
             RouteAction::Respond(fixed) => respond::fixed(session, ctx, fixed).await,
             // The pool and target are chosen once the cache cannot answer
@@ -174,6 +183,7 @@ impl ProxyHttp for Proxy {
         match &ctx.route {
             Some(route) => Ok(cache::cache_key(
                 &route.name,
+                ctx.split,
                 session.req_header(),
                 forwarded_proto(session),
             )),
@@ -187,6 +197,13 @@ impl ProxyHttp for Proxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
+        // A canary request the stable pool answered (no canary target was available)
+        // must not be stored under the canary's key.
+        if ctx.variant != ctx.split && ctx.split.is_some() {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "served by another variant than the split chose",
+            )));
+        }
         Ok(
             match ctx.route.as_ref().and_then(|route| route.cache.as_ref()) {
                 Some(cache) => policy::response_cacheable(cache, resp),
@@ -361,7 +378,8 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forwarding::rewrite(upstream_request, ctx, forwarded_proto(session))?;
+        let peer = client::peer_ip(session);
+        forwarding::rewrite(upstream_request, ctx, peer, forwarded_proto(session))?;
         if let Some(route) = &ctx.route {
             route
                 .plugins
@@ -437,15 +455,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        connections::request_finished();
         logging::record(session, ctx, &self.state);
     }
-}
-
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map(|addr| addr.ip())
 }
 
 fn forwarded_proto(session: &Session) -> &'static str {

@@ -24,7 +24,10 @@ pub fn reload(state: &State) -> Result<u64, Problems> {
         .inc();
     match &result {
         Ok(version) => log::warn!("configuration reloaded: version {version}"),
-        Err(problems) => log::error!("configuration reload rejected:\n{problems}"),
+        Err(problems) => {
+            log::error!("configuration reload rejected:\n{problems}");
+            state.refused_reload(problems);
+        }
     }
     result
 }
@@ -71,7 +74,10 @@ fn try_reload(state: &State) -> Result<u64, Problems> {
 /// Pingora server (sockets, threads, the access log writer).
 fn process_changes(running: &ProcessSettings, new: &ProcessSettings) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if running.listeners != new.listeners || running.tls_listeners != new.tls_listeners {
+    if running.listeners != new.listeners
+        || running.tls_listeners != new.tls_listeners
+        || running.listener_connections != new.listener_connections
+    {
         changed.push("listeners");
     }
     if running.admin != new.admin {

@@ -272,7 +272,7 @@ pub struct RawConnection {
 
 impl RawConnection {
     pub fn open(addr: &str) -> RawConnection {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let stream = super::sockets::connect(addr);
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("set a read timeout");
