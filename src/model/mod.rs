@@ -7,6 +7,7 @@ pub mod client_address;
 pub mod compression;
 pub mod connections;
 pub mod gateway;
+pub mod path;
 pub mod request;
 pub mod router;
 pub mod server;

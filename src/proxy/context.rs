@@ -25,6 +25,12 @@ pub struct RequestCtx {
     pub route: Option<Arc<Route>>,
     /// Bytes of the matched prefix that `strip_prefix` removes.
     pub strip_len: Option<usize>,
+    /// The target as the client sent it, when canonicalisation changed it (forwarded
+    /// instead of the canonical one on routes with `path.raw`).
+    pub client_target: Option<Box<str>>,
+    /// Whether the connection's peer is a trusted proxy (`server.trusted_proxies`), whose
+    /// `X-Forwarded-Host` and other `X-Forwarded-*` headers are kept; a client's never are.
+    pub peer_trusted: bool,
     /// The request id (kept from the client or generated).
     pub request_id: String,
     /// The W3C trace context.
@@ -77,6 +83,8 @@ impl RequestCtx {
             gateway: None,
             route: None,
             strip_len: None,
+            client_target: None,
+            peer_trusted: false,
             request_id: String::new(),
             trace: None,
             plugins: PluginCtx::default(),

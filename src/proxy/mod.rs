@@ -12,6 +12,7 @@ mod hygiene;
 mod logging;
 mod respond;
 mod retry;
+mod target;
 pub mod trace;
 
 use std::any::Any;
@@ -84,13 +85,26 @@ impl ProxyHttp for Proxy {
         let gateway = self.state.gateway();
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
         ctx.plugins.client_ip = client::client_ip(session, &self.connections);
-        let checked = hygiene::check(session.req_header(), || {
-            session.downstream_session.to_h1_raw()
-        });
-        if let Err(rejection) = checked {
-            ctx.gateway = Some(gateway);
-            return respond::reject(session, ctx, rejection).await;
-        }
+        ctx.peer_trusted = client::peer_ip(session)
+            .is_some_and(|peer| self.connections.client_address.trusts(peer));
+        let raw_head = (!session.is_http2()).then(|| session.downstream_session.to_h1_raw());
+        let checked = hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
+            .and_then(|()| {
+                target::canonicalize_target(
+                    session.req_header_mut(),
+                    gateway.requests.merge_slashes,
+                )
+            });
+        let client_target = match checked {
+            Ok(client_target) => client_target,
+            Err(rejection) => {
+                ctx.gateway = Some(gateway);
+                // The framing may be ambiguous: nothing more is read from this connection.
+                session.set_keepalive(None);
+                return respond::reject(session, ctx, rejection).await;
+            }
+        };
+        ctx.client_target = client_target.raw;
 
         let Some((matcher, route)) = gateway.router.find(session.req_header()) else {
             ctx.gateway = Some(gateway);
@@ -99,6 +113,14 @@ impl ProxyHttp for Proxy {
             return respond::reject(session, ctx, rejection).await;
         };
         let route = Arc::clone(route);
+        if let Some(reason) = client_target.ambiguity.filter(|_| !route.raw_path) {
+            ctx.gateway = Some(gateway);
+            session.set_keepalive(None);
+            let message =
+                format!("the path holds {reason}, which an upstream may read as a separator");
+            return respond::reject(session, ctx, Rejection::new(ErrorCode::BadRequest, message))
+                .await;
+        }
         if route.compression.is_some() {
             compression::start(session, route.compression.as_deref());
         }
@@ -163,6 +185,7 @@ impl ProxyHttp for Proxy {
                 &route.name,
                 ctx.split,
                 session.req_header(),
+                forwarded_proto(session),
             )),
             None => Error::e_explain(ErrorType::InternalError, "cache key without a route"),
         }
@@ -411,6 +434,15 @@ impl ProxyHttp for Proxy {
         }
         respond::decorate(upstream_response, ctx);
         Ok(())
+    }
+
+    /// A request head Pingora could not read still gets a JSON error, with a request id.
+    fn invalid_request_response(&self, e: &Error) -> Option<(ResponseHeader, Bytes)> {
+        let request_id = trace::new_request_id();
+        let (mut header, body) = error_response(&errors::unreadable_request(e), &request_id);
+        let id_header = self.state.gateway().tracing.request_id_header.clone();
+        header.insert_header(id_header, request_id).ok()?;
+        Some((header, body))
     }
 
     async fn fail_to_proxy(

@@ -28,6 +28,7 @@ mod haproxy;
 mod http;
 mod listeners;
 mod metrics;
+mod recorder;
 mod redis;
 mod sockets;
 mod traffic;
@@ -46,6 +47,7 @@ pub use self::{
     },
     listeners::edge_config,
     metrics::{metric_value, sample_names},
+    recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},
     redis::{RedisCluster, RedisServer},
     sockets::{
         connect, connect_from, exchange_on, keep_alive_get, proxy_v1, proxy_v2, time_until_closed,

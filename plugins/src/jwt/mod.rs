@@ -74,20 +74,22 @@ impl Jwt {
         })
     }
 
-    fn token(&self, req: &RequestHeader) -> Option<String> {
-        credentials::bearer(req)
-            .map(str::to_string)
-            .or_else(|| {
-                self.cookie
-                    .as_deref()
-                    .and_then(|name| credentials::cookie(req, name))
-                    .map(str::to_string)
-            })
-            .or_else(|| {
-                self.query
-                    .as_deref()
-                    .and_then(|name| credentials::query_param(req, name))
-            })
+    /// The token, from `Authorization: Bearer`, the cookie or the query parameter;
+    /// refused when it is given twice (in two places, or twice in one).
+    fn token(&self, req: &RequestHeader) -> Result<Option<String>, Rejection> {
+        let bearer = credentials::bearer(req).map(str::to_string);
+        let cookie = match self.cookie.as_deref() {
+            Some(name) => credentials::cookie(req, name)?.map(str::to_string),
+            None => None,
+        };
+        let query = match self.query.as_deref() {
+            Some(name) => credentials::query_param(req, name)?,
+            None => None,
+        };
+        credentials::only(
+            bearer.into_iter().chain(cookie).chain(query),
+            "bearer token",
+        )
     }
 
     async fn authenticate(&self, token: &str, ctx: &mut PluginCtx) -> Result<(), Rejection> {
@@ -161,7 +163,7 @@ impl Jwt {
 #[async_trait::async_trait]
 impl Plugin for Jwt {
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let Some(token) = self.token(req) else {
+        let Some(token) = self.token(req)? else {
             return Err(auth::bearer_refusal(
                 auth::MISSING,
                 "a bearer token is required",
@@ -170,9 +172,15 @@ impl Plugin for Jwt {
         self.authenticate(&token, ctx).await
     }
 
-    /// Inbound copies of the `claims_to_headers` headers never pass, whichever auth
-    /// plugin accepted the request; the verified claims' values replace them.
+    /// Inbound copies of the `claims_to_headers` headers (underscored look-alikes
+    /// included) never pass, whichever auth plugin accepted the request; the verified
+    /// claims' values replace them.
     fn upstream_request(&self, req: &mut RequestHeader, ctx: &PluginCtx) {
+        crate::lookalike::remove_lookalikes(req, |name| {
+            self.claim_headers
+                .iter()
+                .any(|(_, header)| header.as_str() == name)
+        });
         for (claim, header) in &self.claim_headers {
             req.remove_header(header);
             let value = ctx

@@ -190,20 +190,35 @@ impl RouteCache {
     }
 }
 
-/// The cache key of a request on route `route`: route (with the canary split's choice on
-/// a route with a canary, so each variant's answers stay apart), host (lower case,
-/// without port) and path with query, one per line (none of them can contain a line
-/// break). The method is not part of it: HEAD is answered from the GET response.
-pub fn cache_key(route: &str, variant: Option<Variant>, req: &RequestHeader) -> CacheKey {
+/// The cache key of a request on route `route` reached over `scheme` (`http`/`https`):
+/// route (with the canary split's choice on a route with a canary, so each variant's
+/// answers stay apart) with scheme and port, host (lower case, without port) and path
+/// with query, one per line (none of them can contain a line break). Scheme and port are
+/// in because the upstream sees them (`X-Forwarded-Proto`, the port in `Host`) and may
+/// answer differently (a redirect to https, absolute links); the path is the canonical
+/// one the upstream gets. The method is not part of it: HEAD is answered from the GET
+/// response.
+pub fn cache_key(
+    route: &str,
+    variant: Option<Variant>,
+    req: &RequestHeader,
+    scheme: &str,
+) -> CacheKey {
     let host = crate::model::request::request_host(req).to_ascii_lowercase();
+    let port = crate::model::request::request_port(req).unwrap_or(if scheme == "https" {
+        443
+    } else {
+        80
+    });
     let path_and_query = req
         .uri
         .path_and_query()
         .map_or("/", |path_and_query| path_and_query.as_str());
-    let primary = match variant {
-        // Route names have no spaces: "orders canary" cannot be another route's name.
-        Some(variant) => format!("{route} {}\n{host}\n{path_and_query}", variant.as_str()),
-        None => format!("{route}\n{host}\n{path_and_query}"),
-    };
-    CacheKey::new(primary, "")
+    // Route names have no spaces: "orders canary" cannot be another route's name.
+    let variant = variant.map_or("", |variant| variant.as_str());
+    let separator = if variant.is_empty() { "" } else { " " };
+    CacheKey::new(
+        format!("{route}{separator}{variant} {scheme}:{port}\n{host}\n{path_and_query}"),
+        "",
+    )
 }
