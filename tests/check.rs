@@ -166,6 +166,27 @@ fn every_problem_is_reported() {
 }
 
 #[test]
+fn every_parse_problem_of_every_section_is_reported() {
+    let check = Check::run(&valid_except(&[
+        ("path_prefix: /api", "pathprefix: /api"),
+        ("weight: 3", "weight: heavy"),
+        ("connect: 1s", "connect: soon"),
+        ("strip_prefix: true", "strip_prefix: sometimes"),
+        ("name: users", "nmae: users"),
+        ("body: pong", "body: [pong]"),
+    ]));
+
+    check.problem_at("routes[0].match.pathprefix");
+    check.problem_at("upstreams.app.targets[0].weight");
+    check.problem_at("upstreams.app.timeouts.connect");
+    check.problem_at("routes[0].strip_prefix");
+    check.problem_at("routes[1].nmae");
+    check.problem_at("routes[1]");
+    // routes[1] is left out to find the problems after it; they keep their own index.
+    check.problem_at("routes[2].respond.body");
+}
+
+#[test]
 fn version_prints_the_version() {
     let output = run_portcullis(&["version"]);
 
