@@ -133,6 +133,11 @@ impl Canary {
         }
     }
 
+    /// The percentage of traffic sent to the canary (to 0.01).
+    pub fn weight(&self) -> f64 {
+        self.threshold as f64 * 100.0 / BUCKETS as f64
+    }
+
     /// The force header, which the upstream does not need to see.
     pub fn force_header(&self) -> Option<&HeaderName> {
         self.force_header.as_ref()

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::error::ErrorStack;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
@@ -38,6 +39,8 @@ pub struct CertStore {
     /// `*.example.com` is stored under `example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+    /// Each certificate's first DNS name and its notAfter as a Unix time.
+    expiries: Vec<(String, i64)>,
 }
 
 impl CertStore {
@@ -53,11 +56,15 @@ impl CertStore {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
+        let mut expiries = Vec::new();
         for (i, pair) in config.certificates.iter().enumerate() {
             let at = format!("{path}.certificates[{i}]");
             let Some((certified, names)) = noted(load_pair(pair, &at), &mut problems) else {
                 continue;
             };
+            if let Some(not_after) = unix_time(certified.chain[0].not_after()) {
+                expiries.push((names[0].to_ascii_lowercase(), not_after));
+            }
             let certified = Arc::new(certified);
             for name in names {
                 let name = name.to_ascii_lowercase();
@@ -77,9 +84,17 @@ impl CertStore {
                 exact,
                 wildcard,
                 default,
+                expiries,
             },
             problems,
         )
+    }
+
+    /// Each certificate's first DNS name and when it expires (notAfter, a Unix time).
+    pub fn expiries(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.expiries
+            .iter()
+            .map(|(name, not_after)| (name.as_str(), *not_after))
     }
 
     /// The certificate for `server_name`: an exact name, else a wildcard one level up,
@@ -142,6 +157,12 @@ fn load_pair(
         )]);
     }
     Ok((CertifiedKey { chain, key }, names))
+}
+
+/// `time` as seconds since the Unix epoch.
+fn unix_time(time: &Asn1TimeRef) -> Option<i64> {
+    let since_epoch = Asn1Time::from_unix(0).ok()?.diff(time).ok()?;
+    Some(i64::from(since_epoch.days) * 86_400 + i64::from(since_epoch.secs))
 }
 
 /// The DNS names a certificate serves: its subject alternative names, or its common

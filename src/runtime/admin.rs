@@ -1,5 +1,5 @@
-//! The admin listener (SPEC §6): metrics, liveness, readiness, status, reload and cache
-//! purge.
+//! The admin listener (SPEC §6): the status page, metrics, liveness, readiness, status,
+//! reload and cache purge.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::model::cache::purge::Purge;
 use crate::runtime::reload::reload;
 use crate::runtime::state::State;
+use crate::runtime::status_page::{self, token_matches, Visit};
 
 /// Largest admin request body read.
 const MAX_BODY: usize = 64 * 1024;
@@ -29,6 +30,7 @@ impl Admin {
 
     fn status(&self) -> serde_json::Value {
         let gateway = self.state.gateway();
+        let answers = self.state.metrics.answers_by_route();
         let routes: Vec<_> = gateway
             .router
             .iter()
@@ -38,23 +40,44 @@ impl Admin {
                         upstream,
                         canary,
                         fallback,
-                    } => (
-                        Some(upstream.name.to_string()),
-                        canary.as_ref().map(|c| c.upstream.name.to_string()),
-                        fallback.as_ref().map(|f| f.name.to_string()),
-                    ),
+                    } => (Some(upstream), canary.as_ref(), fallback.as_ref()),
                     crate::model::gateway::RouteAction::Respond(_) => (None, None, None),
                 };
-                let cache = route.cache.as_ref().map(
-                    |cache| json!({"bytes": cache.store.size(), "responses": cache.store.items()}),
-                );
+                let cache = route.cache.as_ref().map(|cache| {
+                    json!({
+                        "bytes": cache.store.size(),
+                        "responses": cache.store.items(),
+                        "results": cache.results().collect::<std::collections::BTreeMap<_, _>>(),
+                    })
+                });
+                let counted = answers.get(&*route.name).copied().unwrap_or_default();
                 json!({
                     "name": &*route.name,
-                    "upstream": upstream,
-                    "canary_upstream": canary,
-                    "fallback_upstream": fallback,
+                    "upstream": upstream.map(|pool| &*pool.name),
+                    "canary_upstream": canary.map(|canary| &*canary.upstream.name),
+                    "canary_weight": canary.map(|canary| canary.weight()),
+                    "fallback_upstream": fallback.map(|pool| &*pool.name),
                     "plugins": route.plugins.names().collect::<Vec<_>>(),
                     "cache": cache,
+                    "requests": counted.requests,
+                    "errors": counted.errors,
+                })
+            })
+            .collect();
+        let listeners: Vec<_> = gateway
+            .process
+            .listeners
+            .iter()
+            .map(|address| {
+                let tls = gateway
+                    .process
+                    .tls_listeners
+                    .iter()
+                    .find(|(tls, _)| tls == address);
+                json!({
+                    "address": address.to_string(),
+                    "tls": tls.is_some(),
+                    "http2": tls.is_some_and(|(_, http2)| *http2),
                 })
             })
             .collect();
@@ -95,8 +118,13 @@ impl Admin {
             "hash": gateway.hash,
             "loaded_at": gateway.loaded_at.to_rfc3339(),
             "ready": self.state.ready(),
+            "listeners": listeners,
             "routes": routes,
             "upstreams": upstreams,
+            "last_refused_reload": self.state.last_refusal().map(|refusal| json!({
+                "at": refusal.at.to_rfc3339(),
+                "problems": refusal.problems,
+            })),
         })
     }
 
@@ -114,7 +142,23 @@ impl Admin {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .unwrap_or("");
-        constant_time_eq(presented.as_bytes(), token.as_bytes())
+        token_matches(presented, token)
+    }
+
+    /// The status page, or its sign-in when `admin.token` is set.
+    fn status_page(&self, session: &ServerSession, form: Option<&[u8]>) -> Response<Vec<u8>> {
+        let request = session.req_header();
+        let visit = Visit {
+            query: request.uri.query(),
+            cookies: request
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect(),
+            form,
+        };
+        status_page::respond(self.state.gateway().admin_token.as_deref(), &visit)
     }
 }
 
@@ -134,6 +178,11 @@ impl ServeHttp for Admin {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         match (method, path.as_str()) {
+            (Method::GET, "/") => self.status_page(session, None),
+            (Method::POST, "/") => {
+                let form = read_body(session).await;
+                self.status_page(session, Some(&form))
+            }
             (Method::GET, "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -174,12 +223,13 @@ impl ServeHttp for Admin {
                     Err(problem) => json_reply(StatusCode::BAD_REQUEST, &json!({"error": problem})),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload" | "/cache/purge") => {
-                json_reply(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({"error": "method not allowed"}),
-                )
-            }
+            (
+                _,
+                "/" | "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload" | "/cache/purge",
+            ) => json_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method not allowed"}),
+            ),
             _ => json_reply(
                 StatusCode::NOT_FOUND,
                 &json!({"error": "no such admin endpoint"}),
@@ -197,10 +247,6 @@ async fn read_body(session: &mut ServerSession) -> Vec<u8> {
         body.extend_from_slice(&chunk);
     }
     body
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {

@@ -1,5 +1,5 @@
 //! Runtime services (layer 3): the state that holds the model in force, and the services
-//! around it: reload, the admin endpoints, the process lifecycle.
+//! around it: reload, the admin endpoints and status page, the process lifecycle.
 
 pub mod admin;
 pub mod health_checker;
@@ -7,3 +7,4 @@ pub mod lifecycle;
 pub mod reload;
 pub mod sni;
 pub mod state;
+pub mod status_page;

@@ -24,7 +24,10 @@ pub fn reload(state: &State) -> Result<u64, Problems> {
         .inc();
     match &result {
         Ok(version) => log::warn!("configuration reloaded: version {version}"),
-        Err(problems) => log::error!("configuration reload rejected:\n{problems}"),
+        Err(problems) => {
+            log::error!("configuration reload rejected:\n{problems}");
+            state.refused_reload(problems);
+        }
     }
     result
 }

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use chrono::{DateTime, Utc};
 
+use crate::config::Problems;
 use crate::model::gateway::Gateway;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
@@ -27,6 +29,15 @@ pub struct State {
     health_checked: tokio::sync::watch::Sender<bool>,
     serving: AtomicBool,
     draining: AtomicBool,
+    last_refusal: ArcSwapOption<ReloadRefusal>,
+}
+
+/// A reload that was refused, kept for /status and the status page.
+pub struct ReloadRefusal {
+    /// When it was refused.
+    pub at: DateTime<Utc>,
+    /// Every problem, one `FILE: path.to.field: message` each.
+    pub problems: Vec<String>,
 }
 
 impl State {
@@ -48,6 +59,7 @@ impl State {
             health_checked: tokio::sync::watch::Sender::new(false),
             serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            last_refusal: ArcSwapOption::empty(),
         }
     }
 
@@ -60,6 +72,20 @@ impl State {
     pub fn swap(&self, gateway: Gateway) {
         publish(&gateway, &self.metrics);
         self.gateway.store(Arc::new(gateway));
+    }
+
+    /// Keeps `problems` as the last refused reload.
+    pub fn refused_reload(&self, problems: &Problems) {
+        let problems = problems.to_string().lines().map(str::to_string).collect();
+        self.last_refusal.store(Some(Arc::new(ReloadRefusal {
+            at: Utc::now(),
+            problems,
+        })));
+    }
+
+    /// The last refused reload since the process started, if any.
+    pub fn last_refusal(&self) -> Option<Arc<ReloadRefusal>> {
+        self.last_refusal.load_full()
     }
 
     /// Records that the configuration is active: compiled inside the running server, with
@@ -107,6 +133,7 @@ fn publish(gateway: &Gateway, metrics: &Metrics) {
     metrics
         .config_version
         .set(i64::try_from(gateway.version).unwrap_or(i64::MAX));
+    publish_certificates(gateway, metrics);
     for upstream in gateway.upstreams.values() {
         for target in &upstream.targets {
             metrics
@@ -118,5 +145,27 @@ fn publish(gateway: &Gateway, metrics: &Metrics) {
                 .with_label_values(&[&upstream.name, &target.label])
                 .set(i64::from(upstream.target_ejected(target)));
         }
+    }
+}
+
+/// Sets `portcullis_tls_certificate_expiry_seconds` for the certificates of this
+/// configuration only (a certificate removed by a reload leaves the metric).
+fn publish_certificates(gateway: &Gateway, metrics: &Metrics) {
+    let mut expiries = std::collections::BTreeMap::new();
+    for (listener, store) in &gateway.tls {
+        for (name, not_after) in store.expiries() {
+            // Two certificates of one listener named alike: the one that expires first.
+            expiries
+                .entry((listener.to_string(), name))
+                .and_modify(|earliest: &mut i64| *earliest = (*earliest).min(not_after))
+                .or_insert(not_after);
+        }
+    }
+    metrics.tls_certificate_expiry.reset();
+    for ((listener, name), not_after) in expiries {
+        metrics
+            .tls_certificate_expiry
+            .with_label_values(&[listener.as_str(), name])
+            .set(not_after);
     }
 }

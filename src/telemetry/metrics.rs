@@ -1,6 +1,7 @@
 //! The Prometheus metrics of SPEC §7, in a registry of their own that outlives reloads.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use portcullis_plugins::Telemetry;
 use prometheus::core::Collector;
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub rate_limit_backend_errors: IntCounterVec,
     /// `portcullis_cache_requests_total{route,result}`
     pub cache_requests: IntCounterVec,
+    /// `portcullis_tls_certificate_expiry_seconds{listener,name}`: notAfter as a Unix time.
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -142,6 +145,11 @@ impl Metrics {
                 "portcullis_process_resident_memory_bytes",
                 "Resident memory of the gateway process (what soak tests watch).",
             ),
+            tls_certificate_expiry: define.gauges(
+                "portcullis_tls_certificate_expiry_seconds",
+                "When the listener's certificate expires (its notAfter), as a Unix time.",
+                &["listener", "name"],
+            ),
             names: define.names.take(),
             registry,
         }
@@ -162,6 +170,44 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// A route's answers so far, from `portcullis_requests_total`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouteAnswers {
+    /// Every answer.
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub errors: u64,
+}
+
+impl Metrics {
+    /// The answers of each route so far, summed over the other labels of
+    /// `portcullis_requests_total` (read when asked, so the request path does no more).
+    pub fn answers_by_route(&self) -> HashMap<String, RouteAnswers> {
+        let mut by_route: HashMap<String, RouteAnswers> = HashMap::new();
+        for family in self.requests.collect() {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|pair| pair.name() == name)
+                        .map(|pair| pair.value())
+                };
+                let (Some(route), Some(status)) = (label("route"), label("status")) else {
+                    continue;
+                };
+                let count = metric.get_counter().get_value() as u64;
+                let answers = by_route.entry(route.to_string()).or_default();
+                answers.requests += count;
+                if status.starts_with('5') {
+                    answers.errors += count;
+                }
+            }
+        }
+        by_route
     }
 }
 

@@ -21,6 +21,7 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+mod certs;
 mod config;
 mod gateway;
 mod http;
@@ -32,10 +33,11 @@ mod upstream;
 // The harness's surface; each test crate imports only part of it.
 #[allow(unused_imports)]
 pub use self::{
+    certs::make_cert,
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
     gateway::{run_portcullis, Gateway},
     http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
-    metrics::metric_value,
+    metrics::{metric_value, sample_names},
     redis::{RedisCluster, RedisServer},
     traffic::{Traffic, TrafficReport},
     upstream::{ReceivedRequest, Upstream, HEALTH_PATH},

@@ -145,6 +145,19 @@ impl RouteCache {
         }
     }
 
+    /// Requests counted so far by result (`hit`, `miss`, `stale`, `bypass`), for /status.
+    pub fn results(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let all = [
+            CacheStatus::Hit,
+            CacheStatus::Miss,
+            CacheStatus::Stale,
+            CacheStatus::Bypass,
+        ];
+        all.into_iter()
+            .zip(self.counters.iter().flatten())
+            .map(|(status, counter)| (status.label(), counter.get()))
+    }
+
     #[cfg(test)]
     pub(crate) fn for_tests(default_ttl: Option<Duration>, vary: &[&str]) -> Self {
         Self {
