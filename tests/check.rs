@@ -1,5 +1,5 @@
 //! The command line (SPEC §2): `portcullis check -c FILE` reports every problem as
-//! `FILE: path.to.field: message`, and `portcullis version`.
+//! `FILE: path.to.field: message`, `portcullis version` and `portcullis hash-key`.
 
 mod common;
 
@@ -193,6 +193,66 @@ fn version_prints_the_version() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+}
+
+#[test]
+fn version_names_the_commit_pingora_and_its_features() {
+    let output = run_portcullis(&["version"]);
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let commit = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("commit: "))
+        .unwrap_or_else(|| panic!("no commit line: {stdout}"));
+    // Built from this git checkout, so the commit is known.
+    assert!(
+        commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pingora: 0.9.1 (features: "), "{stdout}");
+    assert!(stdout.contains("openssl"), "{stdout}");
+}
+
+#[test]
+fn hash_key_reads_the_key_from_standard_input() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let hash = |stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("hash-key")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run portcullis hash-key");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write the key");
+        child.wait_with_output().expect("hash-key output")
+    };
+    let from_argument = run_portcullis(&["hash-key", "demo-key"]);
+    let expected = String::from_utf8_lossy(&from_argument.stdout).to_string();
+    assert!(expected.starts_with("sha256:"), "{expected}");
+
+    for input in ["demo-key\n", "demo-key", "demo-key\r\n"] {
+        let output = hash(input);
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            expected,
+            "{input:?}"
+        );
+    }
+    let empty = hash("");
+    assert_eq!(empty.status.code(), Some(1), "{empty:?}");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no key given"));
+
+    let help = run_portcullis(&["hash-key", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("standard input"));
 }
 
 #[test]

@@ -133,8 +133,12 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Problems> {
         file: path.display().to_string(),
         problems,
     };
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| fail(vec![Problem::new("", format!("cannot read file: {e}"))]))?;
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![Problem::new(
+            "",
+            format!("cannot read the configuration file: {e}"),
+        )])
+    })?;
     let config = parse(&source).map_err(fail)?;
     Ok(LoadedConfig { config, source })
 }

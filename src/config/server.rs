@@ -1,5 +1,6 @@
 //! `server:` — the process settings handed to Pingora's `ServerConf`.
 
+use portcullis_plugins::units::Duration;
 use serde::Deserialize;
 
 /// `server:` — Pingora process settings.
@@ -25,4 +26,7 @@ pub struct ServerSection {
     /// Let worker threads steal each other's tasks (one multi-threaded runtime per
     /// service) instead of one single-threaded runtime per thread.
     pub work_stealing: Option<bool>,
+    /// How long start-up keeps trying to bind an address that is in use before it gives
+    /// up and exits (default 5s).
+    pub bind_retry: Option<Duration>,
 }
