@@ -305,3 +305,33 @@ fn a_pid_file_in_a_missing_directory_is_one_line() {
     );
     assert!(line.contains("missing/portcullis.pid"), "{line}");
 }
+
+#[test]
+fn sigusr2_hands_the_sockets_to_a_new_process_of_the_same_binary() {
+    let mut gateway = Gateway::start(&format!("routes:\n{}", common::PING_ROUTE));
+    let old = gateway.pid();
+
+    gateway.signal("USR2");
+
+    let new = eventually!(within(Duration::from_secs(15)),
+        let pid = gateway.pid_from_file();
+        pid.is_some_and(|pid| pid != old),
+        "no new pid in the pid file: {pid:?}\n{}", gateway.stderr()
+    );
+    assert!(
+        gateway.stderr().contains("upgrading on SIGUSR2"),
+        "{}",
+        gateway.stderr()
+    );
+    let exit = gateway.wait_for_exit(Duration::from_secs(20));
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "old process: {exit:?}"
+    );
+    assert_eq!(gateway.get("/ping").status, 200, "served by pid {new:?}");
+    assert_eq!(
+        gateway.pid_from_file(),
+        new,
+        "the new process keeps its pid file"
+    );
+}

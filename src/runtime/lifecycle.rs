@@ -179,16 +179,47 @@ async fn wait_until_accepting(listeners: &[SocketAddr]) {
 
 /// Pingora's signal handling (SIGQUIT upgrade, SIGTERM graceful stop, SIGINT fast stop),
 /// with SIGTERM first turning `/readyz` to 503 for `server.drain_delay_seconds` while
-/// everything keeps serving.
+/// everything keeps serving, and SIGUSR2 starting a graceful upgrade from inside.
 pub struct Signals {
     state: Arc<State>,
     drain_delay: Duration,
+    /// The executable as it was at start: after a package upgrade replaced the file, the
+    /// same path starts the new binary.
+    binary: Option<PathBuf>,
 }
 
 impl Signals {
     /// Signal handling for `state`'s process.
     pub fn new(state: Arc<State>, drain_delay: Duration) -> Self {
-        Self { state, drain_delay }
+        Self {
+            state,
+            drain_delay,
+            binary: std::env::current_exe().ok(),
+        }
+    }
+
+    /// Runs `portcullis upgrade` for this process (it starts the binary at the same path,
+    /// then sends this process SIGQUIT). Started from here, the new process is a child of
+    /// the service, so a service manager (systemd's cgroup, its `PIDFile=`) keeps it.
+    fn upgrade(&self) {
+        let Some(binary) = &self.binary else {
+            log::warn!("SIGUSR2: cannot find this binary's path; no upgrade");
+            return;
+        };
+        let started = std::process::Command::new(binary)
+            .arg("upgrade")
+            .arg("-c")
+            .arg(&self.state.config_path)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match started {
+            Ok(mut upgrade) => {
+                log::info!("upgrading on SIGUSR2: {} takes over", binary.display());
+                // Reaped here; its own errors go to the same log.
+                std::thread::spawn(move || upgrade.wait());
+            }
+            Err(e) => log::warn!("SIGUSR2: cannot start {}: {e}", binary.display()),
+        }
     }
 }
 
@@ -196,14 +227,35 @@ impl Signals {
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut quit), Ok(mut terminate), Ok(mut interrupt)) = (
+        let (Ok(mut quit), Ok(mut terminate), Ok(mut interrupt), Ok(mut upgrade)) = (
             signal(SignalKind::quit()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined2()),
         ) else {
             log::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
+        // SIGUSR2 starts an upgrade, whose SIGQUIT then ends the wait for a stop.
+        let stopping = self.stopping(&mut quit, &mut terminate, &mut interrupt);
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                signal = &mut stopping => return signal,
+                _ = upgrade.recv() => self.upgrade(),
+            }
+        }
+    }
+}
+
+impl Signals {
+    /// Waits for the signal that stops this process, and says how.
+    async fn stopping(
+        &self,
+        quit: &mut tokio::signal::unix::Signal,
+        terminate: &mut tokio::signal::unix::Signal,
+        interrupt: &mut tokio::signal::unix::Signal,
+    ) -> ShutdownSignal {
         tokio::select! {
             _ = quit.recv() => {
                 log::info!("stopping on SIGQUIT: handing the listening sockets over, then draining");
