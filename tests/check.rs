@@ -338,3 +338,35 @@ fn a_complete_traffic_configuration_is_ok() {
 
     assert_eq!(check.output.status.code(), Some(0), "{}", check.text());
 }
+
+#[test]
+fn the_packaged_configuration_is_ok_and_agrees_with_the_unit() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/debian/portcullis.yaml");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/portcullis.service"
+    ))
+    .expect("conf/portcullis.service");
+
+    let output = run_portcullis(&["check", "-c", conf]);
+
+    assert!(output.status.success(), "{output:?}");
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(conf).expect("config")).expect("YAML");
+    let pid_file = config["server"]["pid_file"]
+        .as_str()
+        .expect("server.pid_file");
+    let upgrade_sock = config["server"]["upgrade_sock"]
+        .as_str()
+        .expect("upgrade_sock");
+    assert!(unit.contains(&format!("\nPIDFile={pid_file}\n")), "{unit}");
+    assert!(unit.contains("\nRuntimeDirectory=portcullis\n"), "{unit}");
+    assert!(
+        upgrade_sock.starts_with("/run/portcullis/"),
+        "{upgrade_sock}"
+    );
+    assert!(
+        unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{unit}"
+    );
+}
