@@ -6,7 +6,7 @@
 # Idempotent.
 set -euo pipefail
 
-packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium)
+packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium haproxy)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -13,6 +13,14 @@ pub struct ListenerConfig {
     pub address: String,
     /// TLS termination; absent means plain HTTP (and h2c).
     pub tls: Option<ListenerTlsConfig>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), accepted only
+    /// from `server.trusted_proxies`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Overrides `server.max_connections` for this listener.
+    pub max_connections: Option<u32>,
+    /// Overrides `server.max_connections_per_ip` for this listener.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// `admin:` — the operator endpoints of SPEC §6.

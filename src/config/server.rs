@@ -29,4 +29,24 @@ pub struct ServerSection {
     /// How long start-up keeps trying to bind an address that is in use before it gives
     /// up and exits (default 5s).
     pub bind_retry: Option<Duration>,
+    /// Networks (CIDR or single addresses) whose `client_ip_header` and PROXY protocol
+    /// headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies name the client in (default `X-Forwarded-For`).
+    pub client_ip_header: Option<String>,
+    /// Most time a whole request head may take to arrive (default 10s); extra bytes do
+    /// not extend it. Also bounds a PROXY header and a TLS ClientHello.
+    pub request_header_timeout: Option<Duration>,
+    /// Most time a connection may wait idle for its next request (default 60s; `0s`
+    /// turns keep-alive off).
+    pub keepalive_timeout: Option<Duration>,
+    /// Most time between two reads of a request body (default 60s).
+    pub body_read_timeout: Option<Duration>,
+    /// Open connections per listener; past it new ones are refused (0 = unlimited).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Open connections per client address per listener (0 = unlimited).
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
 }

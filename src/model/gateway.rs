@@ -91,6 +91,8 @@ pub struct ProcessSettings {
     pub listeners: Vec<SocketAddr>,
     /// The listeners that terminate TLS, and whether they offer HTTP/2.
     pub tls_listeners: Vec<(SocketAddr, bool)>,
+    /// Each listener's PROXY protocol flag and connection caps.
+    pub listener_connections: Vec<(bool, Option<u32>, Option<u32>)>,
     /// Admin listener address.
     pub admin: Option<SocketAddr>,
     /// Access log target.
@@ -304,6 +306,17 @@ fn compile_process(
         server: config.server.clone(),
         listeners: listeners.addresses,
         tls_listeners: listeners.tls,
+        listener_connections: config
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.proxy_protocol,
+                    l.max_connections,
+                    l.max_connections_per_ip,
+                )
+            })
+            .collect(),
         admin,
         access_log: config.access_log.target.clone(),
     };

@@ -3,7 +3,9 @@
 
 pub mod cache;
 pub mod canary;
+pub mod client_address;
 pub mod compression;
+pub mod connections;
 pub mod gateway;
 pub mod request;
 pub mod router;

@@ -2,6 +2,7 @@
 //! to the router, the plugins and the upstream pools.
 
 mod choice;
+mod client;
 mod compression;
 mod connection;
 mod context;
@@ -14,7 +15,6 @@ mod retry;
 pub mod trace;
 
 use std::any::Any;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,8 +32,10 @@ pub use context::RequestCtx;
 pub use errors::error_response;
 
 use crate::model::cache::{self, policy, store, CacheStatus};
+use crate::model::connections::ConnectionPolicy;
 use crate::model::gateway::RouteAction;
 use crate::model::upstream::{bit, Outcome};
+use crate::runtime::connections;
 use crate::runtime::state::State;
 use choice::choose_target;
 use connection::Connection;
@@ -42,12 +44,14 @@ use retry::Failure;
 /// The proxy service logic.
 pub struct Proxy {
     state: Arc<State>,
+    connections: Arc<ConnectionPolicy>,
 }
 
 impl Proxy {
-    /// Proxy logic serving whatever configuration `state` holds.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// Proxy logic serving whatever configuration `state` holds, on client connections
+    /// governed by `connections`.
+    pub fn new(state: Arc<State>, connections: Arc<ConnectionPolicy>) -> Self {
+        Self { state, connections }
     }
 }
 
@@ -64,6 +68,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        client::head_received(session, &self.connections);
         compression::prepare(session);
         Ok(())
     }
@@ -78,7 +83,7 @@ impl ProxyHttp for Proxy {
         compression::start(session, None);
         let gateway = self.state.gateway();
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
-        ctx.plugins.client_ip = client_ip(session);
+        ctx.plugins.client_ip = client::client_ip(session, &self.connections);
         let checked = hygiene::check(session.req_header(), || {
             session.downstream_session.to_h1_raw()
         });
@@ -337,7 +342,8 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        forwarding::rewrite(upstream_request, ctx, forwarded_proto(session))?;
+        let peer = client::peer_ip(session);
+        forwarding::rewrite(upstream_request, ctx, peer, forwarded_proto(session))?;
         if let Some(route) = &ctx.route {
             route
                 .plugins
@@ -404,15 +410,9 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        connections::request_finished();
         logging::record(session, ctx, &self.state);
     }
-}
-
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map(|addr| addr.ip())
 }
 
 fn forwarded_proto(session: &Session) -> &'static str {

@@ -80,7 +80,10 @@ fn try_reload(state: &State) -> Result<u64, Problems> {
 /// Pingora server (sockets, threads, the access log writer).
 fn process_changes(running: &ProcessSettings, new: &ProcessSettings) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if running.listeners != new.listeners || running.tls_listeners != new.tls_listeners {
+    if running.listeners != new.listeners
+        || running.tls_listeners != new.tls_listeners
+        || running.listener_connections != new.listener_connections
+    {
         changed.push("listeners");
     }
     if running.admin != new.admin {

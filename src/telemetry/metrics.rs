@@ -51,6 +51,8 @@ pub struct Metrics {
     pub rate_limit_backend_errors: IntCounterVec,
     /// `portcullis_cache_requests_total{route,result}`
     pub cache_requests: IntCounterVec,
+    /// `portcullis_connections_refused_total{listener,reason}`
+    pub connections_refused: IntCounterVec,
     /// `portcullis_tls_certificate_expiry_seconds{listener,name}`: notAfter as a Unix time.
     pub tls_certificate_expiry: IntGaugeVec,
 }
@@ -136,6 +138,11 @@ impl Metrics {
                 "portcullis_cache_requests_total",
                 "Requests on routes with a cache, by result (hit, miss, stale, bypass).",
                 &["route", "result"],
+            ),
+            connections_refused: define.counters(
+                "portcullis_connections_refused_total",
+                "Client connections closed at once by the connection caps or PROXY protocol rules.",
+                &["listener", "reason"],
             ),
             downstream_connections: define.gauge(
                 "portcullis_downstream_connections",
