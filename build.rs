@@ -33,11 +33,14 @@ fn main() {
 fn git_commit() -> Option<String> {
     let git_dir = output(Command::new("git").args(["rev-parse", "--git-dir"]))?;
     let common_dir = output(Command::new("git").args(["rev-parse", "--git-common-dir"]))?;
-    for watched in [
+    // HEAD and the one branch it names (other branches move without changing the build).
+    let branch = output(Command::new("git").args(["symbolic-ref", "-q", "HEAD"]));
+    let mut watched = vec![
         Path::new(&git_dir).join("HEAD"),
-        Path::new(&common_dir).join("refs/heads"),
         Path::new(&common_dir).join("packed-refs"),
-    ] {
+    ];
+    watched.extend(branch.map(|branch| Path::new(&common_dir).join(branch)));
+    for watched in watched {
         if watched.exists() {
             println!("cargo:rerun-if-changed={}", watched.display());
         }

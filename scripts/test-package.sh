@@ -23,7 +23,7 @@ echo "test-package: $deb"
 # What is in it.
 contents=$(dpkg-deb -c "$deb")
 for path in ./usr/bin/portcullis ./etc/portcullis/portcullis.yaml \
-  ./lib/systemd/system/portcullis.service ./usr/share/doc/portcullis/README.md \
+  ./usr/lib/systemd/system/portcullis.service ./usr/share/doc/portcullis/README.md \
   ./usr/share/doc/portcullis/docs/configuration.md \
   ./usr/share/portcullis/grafana/portcullis.json \
   ./usr/share/portcullis/prometheus/portcullis-rules.yml; do
@@ -42,8 +42,8 @@ install_deb || { apt-get update -qq && install_deb; }
 getent passwd portcullis >/dev/null || fail "no portcullis system user"
 [ "$(stat -c %G /etc/portcullis/portcullis.yaml)" = portcullis ] ||
   fail "the portcullis group cannot read the configuration"
-systemd-analyze verify /lib/systemd/system/portcullis.service
-unit=$(systemctl cat portcullis.service 2>/dev/null || cat /lib/systemd/system/portcullis.service)
+systemd-analyze verify /usr/lib/systemd/system/portcullis.service
+unit=$(systemctl cat portcullis.service 2>/dev/null || cat /usr/lib/systemd/system/portcullis.service)
 for line in PIDFile=/run/portcullis/portcullis.pid User=portcullis \
   AmbientCapabilities=CAP_NET_BIND_SERVICE 'ExecReload=/bin/kill -HUP $MAINPID' LimitNOFILE=; do
   grep -qF "$line" <<<"$unit" || fail "the unit lacks $line"
