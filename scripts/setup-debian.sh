@@ -6,7 +6,8 @@
 # Idempotent.
 set -euo pipefail
 
-packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium haproxy)
+packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium haproxy
+  python3 python3-pip)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -39,4 +40,10 @@ fi
 if ! at_least "$(cargo_version)" "$toolchain"; then
   echo "cargo $(cargo_version) is older than Rust $toolchain (rust-toolchain.toml)" >&2
   exit 1
+fi
+
+# httplint (REDbot's HTTP linter) checks the gateway's answers in tests/http_semantics.rs.
+if ! python3 -c "import httplint" >/dev/null 2>&1; then
+  python3 -m pip install --quiet httplint 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages httplint
 fi

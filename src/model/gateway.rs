@@ -287,9 +287,7 @@ fn compile_process(
                 None
             }
         });
-    if config.server.threads == Some(0) {
-        problems.push(Problem::new("server.threads", "must be at least 1"));
-    }
+    problems.extend(crate::model::server::check(&config.server));
     if config.access_log.format != "json" {
         problems.push(Problem::new("access_log.format", "only json is supported"));
     }

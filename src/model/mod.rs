@@ -9,5 +9,6 @@ pub mod connections;
 pub mod gateway;
 pub mod request;
 pub mod router;
+pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -31,7 +31,12 @@ pub struct RequestCtx {
     pub trace: Option<TraceContext>,
     /// The state plugins share.
     pub plugins: PluginCtx,
-    /// The variant the canary split chose (stable without a canary).
+    /// The canary split's choice, made once the plugins accepted the request and before
+    /// the cache lookup (a cached route keeps each variant's answers apart); `None` on a
+    /// route without a canary.
+    pub split: Option<Variant>,
+    /// The variant of the pool that served the request: the split's choice, or stable when
+    /// the canary had no available target (stable without a canary).
     pub variant: Option<Variant>,
     /// The bytes of the request's sticky or balancing key: one buffer reused by the canary
     /// split, the target choice and the retries.
@@ -75,6 +80,7 @@ impl RequestCtx {
             request_id: String::new(),
             trace: None,
             plugins: PluginCtx::default(),
+            split: None,
             variant: None,
             key: Vec::new(),
             upstream: None,

@@ -123,6 +123,8 @@ impl ProxyHttp for Proxy {
             }
         }
 
+        // The canary choice precedes the cache lookup: the cache key includes it.
+        ctx.split = choice::split(session, ctx);
         match &route.action {
             RouteAction::Respond(fixed) => respond::fixed(session, ctx, fixed).await,
             // The pool and target are chosen once the cache cannot answer
@@ -157,7 +159,11 @@ impl ProxyHttp for Proxy {
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         match &ctx.route {
-            Some(route) => Ok(cache::cache_key(&route.name, session.req_header())),
+            Some(route) => Ok(cache::cache_key(
+                &route.name,
+                ctx.split,
+                session.req_header(),
+            )),
             None => Error::e_explain(ErrorType::InternalError, "cache key without a route"),
         }
     }
@@ -168,6 +174,13 @@ impl ProxyHttp for Proxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
+        // A canary request the stable pool answered (no canary target was available)
+        // must not be stored under the canary's key.
+        if ctx.variant != ctx.split && ctx.split.is_some() {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "served by another variant than the split chose",
+            )));
+        }
         Ok(
             match ctx.route.as_ref().and_then(|route| route.cache.as_ref()) {
                 Some(cache) => policy::response_cacheable(cache, resp),

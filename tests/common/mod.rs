@@ -40,7 +40,10 @@ pub use self::{
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
     gateway::{run_portcullis, Gateway},
     haproxy::HaProxy,
-    http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
+    http::{
+        assert_gateway_error, http_agent, raw_exchange, raw_exchange_bytes, send, send_body,
+        HttpResponse,
+    },
     listeners::edge_config,
     metrics::{metric_value, sample_names},
     redis::{RedisCluster, RedisServer},
