@@ -1,5 +1,6 @@
 //! The `portcullis` command line (SPEC §2).
 
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,6 +9,13 @@ use portcullis::model::gateway::CompileContext;
 use portcullis::server::{self, RunOptions};
 use portcullis::telemetry::metrics::Metrics;
 use portcullis::upgrade;
+
+/// The diagnostic log when `RUST_LOG` is not set: warnings, Portcullis's own start, stop,
+/// reload and health lines (pingora-load-balancing writes the health flips), and not the
+/// warning pingora-cache gives on first use about a header compression dictionary, which
+/// is nothing to act on.
+const DEFAULT_LOG_FILTER: &str =
+    "warn,portcullis=info,pingora_load_balancing=info,pingora_cache::meta=error";
 
 /// mimalloc instead of glibc malloc: malloc/free was ~15% of the gateway's CPU per request.
 #[global_allocator]
@@ -47,10 +55,11 @@ enum Command {
     },
     /// Print the `sha256:` form of an API key, for `consumers[].api_keys`.
     HashKey {
-        /// The API key.
-        key: String,
+        /// The API key. Without it, the key is read from standard input (first line), which
+        /// keeps it out of the shell history: `portcullis hash-key < key.txt`.
+        key: Option<String>,
     },
-    /// Print the version.
+    /// Print the version, git commit, Pingora version and features, and compiler.
     Version,
 }
 
@@ -71,11 +80,19 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Version) => {
             println!("portcullis {}", env!("CARGO_PKG_VERSION"));
+            println!("commit: {}", env!("PORTCULLIS_COMMIT"));
+            println!(
+                "pingora: {} (features: {})",
+                env!("PORTCULLIS_PINGORA_VERSION"),
+                env!("PORTCULLIS_PINGORA_FEATURES")
+            );
+            println!("built with: {}", env!("PORTCULLIS_RUSTC"));
             ExitCode::SUCCESS
         }
         Some(Command::Check { conf }) => check(&conf),
@@ -89,13 +106,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(Command::HashKey { key }) => {
-            println!("{}", portcullis_plugins::consumers::hash_api_key(&key));
-            ExitCode::SUCCESS
-        }
+        Some(Command::HashKey { key }) => match key.map_or_else(key_from_stdin, Ok) {
+            Ok(key) => {
+                println!("{}", portcullis_plugins::consumers::hash_api_key(&key));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("portcullis hash-key: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }
+}
+
+/// The first line of standard input, without its line ending.
+fn key_from_stdin() -> Result<String, String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("API key, one line (read here, it stays out of the shell history):");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the key from standard input: {e}"))?;
+    let key = line.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        return Err("no key given (as an argument or on standard input)".into());
+    }
+    Ok(key.to_string())
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

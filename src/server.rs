@@ -1,8 +1,9 @@
 //! Process bootstrap: the Pingora server, its listening services and background services.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -13,12 +14,12 @@ use pingora::services::listening::Service;
 
 use crate::config::{self, LoadedConfig, Problem, Problems};
 use crate::model::connections::ConnectionPolicy;
-use crate::model::gateway::{CompileContext, Gateway};
+use crate::model::gateway::{CompileContext, Gateway, ProcessSettings};
 use crate::proxy::Proxy;
 use crate::runtime::admin::Admin;
 use crate::runtime::connections::{raise_open_file_limit, Admission, Gate};
 use crate::runtime::health_checker::HealthChecker;
-use crate::runtime::lifecycle::{Lifecycle, Signals};
+use crate::runtime::lifecycle::{self, Lifecycle, Signals};
 use crate::runtime::reload::{ConfigWatcher, SighupReloader};
 use crate::runtime::sni::{self, SniResolver};
 use crate::runtime::state::State;
@@ -29,6 +30,12 @@ use crate::telemetry::metrics::Metrics;
 /// not say (Pingora's own default is 5 minutes). The process exits as soon as its last
 /// client connection closes, so this only bounds a stuck drain.
 const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
+
+/// `server.bind_retry` when not set: long enough for a process that is stopping to let
+/// go of its port, short enough that a port taken for good is reported at once.
+const DEFAULT_BIND_RETRY: Duration = Duration::from_secs(5);
+/// Pause between two tries to bind an address in use.
+const BIND_RETRY_STEP: Duration = Duration::from_millis(100);
 
 /// `server.pid_file` when not set.
 pub const DEFAULT_PID_FILE: &str = "/tmp/portcullis.pid";
@@ -90,22 +97,38 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         access_log.clone(),
     ));
 
+    let file = path.display().to_string();
+    let fail = |problem| Problems {
+        file: file.clone(),
+        problems: vec![problem],
+    };
+    let conf = server_conf(&config);
+    let pid_file = PathBuf::from(&conf.pid_file);
+    check_pid_file(&pid_file).map_err(fail)?;
+    if !options.upgrade {
+        // A process taking over receives its sockets from the old one instead of binding.
+        let retry = config.server.bind_retry.map_or(DEFAULT_BIND_RETRY, |d| d.0);
+        check_bindable(&state.gateway().process, retry).map_err(fail)?;
+    }
+
     let mut server = Server::new_with_opt_and_conf(
         Opt {
             upgrade: options.upgrade,
             daemon: options.daemon,
             ..Opt::default()
         },
-        server_conf(&config),
+        conf,
     );
     server.bootstrap();
     if !options.daemon {
         // Pingora writes the pid file only when it daemonizes; `portcullis upgrade` and
         // service managers find a foreground process through it too.
-        let pid_file = &server.configuration.pid_file;
-        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
-            log::warn!("cannot write the pid file {pid_file}: {e}");
-        }
+        std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| {
+            fail(Problem::new(
+                "server.pid_file",
+                format!("cannot write the pid file {}: {e}", pid_file.display()),
+            ))
+        })?;
     }
 
     let mut proxy = pingora::proxy::http_proxy(
@@ -170,14 +193,82 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     );
     server.add_service(background_service(
         "lifecycle",
-        Lifecycle::new(state, loaded),
+        Lifecycle::new(state, loaded, pid_file.clone()),
     ));
 
-    log::info!("portcullis {} starting", env!("CARGO_PKG_VERSION"));
+    log::debug!("portcullis {} starting", env!("CARGO_PKG_VERSION"));
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });
+    // Only a fast shutdown (SIGINT) gets here; a drained process exits from the lifecycle.
+    lifecycle::release_pid_file(&pid_file);
     Ok(())
+}
+
+/// Fails when the pid file cannot be created where `server.pid_file` says (a directory
+/// that does not exist, no permission), before anything starts; its content is left as
+/// it is (during an upgrade it names the process being replaced).
+fn check_pid_file(path: &Path) -> Result<(), Problem> {
+    let existed = path.exists();
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Err(e) = opened {
+        return Err(Problem::new(
+            "server.pid_file",
+            format!("cannot write the pid file {}: {e}", path.display()),
+        ));
+    }
+    if !existed {
+        // Daemonizing moves an existing pid file aside; leave nothing to move.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Binds every listener and the admin address once and lets go, so an address that
+/// cannot be used is reported and the process exits, instead of Pingora retrying it in
+/// the background while the rest of the server runs. An address in use is tried again
+/// until `retry` has passed since the first try.
+fn check_bindable(process: &ProcessSettings, retry: Duration) -> Result<(), Problem> {
+    let deadline = Instant::now() + retry;
+    let addresses = process
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, address)| (format!("listeners[{i}].address"), *address))
+        .chain(
+            process
+                .admin
+                .map(|admin| ("admin.address".to_string(), admin)),
+        );
+    for (field, address) in addresses {
+        bind_once(address, deadline, retry).map_err(|message| Problem::new(field, message))?;
+    }
+    Ok(())
+}
+
+fn bind_once(address: SocketAddr, deadline: Instant, retry: Duration) -> Result<(), String> {
+    let mut warned = false;
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !warned {
+                    log::debug!("{address} is in use; trying again for up to {retry:?}");
+                    warned = true;
+                }
+                std::thread::sleep(BIND_RETRY_STEP);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(format!(
+                    "cannot listen on {address}: {e} (still in use after {retry:?})"
+                ));
+            }
+            Err(e) => return Err(format!("cannot listen on {address}: {e}")),
+        }
+    }
 }
 
 /// Pingora's settings for `config` (`server:`), with Portcullis's defaults.

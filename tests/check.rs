@@ -1,5 +1,5 @@
 //! The command line (SPEC §2): `portcullis check -c FILE` reports every problem as
-//! `FILE: path.to.field: message`, and `portcullis version`.
+//! `FILE: path.to.field: message`, `portcullis version` and `portcullis hash-key`.
 
 mod common;
 
@@ -166,12 +166,93 @@ fn every_problem_is_reported() {
 }
 
 #[test]
+fn every_parse_problem_of_every_section_is_reported() {
+    let check = Check::run(&valid_except(&[
+        ("path_prefix: /api", "pathprefix: /api"),
+        ("weight: 3", "weight: heavy"),
+        ("connect: 1s", "connect: soon"),
+        ("strip_prefix: true", "strip_prefix: sometimes"),
+        ("name: users", "nmae: users"),
+        ("body: pong", "body: [pong]"),
+    ]));
+
+    check.problem_at("routes[0].match.pathprefix");
+    check.problem_at("upstreams.app.targets[0].weight");
+    check.problem_at("upstreams.app.timeouts.connect");
+    check.problem_at("routes[0].strip_prefix");
+    check.problem_at("routes[1].nmae");
+    check.problem_at("routes[1]");
+    // routes[1] is left out to find the problems after it; they keep their own index.
+    check.problem_at("routes[2].respond.body");
+}
+
+#[test]
 fn version_prints_the_version() {
     let output = run_portcullis(&["version"]);
 
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{output:?}");
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+}
+
+#[test]
+fn version_names_the_commit_pingora_and_its_features() {
+    let output = run_portcullis(&["version"]);
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let commit = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("commit: "))
+        .unwrap_or_else(|| panic!("no commit line: {stdout}"));
+    // Built from this git checkout, so the commit is known.
+    assert!(
+        commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pingora: 0.9.1 (features: "), "{stdout}");
+    assert!(stdout.contains("openssl"), "{stdout}");
+}
+
+#[test]
+fn hash_key_reads_the_key_from_standard_input() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let hash = |stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("hash-key")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run portcullis hash-key");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write the key");
+        child.wait_with_output().expect("hash-key output")
+    };
+    let from_argument = run_portcullis(&["hash-key", "demo-key"]);
+    let expected = String::from_utf8_lossy(&from_argument.stdout).to_string();
+    assert!(expected.starts_with("sha256:"), "{expected}");
+
+    for input in ["demo-key\n", "demo-key", "demo-key\r\n"] {
+        let output = hash(input);
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            expected,
+            "{input:?}"
+        );
+    }
+    let empty = hash("");
+    assert_eq!(empty.status.code(), Some(1), "{empty:?}");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no key given"));
+
+    let help = run_portcullis(&["hash-key", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("standard input"));
 }
 
 #[test]
@@ -256,4 +337,36 @@ fn a_complete_traffic_configuration_is_ok() {
     ]));
 
     assert_eq!(check.output.status.code(), Some(0), "{}", check.text());
+}
+
+#[test]
+fn the_packaged_configuration_is_ok_and_agrees_with_the_unit() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/debian/portcullis.yaml");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/portcullis.service"
+    ))
+    .expect("conf/portcullis.service");
+
+    let output = run_portcullis(&["check", "-c", conf]);
+
+    assert!(output.status.success(), "{output:?}");
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(conf).expect("config")).expect("YAML");
+    let pid_file = config["server"]["pid_file"]
+        .as_str()
+        .expect("server.pid_file");
+    let upgrade_sock = config["server"]["upgrade_sock"]
+        .as_str()
+        .expect("upgrade_sock");
+    assert!(unit.contains(&format!("\nPIDFile={pid_file}\n")), "{unit}");
+    assert!(unit.contains("\nRuntimeDirectory=portcullis\n"), "{unit}");
+    assert!(
+        upgrade_sock.starts_with("/run/portcullis/"),
+        "{upgrade_sock}"
+    );
+    assert!(
+        unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{unit}"
+    );
 }

@@ -235,3 +235,19 @@ fn hop_by_hop_headers_do_not_reach_the_upstream() {
         .to_ascii_lowercase();
     assert!(!connection.contains("x-secret-hop"), "{seen:?}");
 }
+
+#[test]
+fn the_variant_header_is_only_for_routes_with_a_canary() {
+    let app = Upstream::start("app");
+    let gateway = gateway_to(&app);
+
+    let response = gateway.request("GET", "/x", &[("X-Portcullis-Variant", "canary")]);
+
+    assert_eq!(response.status, 200);
+    let received = app.last_request();
+    assert_eq!(
+        received.header("X-Portcullis-Variant"),
+        None,
+        "a route without a canary has no variant to tell, and a client's copy never passes"
+    );
+}

@@ -3,7 +3,7 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 
 /// Every error code of SPEC §4 with its status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum_macros::EnumIter)]
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
@@ -29,6 +29,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order.
+    pub fn all() -> impl Iterator<Item = ErrorCode> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
+
     /// The machine-readable code sent in the error body.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,6 +10,7 @@ mod compression;
 mod env;
 mod listener;
 mod observability;
+mod parse;
 mod route;
 mod server;
 mod upstream;
@@ -28,6 +29,7 @@ pub use cache::CacheConfig;
 pub use compression::CompressionConfig;
 pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsConfig};
 pub use observability::{AccessLogConfig, TracingConfig};
+pub use parse::parse;
 pub use portcullis_plugins::Problem;
 pub use route::{CanaryConfig, MatchConfig, PathConfig, RespondConfig, RouteConfig};
 pub use server::ServerSection;
@@ -131,52 +133,12 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Problems> {
         file: path.display().to_string(),
         problems,
     };
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| fail(vec![Problem::new("", format!("cannot read file: {e}"))]))?;
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![Problem::new(
+            "",
+            format!("cannot read the configuration file: {e}"),
+        )])
+    })?;
     let config = parse(&source).map_err(fail)?;
     Ok(LoadedConfig { config, source })
-}
-
-/// Parses configuration text (used by [`load`] and by tests).
-pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
-    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-        let location = e
-            .location()
-            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
-            .unwrap_or_default();
-        vec![Problem::new("", format!("invalid YAML{location}: {e}"))]
-    })?;
-    env::expand(&mut value, &mut String::new())?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![Problem::new(path, e.into_inner().to_string())]
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = "listeners: [{address: '127.0.0.1:8080'}]\n";
-
-    #[test]
-    fn unknown_fields_are_reported_with_their_path() {
-        let text = format!("{MINIMAL}routes: [{{name: a, match: {{pathprefix: /x}}}}]");
-        let problems = parse(&text).expect_err("unknown field");
-        assert!(
-            problems[0].path.starts_with("routes[0].match"),
-            "{problems:?}"
-        );
-        assert!(problems[0].message.contains("pathprefix"), "{problems:?}");
-    }
-
-    #[test]
-    fn bad_durations_are_reported_with_their_path() {
-        let text = format!(
-            "{MINIMAL}upstreams: {{app: {{targets: [{{address: '127.0.0.1:1'}}], timeouts: {{connect: soon}}}}}}"
-        );
-        let problems = parse(&text).expect_err("bad duration");
-        assert_eq!(problems[0].path, "upstreams.app.timeouts.connect");
-    }
 }

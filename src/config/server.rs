@@ -26,6 +26,9 @@ pub struct ServerSection {
     /// Let worker threads steal each other's tasks (one multi-threaded runtime per
     /// service) instead of one single-threaded runtime per thread.
     pub work_stealing: Option<bool>,
+    /// How long start-up keeps trying to bind an address that is in use before it gives
+    /// up and exits (default 5s).
+    pub bind_retry: Option<Duration>,
     /// Networks (CIDR or single addresses) whose `client_ip_header` and PROXY protocol
     /// headers are believed.
     #[serde(default)]

@@ -45,7 +45,7 @@ impl CompressionPolicy {
                 "br" => problems.push(Problem::new(
                     at,
                     "brotli is not offered: Pingora 0.9.1's encoder leaves br streams \
-                     unterminated (see README); use gzip and zstd",
+                     unterminated (see docs/http.md); use gzip and zstd",
                 )),
                 other => problems.push(Problem::new(at, format!("{other:?} is not gzip or zstd"))),
             }

@@ -121,7 +121,7 @@ fn load_pair(
 ) -> Result<(CertifiedKey, Vec<String>), Vec<Problem>> {
     let problem = |field: &str, message: String| Problem::new(format!("{at}.{field}"), message);
     let read = |file: &str, field: &str| {
-        std::fs::read(file).map_err(|e| problem(field, format!("{file}: {e}")))
+        std::fs::read(file).map_err(|e| problem(field, format!("cannot read {file}: {e}")))
     };
     let chain = read(&pair.cert, "cert").and_then(|pem| match X509::stack_from_pem(&pem) {
         Ok(chain) if !chain.is_empty() => Ok(chain),

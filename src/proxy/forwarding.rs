@@ -12,6 +12,7 @@ use pingora_http::RequestHeader;
 use portcullis_plugins::lookalike::remove_lookalikes;
 
 use super::context::RequestCtx;
+use crate::model::gateway::RouteAction;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -58,7 +59,7 @@ pub(super) fn rewrite(
         req.insert_header("traceparent", trace.header())?;
     }
     req.remove_header(&VARIANT);
-    if let Some(variant) = ctx.variant {
+    if let Some(variant) = ctx.variant.filter(|_| has_canary(ctx)) {
         req.insert_header(VARIANT, variant.as_str())?;
     }
     // Only the gateway says who the consumer is: a client's own copy never passes.
@@ -117,6 +118,20 @@ fn set_forwarded_host(req: &mut RequestHeader, peer_trusted: bool) {
             req.remove_header(&X_FORWARDED_HOST);
         }
     }
+}
+
+/// Whether the request's route splits its traffic with a canary: only the upstreams of
+/// such a route are told the variant (every request of another route is `stable`).
+fn has_canary(ctx: &RequestCtx) -> bool {
+    ctx.route.as_ref().is_some_and(|route| {
+        matches!(
+            &route.action,
+            RouteAction::Proxy {
+                canary: Some(_),
+                ..
+            }
+        )
+    })
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it

@@ -62,7 +62,7 @@ impl BackgroundService for HealthChecker {
         for pass in self.spawn_due() {
             let _ = pass.await;
         }
-        log::info!("first health-check pass done in {:?}", first_pass.elapsed());
+        log::debug!("first health-check pass done in {:?}", first_pass.elapsed());
         // Readiness waits for one full pass over every pool.
         self.state.mark_health_checked();
         loop {

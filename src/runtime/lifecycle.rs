@@ -1,7 +1,8 @@
 //! The process's life around its configuration: activating it once the process really
 //! runs, readiness, and draining at shutdown. Readiness is decided here and only here:
 //! ready once the first health-check pass is done and every public listener accepts; not
-//! ready from SIGTERM or shutdown on.
+//! ready from SIGTERM or shutdown on. What an operator reads about it is logged here too:
+//! where the process listens once it serves, and one line when it is asked to stop.
 //!
 //! Pingora forks when it daemonizes (`-d`), and threads started before the fork do not
 //! survive it. So the configuration is first compiled for validation only (no background
@@ -9,6 +10,7 @@
 //! start their background work (key fetchers, backend connections).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,14 +32,17 @@ const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Lifecycle {
     state: Arc<State>,
     initial: Mutex<Option<LoadedConfig>>,
+    pid_file: PathBuf,
 }
 
 impl Lifecycle {
-    /// The lifecycle of a process that starts on `initial` (already validated).
-    pub fn new(state: Arc<State>, initial: LoadedConfig) -> Self {
+    /// The lifecycle of a process that starts on `initial` (already validated) and has
+    /// written its pid to `pid_file`.
+    pub fn new(state: Arc<State>, initial: LoadedConfig, pid_file: PathBuf) -> Self {
         Self {
             state,
             initial: Mutex::new(Some(initial)),
+            pid_file,
         }
     }
 
@@ -74,8 +79,40 @@ impl Lifecycle {
     /// service has bound its sockets).
     async fn serving(&self) {
         self.state.health_checked().await;
-        let listeners = self.state.gateway().process.listeners.clone();
-        wait_until_accepting(&listeners).await;
+        let process = self.state.gateway().process.clone();
+        let addresses: Vec<SocketAddr> = process
+            .listeners
+            .iter()
+            .chain(&process.admin)
+            .copied()
+            .collect();
+        wait_until_accepting(&addresses).await;
+    }
+
+    /// One line per listener and for the admin listener, then what is served.
+    fn announce(&self) {
+        let gateway = self.state.gateway();
+        let process = &gateway.process;
+        for address in &process.listeners {
+            let protocols = match process.tls_listeners.iter().find(|(tls, _)| tls == address) {
+                Some((_, true)) => "TLS, HTTP/2 and HTTP/1.1",
+                Some((_, false)) => "TLS, HTTP/1.1",
+                None => "HTTP/1.1 and h2c",
+            };
+            log::info!("listening on {address} ({protocols})");
+        }
+        if let Some(admin) = process.admin {
+            log::info!("admin endpoints on http://{admin}/ (metrics, status, reload)");
+        }
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        log::info!(
+            "portcullis {} serving {} and {} (configuration version {}, pid {})",
+            env!("CARGO_PKG_VERSION"),
+            count(gateway.router.iter().count(), "route"),
+            count(gateway.upstreams.len(), "upstream"),
+            gateway.version,
+            std::process::id()
+        );
     }
 
     /// Waits until every client connection is closed (Pingora stops accepting and closes
@@ -88,7 +125,8 @@ impl Lifecycle {
             tokio::time::sleep(DRAIN_POLL).await;
         }
         self.state.access_log.flush(LOG_FLUSH_TIMEOUT);
-        log::warn!("drained in {:?}; exiting", started.elapsed());
+        release_pid_file(&self.pid_file);
+        log::debug!("drained in {:?}; exiting", started.elapsed());
         std::process::exit(0);
     }
 }
@@ -98,12 +136,27 @@ impl BackgroundService for Lifecycle {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.activate();
         tokio::select! {
-            () = self.serving() => self.state.mark_serving(),
+            () = self.serving() => {
+                self.state.mark_serving();
+                self.announce();
+            }
             _ = shutdown.changed() => {}
         }
         let _ = shutdown.wait_for(|stopping| *stopping).await;
         self.state.mark_draining();
         self.drain().await;
+    }
+}
+
+/// Removes the pid file if it still names this process (after a graceful upgrade it names
+/// the process that took over, and stays).
+pub fn release_pid_file(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours {
+        if let Err(e) = std::fs::remove_file(path) {
+            log::warn!("cannot remove the pid file {}: {e}", path.display());
+        }
     }
 }
 
@@ -126,16 +179,47 @@ async fn wait_until_accepting(listeners: &[SocketAddr]) {
 
 /// Pingora's signal handling (SIGQUIT upgrade, SIGTERM graceful stop, SIGINT fast stop),
 /// with SIGTERM first turning `/readyz` to 503 for `server.drain_delay_seconds` while
-/// everything keeps serving.
+/// everything keeps serving, and SIGUSR2 starting a graceful upgrade from inside.
 pub struct Signals {
     state: Arc<State>,
     drain_delay: Duration,
+    /// The executable as it was at start: after a package upgrade replaced the file, the
+    /// same path starts the new binary.
+    binary: Option<PathBuf>,
 }
 
 impl Signals {
     /// Signal handling for `state`'s process.
     pub fn new(state: Arc<State>, drain_delay: Duration) -> Self {
-        Self { state, drain_delay }
+        Self {
+            state,
+            drain_delay,
+            binary: std::env::current_exe().ok(),
+        }
+    }
+
+    /// Runs `portcullis upgrade` for this process (it starts the binary at the same path,
+    /// then sends this process SIGQUIT). Started from here, the new process is a child of
+    /// the service, so a service manager (systemd's cgroup, its `PIDFile=`) keeps it.
+    fn upgrade(&self) {
+        let Some(binary) = &self.binary else {
+            log::warn!("SIGUSR2: cannot find this binary's path; no upgrade");
+            return;
+        };
+        let started = std::process::Command::new(binary)
+            .arg("upgrade")
+            .arg("-c")
+            .arg(&self.state.config_path)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match started {
+            Ok(mut upgrade) => {
+                log::info!("upgrading on SIGUSR2: {} takes over", binary.display());
+                // Reaped here; its own errors go to the same log.
+                std::thread::spawn(move || upgrade.wait());
+            }
+            Err(e) => log::warn!("SIGUSR2: cannot start {}: {e}", binary.display()),
+        }
     }
 }
 
@@ -143,29 +227,57 @@ impl Signals {
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut quit), Ok(mut terminate), Ok(mut interrupt)) = (
+        let (Ok(mut quit), Ok(mut terminate), Ok(mut interrupt), Ok(mut upgrade)) = (
             signal(SignalKind::quit()),
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined2()),
         ) else {
             log::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
+        // SIGUSR2 starts an upgrade, whose SIGQUIT then ends the wait for a stop.
+        let stopping = self.stopping(&mut quit, &mut terminate, &mut interrupt);
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                signal = &mut stopping => return signal,
+                _ = upgrade.recv() => self.upgrade(),
+            }
+        }
+    }
+}
+
+impl Signals {
+    /// Waits for the signal that stops this process, and says how.
+    async fn stopping(
+        &self,
+        quit: &mut tokio::signal::unix::Signal,
+        terminate: &mut tokio::signal::unix::Signal,
+        interrupt: &mut tokio::signal::unix::Signal,
+    ) -> ShutdownSignal {
         tokio::select! {
             _ = quit.recv() => {
-                log::warn!("SIGQUIT: handing the sockets over and draining");
+                log::info!("stopping on SIGQUIT: handing the listening sockets over, then draining");
                 ShutdownSignal::GracefulUpgrade
             }
             _ = terminate.recv() => {
                 self.state.mark_draining();
-                log::warn!(
-                    "SIGTERM: not ready; serving {:?} more, then draining",
-                    self.drain_delay
-                );
+                if self.drain_delay.is_zero() {
+                    log::info!("stopping on SIGTERM: draining");
+                } else {
+                    log::info!(
+                        "stopping on SIGTERM: not ready; serving {:?} more, then draining",
+                        self.drain_delay
+                    );
+                }
                 tokio::time::sleep(self.drain_delay).await;
                 ShutdownSignal::GracefulTerminate
             }
-            _ = interrupt.recv() => ShutdownSignal::FastShutdown,
+            _ = interrupt.recv() => {
+                log::info!("stopping on SIGINT: requests in flight are cut off");
+                ShutdownSignal::FastShutdown
+            }
         }
     }
 }

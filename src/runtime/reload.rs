@@ -23,9 +23,15 @@ pub fn reload(state: &State) -> Result<u64, Problems> {
         .with_label_values(&[outcome])
         .inc();
     match &result {
-        Ok(version) => log::warn!("configuration reloaded: version {version}"),
+        Ok(version) => log::info!("configuration reloaded: version {version}"),
         Err(problems) => {
-            log::error!("configuration reload rejected:\n{problems}");
+            let listed: Vec<String> = problems.problems.iter().map(ToString::to_string).collect();
+            log::warn!(
+                "configuration reload refused, version {} stays in force: {}: {}",
+                state.gateway().version,
+                problems.file,
+                listed.join("; ")
+            );
             state.refused_reload(problems);
         }
     }

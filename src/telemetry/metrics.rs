@@ -1,5 +1,6 @@
 //! The Prometheus metrics of SPEC §7, in a registry of their own that outlives reloads.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use portcullis_plugins::Telemetry;
@@ -14,6 +15,8 @@ use prometheus::{
 /// request data.
 pub struct Metrics {
     registry: Registry,
+    /// The name of every metric above, in definition order.
+    names: Vec<&'static str>,
     /// `portcullis_requests_total{route,method,status,upstream,variant}`
     pub requests: IntCounterVec,
     /// `portcullis_request_duration_seconds{route}`
@@ -58,7 +61,10 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let define = Definitions(&registry);
+        let define = Definitions {
+            registry: &registry,
+            names: RefCell::new(Vec::with_capacity(20)),
+        };
         Self {
             requests: define.counters(
                 "portcullis_requests_total",
@@ -151,8 +157,15 @@ impl Metrics {
                 "When the listener's certificate expires (its notAfter), as a Unix time.",
                 &["listener", "name"],
             ),
+            names: define.names.take(),
             registry,
         }
+    }
+
+    /// The name of every metric this registry exports, whether or not it has a sample yet
+    /// (what the documentation must list).
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
     }
 
     /// The Prometheus text exposition of every metric.
@@ -207,7 +220,10 @@ impl Metrics {
 
 /// Creates metrics and registers them in one registry. The definitions are constants of
 /// this file: a failure is a bug that every test run would show at once.
-struct Definitions<'a>(&'a Registry);
+struct Definitions<'a> {
+    registry: &'a Registry,
+    names: RefCell<Vec<&'static str>>,
+}
 
 /// Upper bounds of the latency histograms, in seconds.
 const LATENCY_BUCKETS: [f64; 15] = [
@@ -215,29 +231,34 @@ const LATENCY_BUCKETS: [f64; 15] = [
 ];
 
 impl Definitions<'_> {
-    fn register<M: Collector + Clone + 'static>(&self, metric: prometheus::Result<M>) -> M {
+    fn register<M: Collector + Clone + 'static>(
+        &self,
+        name: &'static str,
+        metric: prometheus::Result<M>,
+    ) -> M {
         let metric = metric.expect("valid metric definition");
-        self.0
+        self.names.borrow_mut().push(name);
+        self.registry
             .register(Box::new(metric.clone()))
             .expect("metric names are unique");
         metric
     }
 
-    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-        self.register(IntCounterVec::new(Opts::new(name, help), labels))
+    fn counters(&self, name: &'static str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(name, IntCounterVec::new(Opts::new(name, help), labels))
     }
 
-    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-        self.register(IntGaugeVec::new(Opts::new(name, help), labels))
+    fn gauges(&self, name: &'static str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(name, IntGaugeVec::new(Opts::new(name, help), labels))
     }
 
-    fn gauge(&self, name: &str, help: &str) -> IntGauge {
-        self.register(IntGauge::new(name, help))
+    fn gauge(&self, name: &'static str, help: &str) -> IntGauge {
+        self.register(name, IntGauge::new(name, help))
     }
 
-    fn histograms(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    fn histograms(&self, name: &'static str, help: &str, labels: &[&str]) -> HistogramVec {
         let options = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-        self.register(HistogramVec::new(options, labels))
+        self.register(name, HistogramVec::new(options, labels))
     }
 }
 

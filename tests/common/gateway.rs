@@ -41,6 +41,17 @@ impl Gateway {
 
     /// [`Gateway::start_raw`] with extra command-line arguments (e.g. `--watch`).
     pub fn start_raw_with_args(template: &str, args: &[&str]) -> Gateway {
+        let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        Gateway::launch(template, args, Some(&log))
+    }
+
+    /// [`Gateway::start_raw`] without `RUST_LOG`, so the gateway logs what an operator
+    /// sees by default.
+    pub fn start_with_default_log(template: &str) -> Gateway {
+        Gateway::launch(template, &[], None)
+    }
+
+    fn launch(template: &str, args: &[&str], rust_log: Option<&str>) -> Gateway {
         let dir = TestDir::new();
         let (listen, admin) = (free_port(), free_port());
         let config = dir.write(
@@ -51,14 +62,13 @@ impl Gateway {
             let path = dir.join(name);
             File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("-c")
-            .arg(&config)
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.arg("-c").arg(&config).args(args);
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(log_file("stdout.log"))
             .stderr(log_file("stderr.log"))

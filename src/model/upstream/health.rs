@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use log::warn;
 use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora_error::{Error, ErrorType};
@@ -107,14 +106,14 @@ pub(super) fn build_health_check(
     });
     let success = config.healthy_threshold as usize;
     let failure = config.unhealthy_threshold as usize;
-    match config.kind {
+    let inner: Box<dyn HealthCheck + Send + Sync> = match config.kind {
         HealthCheckKind::Tcp => {
             let mut check = TcpHealthCheck::new();
             check.consecutive_success = success;
             check.consecutive_failure = failure;
             check.peer_template.options.connection_timeout = Some(config.timeout.0);
             check.health_changed_callback = Some(reporter);
-            Ok(check)
+            check
         }
         HealthCheckKind::Http => {
             let host = config.host.as_deref().unwrap_or("localhost");
@@ -142,12 +141,44 @@ pub(super) fn build_health_check(
                 }
             }));
             check.health_changed_callback = Some(reporter);
-            Ok(Box::new(check))
+            Box::new(check)
         }
+    };
+    Ok(Box::new(NamedCheck {
+        upstream: upstream.to_string(),
+        inner,
+    }))
+}
+
+/// A check that names its target by pool and address. pingora-load-balancing logs each
+/// flip itself, with the failed check's error, as "SUMMARY becomes unhealthy, ERROR";
+/// the summary it would use is the whole `Backend` debug-printed.
+struct NamedCheck {
+    upstream: String,
+    inner: Box<dyn HealthCheck + Send + Sync>,
+}
+
+#[async_trait]
+impl HealthCheck for NamedCheck {
+    async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
+        self.inner.check(target).await
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        self.inner.health_status_change(target, healthy).await;
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        format!("upstream {} target {}", self.upstream, target.addr)
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
     }
 }
 
-/// Logs health flips at warn and keeps `portcullis_upstream_target_healthy` current.
+/// Keeps `portcullis_upstream_target_healthy` current (the flip is logged by
+/// pingora-load-balancing, see [`NamedCheck`]).
 struct HealthReporter {
     upstream: String,
     gauge: IntGaugeVec,
@@ -157,8 +188,6 @@ struct HealthReporter {
 impl HealthObserve for HealthReporter {
     async fn observe(&self, target: &Backend, healthy: bool) {
         let label = target.addr.to_string();
-        let state = if healthy { "healthy" } else { "unhealthy" };
-        warn!("upstream {} target {label} is now {state}", self.upstream);
         self.gauge
             .with_label_values(&[self.upstream.as_str(), label.as_str()])
             .set(i64::from(healthy));

@@ -347,7 +347,7 @@ impl Upstream {
             }
             Transition::Returned => {
                 target.ejected_gauge.set(0);
-                log::warn!(
+                log::info!(
                     "upstream {} target {} returned to service after a successful probe",
                     self.name,
                     target.label
