@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod allocator;
 pub mod cache;
 pub mod canary;
 pub mod compression;
