@@ -4,18 +4,18 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora::cache::RespCacheable;
 use pingora_http::{RequestHeader, ResponseHeader};
-use portcullis::cache::{cache_key, policy, RouteCache};
-use portcullis::config::schema::CacheConfig;
-use portcullis::metrics::Metrics;
+use portcullis::config::CacheConfig;
+use portcullis::model::cache::{cache_key, policy, RouteCache};
+use portcullis::telemetry::metrics::Metrics;
 
 fn route_cache() -> RouteCache {
     let config: CacheConfig = serde_yaml::from_str(
         "{ default_ttl: 60s, stale_while_revalidate: 30s, vary: [Accept-Encoding] }",
     )
     .expect("valid cache config");
-    let mut problems = Vec::new();
-    RouteCache::compile("bench", &config, "bench", &Metrics::new(), &mut problems)
+    RouteCache::compile("bench", &config, "bench", &Metrics::new())
         .expect("compiles")
+        .expect("enabled")
 }
 
 fn request() -> RequestHeader {

@@ -4,10 +4,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
-use portcullis::config::schema::MatchConfig;
+use portcullis::config::MatchConfig;
+use portcullis::model::router::{Matcher, Router};
 use portcullis::proxy::forwarding::{add_forwarded, remove_hop_by_hop};
 use portcullis::proxy::trace::{new_request_id, valid_request_id, TraceContext};
-use portcullis::router::{Matcher, Router};
 
 /// 100 routes of the mixes a real edge config has: exact paths, prefixes, regexes, hosts,
 /// method and header conditions.
@@ -87,18 +87,19 @@ fn headers(c: &mut Criterion) {
 }
 
 /// A pool of three targets with `load_balancing: algorithm` and `extra` YAML fields.
-fn pool(algorithm: &str, extra: &str) -> std::sync::Arc<portcullis::upstream::Upstream> {
+fn pool(algorithm: &str, extra: &str) -> std::sync::Arc<portcullis::model::upstream::Upstream> {
     let yaml = format!(
         "targets: [{{address: '127.0.0.1:9001'}}, {{address: '127.0.0.1:9002'}}, \
          {{address: '127.0.0.1:9003'}}]\nload_balancing: {algorithm}\n{extra}"
     );
-    let config: portcullis::config::schema::UpstreamConfig =
+    let config: portcullis::config::UpstreamConfig =
         serde_yaml::from_str(&yaml).expect("valid pool");
-    let metrics = portcullis::metrics::Metrics::new();
+    let metrics = portcullis::telemetry::metrics::Metrics::new();
     let retained = portcullis_plugins::Retained::fresh();
-    let upstream =
-        portcullis::upstream::compile_upstream("bench", &config, "bench", &metrics, &retained)
-            .unwrap_or_else(|problems| panic!("{problems:?}"));
+    let upstream = portcullis::model::upstream::compile_upstream(
+        "bench", &config, "bench", &metrics, &retained,
+    )
+    .unwrap_or_else(|problems| panic!("{problems:?}"));
     std::sync::Arc::new(upstream)
 }
 
@@ -120,20 +121,14 @@ fn target_selection(c: &mut Criterion) {
 }
 
 fn canary_choice(c: &mut Criterion) {
-    use portcullis::canary::Canary;
-    use portcullis::config::schema::CanaryConfig;
+    use portcullis::config::CanaryConfig;
+    use portcullis::model::canary::Canary;
     let config: CanaryConfig = serde_yaml::from_str(
         "{upstream: canary, weight: 10, sticky_on: 'header:X-User', force_header: X-Canary}",
     )
     .expect("valid canary");
-    let mut problems = Vec::new();
-    let canary = Canary::compile(
-        &config,
-        Some(pool("round_robin", "")),
-        "bench",
-        &mut problems,
-    )
-    .expect("canary compiles");
+    let canary =
+        Canary::compile(&config, Some(pool("round_robin", "")), "bench").expect("canary compiles");
     let mut req = request("/api/orders", "api.example.com");
     req.insert_header("X-User", "user-4711").expect("header");
     let ctx = portcullis_plugins::PluginCtx::default();

@@ -1,6 +1,6 @@
 //! Heap allocations per request, counted in process: the gateway (or the bare Pingora
 //! proxy) runs on threads of this process under a counting wrapper of the gateway's own
-//! allocator (`portcullis::allocator`), while an in-process upstream and a keep-alive
+//! allocator (`portcullis::runtime::allocator`), while an in-process upstream and a keep-alive
 //! client, both left out of the count, send a fixed number of requests through it.
 //!
 //! ```text
@@ -36,12 +36,12 @@ use clap::Parser;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting {
-    inner: portcullis::allocator::ALLOCATOR,
+    inner: portcullis::runtime::allocator::ALLOCATOR,
 };
 
 /// The gateway's allocator, counting what every thread but the uncounted ones asks of it.
 struct Counting {
-    inner: portcullis::allocator::Allocator,
+    inner: portcullis::runtime::allocator::Allocator,
 }
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);

@@ -1,5 +1,5 @@
 //! The smallest Pingora reverse proxy: one upstream, no routing, no plugins, no metrics,
-//! no log, and the same allocator as Portcullis (`portcullis::allocator`).
+//! no log, and the same allocator as Portcullis (`portcullis::runtime::allocator`).
 //! `loadtest/compare.sh` runs it as the "pingora-bare" row, the ceiling any Pingora-based
 //! gateway can reach on this machine, so the cost of Portcullis's own work is the distance
 //! between it and the Portcullis rows.
@@ -15,7 +15,8 @@ mod bare;
 use clap::Parser;
 
 #[global_allocator]
-static GLOBAL: portcullis::allocator::Allocator = portcullis::allocator::ALLOCATOR;
+static GLOBAL: portcullis::runtime::allocator::Allocator =
+    portcullis::runtime::allocator::ALLOCATOR;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -1,4 +1,6 @@
-//! A small, fast HTTP/1.1 upstream for demos, integration tests and benchmarks.
+//! A small, fast HTTP/1.1 upstream for demos, load tests and benchmarks (`loadtest/`,
+//! `scripts/run-example.sh`); the integration tests start their own servers
+//! (`tests/common/upstream.rs`).
 //!
 //! ```text
 //! cargo build --release --example upstream

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test Portcullis: cmake and the
-# OpenSSL headers for Pingora, and the tools the tests and load tests drive. Idempotent.
+# OpenSSL headers for Pingora, and the tools the tests and load tests drive (promtool from
+# prometheus checks the alert rules, headless chromium the admin status page). Idempotent.
 set -euo pipefail
 
-packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server)
+packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium haproxy)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

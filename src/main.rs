@@ -4,14 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use portcullis::gateway::CompileContext;
-use portcullis::metrics::Metrics;
+use portcullis::model::gateway::CompileContext;
 use portcullis::server::{self, RunOptions};
+use portcullis::telemetry::metrics::Metrics;
 use portcullis::upgrade;
 
-/// The gateway's allocator (mimalloc; why, in `portcullis::allocator`).
+/// The gateway's allocator (mimalloc; why, in `portcullis::runtime::allocator`).
 #[global_allocator]
-static GLOBAL: portcullis::allocator::Allocator = portcullis::allocator::ALLOCATOR;
+static GLOBAL: portcullis::runtime::allocator::Allocator =
+    portcullis::runtime::allocator::ALLOCATOR;
 
 #[derive(Parser)]
 #[command(

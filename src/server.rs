@@ -11,17 +11,19 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::access_log::AccessLog;
-use crate::admin::Admin;
 use crate::config::{self, LoadedConfig, Problem, Problems};
-use crate::gateway::{CompileContext, Gateway};
-use crate::lifecycle::{Lifecycle, Signals};
-use crate::metrics::Metrics;
+use crate::model::connections::ConnectionPolicy;
+use crate::model::gateway::{CompileContext, Gateway};
 use crate::proxy::Proxy;
-use crate::reload::{ConfigWatcher, SighupReloader};
-use crate::state::State;
-use crate::tls::{self, SniResolver};
-use crate::upstream::HealthChecker;
+use crate::runtime::admin::Admin;
+use crate::runtime::connections::{raise_open_file_limit, Admission, Gate};
+use crate::runtime::health_checker::HealthChecker;
+use crate::runtime::lifecycle::{Lifecycle, Signals};
+use crate::runtime::reload::{ConfigWatcher, SighupReloader};
+use crate::runtime::sni::{self, SniResolver};
+use crate::runtime::state::State;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::Metrics;
 
 /// How long a draining process may keep finishing requests when the configuration does
 /// not say (Pingora's own default is 5 minutes). The process exits as soon as its last
@@ -44,32 +46,43 @@ pub struct RunOptions {
     pub watch: bool,
 }
 
-/// Loads and compiles the configuration at `path` (with `context.background` false, what
-/// `portcullis check` runs).
+/// Loads and compiles the configuration at `path`, and the connection policy it sets
+/// (with `context.background` false, what `portcullis check` runs).
 pub fn load_gateway(
     path: &Path,
     context: &CompileContext<'_>,
-) -> Result<(LoadedConfig, Gateway), Problems> {
+) -> Result<(LoadedConfig, Gateway, ConnectionPolicy), Problems> {
     let loaded = config::load(path)?;
-    let gateway =
-        Gateway::compile(&loaded.config, &loaded.source, context).map_err(|problems| Problems {
+    let mut problems = Vec::new();
+    let gateway = Gateway::compile(&loaded.config, &loaded.source, context);
+    let gateway = config::noted(gateway, &mut problems);
+    let connections = config::noted(ConnectionPolicy::compile(&loaded.config), &mut problems);
+    match (gateway, connections) {
+        (Some(gateway), Some(connections)) => Ok((loaded, gateway, connections)),
+        _ => Err(Problems {
             file: path.display().to_string(),
             problems,
-        })?;
-    Ok((loaded, gateway))
+        }),
+    }
 }
 
 /// Starts the gateway on the configuration at `path` and serves until shut down.
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let metrics = Arc::new(Metrics::new());
     // Validated here, activated by the lifecycle service once the server runs.
-    let (loaded, gateway) = load_gateway(path, &CompileContext::check(&metrics))?;
+    let (loaded, gateway, connections) = load_gateway(path, &CompileContext::check(&metrics))?;
+    let connections = Arc::new(connections);
+    raise_open_file_limit(&connections);
     let config = loaded.config.clone();
     let access_log = AccessLog::new(
         &config.access_log.target,
         metrics.access_log_dropped.clone(),
     );
     let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let admission = Arc::new(Admission::new(
+        Arc::clone(&connections),
+        metrics.connections_refused.clone(),
+    ));
     let state = Arc::new(State::new(
         gateway,
         config_path,
@@ -95,19 +108,29 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         }
     }
 
-    let mut proxy =
-        pingora::proxy::http_proxy(&server.configuration, Proxy::new(Arc::clone(&state)));
+    let mut proxy = pingora::proxy::http_proxy(
+        &server.configuration,
+        Proxy::new(Arc::clone(&state), Arc::clone(&connections)),
+    );
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = true;
+    // With keep-alive off an idle HTTP/2 connection still needs a bound.
+    server_options.h2_idle_timeout = connections
+        .keepalive_timeout
+        .or(Some(connections.request_header_timeout));
     proxy.server_options = Some(server_options);
 
-    let mut proxy_service = Service::new("portcullis proxy".to_string(), proxy);
+    let mut proxy_service = Service::new(
+        "portcullis proxy".to_string(),
+        Gate::new(proxy, Arc::clone(&admission)),
+    );
+    proxy_service.endpoints().set_pre_tls_callback(admission);
     let process = state.gateway().process.clone();
     for address in &process.listeners {
         match process.tls_listeners.iter().find(|(tls, _)| tls == address) {
             Some((_, http2)) => {
                 let resolver = SniResolver::new(Arc::clone(&state), *address);
-                let settings = tls::settings(resolver, *http2).map_err(|e| Problems {
+                let settings = sni::settings(resolver, *http2).map_err(|e| Problems {
                     file: path.display().to_string(),
                     problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
                 })?;

@@ -9,26 +9,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    assert_gateway_error, extend_section, free_port, http_agent, raw_exchange, Gateway, OneRoute,
-    TestDir, Upstream, BASE_CONFIG, PING_ROUTE,
+    assert_gateway_error, extend_section, free_port, http_agent, make_cert, raw_exchange, Gateway,
+    OneRoute, TestDir, Upstream, BASE_CONFIG, PING_ROUTE,
 };
-
-/// Makes a test CA (once per directory) and a certificate for `names` signed by it, with
-/// the project's own script and the real openssl CLI.
-fn make_cert(dir: &Path, file: &str, names: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/make-test-certs.sh");
-    let output = Command::new(script)
-        .arg(dir)
-        .arg(file)
-        .arg(names)
-        .output()
-        .expect("run conf/make-test-certs.sh (needs bash and openssl)");
-    assert!(
-        output.status.success(),
-        "make-test-certs.sh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// What curl saw: the status line's HTTP version, the status, the body and the
 /// certificate subject of the server.

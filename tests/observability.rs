@@ -3,7 +3,13 @@
 
 mod common;
 
-use common::{eventually, metric_value, Gateway, OneRoute, Upstream, PING_ROUTE};
+use std::path::Path;
+use std::process::Command;
+
+use common::{
+    eventually, extend_section, free_port, make_cert, metric_value, Gateway, OneRoute, TestDir,
+    Upstream, BASE_CONFIG, PING_ROUTE,
+};
 use serde_json::Value;
 
 /// The fields of every access log line.
@@ -342,4 +348,139 @@ fn downstream_connections_counts_open_client_connections() {
         "closed connections are released, got {:?}",
         gauge()
     );
+}
+
+/// A certificate's notAfter as a Unix time, as the openssl CLI reads it.
+fn not_after(cert: &Path) -> f64 {
+    let output = Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in"])
+        .arg(cert)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let date = text.trim().trim_start_matches("notAfter=");
+    chrono::NaiveDateTime::parse_from_str(date, "%b %e %H:%M:%S %Y GMT")
+        .unwrap_or_else(|e| panic!("openssl's notAfter {date:?}: {e}"))
+        .and_utc()
+        .timestamp() as f64
+}
+
+#[test]
+fn certificate_expiry_follows_the_certificates_in_force() {
+    let certs = TestDir::new();
+    make_cert(certs.path(), "edge", "edge.test,www.edge.test");
+    make_cert(certs.path(), "other", "other.test");
+    let port = free_port();
+    let config = |file: &str| {
+        let listener = format!(
+            "  - address: \"127.0.0.1:{port}\"\n    tls:\n      certificates:\n        - {{ cert: \"{0}/{file}.pem\", key: \"{0}/{file}.key\" }}",
+            certs.path().display()
+        );
+        extend_section(BASE_CONFIG, "listeners", &listener) + &format!("routes:\n{PING_ROUTE}")
+    };
+    let gateway = Gateway::start_raw(&config("edge"));
+    let listener = format!("127.0.0.1:{port}");
+    let expiry = |name: &str| {
+        gateway.metric(
+            "portcullis_tls_certificate_expiry_seconds",
+            &[("listener", &listener), ("name", name)],
+        )
+    };
+
+    assert_eq!(
+        expiry("edge.test"),
+        Some(not_after(&certs.join("edge.pem")))
+    );
+    assert_eq!(expiry("www.edge.test"), None, "one series per certificate");
+
+    gateway.rewrite_config_raw(&config("other"));
+    gateway.reload();
+
+    assert_eq!(
+        expiry("other.test"),
+        Some(not_after(&certs.join("other.pem")))
+    );
+    assert_eq!(
+        expiry("edge.test"),
+        None,
+        "a certificate no longer served is dropped"
+    );
+}
+
+#[test]
+fn status_counts_answers_per_route_and_keeps_the_last_refused_reload() {
+    let (app, next) = (Upstream::start("app"), Upstream::start("next"));
+    let sections = format!(
+        r#"
+upstreams:
+  app:
+    targets: [{{ address: "{}" }}]
+  next:
+    targets: [{{ address: "{}" }}]
+routes:
+{PING_ROUTE}  - name: api
+    match: {{ path_prefix: /api }}
+    upstream: app
+    canary: {{ upstream: next, weight: 12.5, force_header: X-Canary }}
+    cache: {{ enabled: true, default_ttl: 60s }}
+"#,
+        app.addr(),
+        next.addr()
+    );
+    let gateway = Gateway::start(&sections);
+    let status = gateway.status_json();
+    assert!(status["last_refused_reload"].is_null(), "{status:#}");
+    let listeners = status["listeners"].as_array().expect("listeners is a list");
+    assert_eq!(listeners.len(), 1, "{status:#}");
+    assert_eq!(listeners[0]["address"], gateway.addr());
+    assert_eq!(listeners[0]["tls"], false);
+
+    let stable = [("X-Canary", "never")];
+    for _ in 0..3 {
+        assert_eq!(gateway.request("GET", "/api/a", &stable).status, 200);
+    }
+    app.set_status(500);
+    for path in ["/api/b", "/api/c"] {
+        assert_eq!(gateway.request("GET", path, &stable).status, 500);
+    }
+    assert_eq!(gateway.get("/nowhere").status, 404);
+    let api = |status: &Value| {
+        status["routes"]
+            .as_array()
+            .and_then(|routes| routes.iter().find(|route| route["name"] == "api"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let route = eventually!(let route = api(&gateway.status_json());
+        route["requests"] == 5 && route["errors"] == 2,
+        "api: 5 answers, 2 of them 5xx: {route:#}"
+    );
+    assert_eq!(route["canary_upstream"], "next", "{route:#}");
+    assert_eq!(route["canary_weight"], 12.5, "{route:#}");
+    let results = &route["cache"]["results"];
+    assert_eq!(
+        (results["hit"].as_u64(), results["miss"].as_u64()),
+        (Some(2), Some(3)),
+        "/api/a fetched once then served twice, b and c fetched: {route:#}"
+    );
+
+    gateway.rewrite_config(&format!("{sections}    nonsense: 1\n"));
+    let refused = gateway.admin_post("/reload", &[], "");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    gateway.rewrite_config(&sections);
+    gateway.reload();
+
+    let status = gateway.status_json();
+    let refusal = &status["last_refused_reload"];
+    assert!(is_rfc3339(&refusal["at"]), "{status:#}");
+    let problems = refusal["problems"].as_array().expect("problems is a list");
+    assert!(
+        problems.len() == 1
+            && problems[0]
+                .as_str()
+                .unwrap_or("")
+                .contains("routes[1].nonsense"),
+        "the refused reload's problems, kept after the next reload succeeded: {status:#}"
+    );
+    assert_eq!(status["version"], 2, "{status:#}");
 }

@@ -14,7 +14,8 @@ use http::{HeaderName, HeaderValue};
 pub struct PluginCtx {
     /// The name of the matched route.
     pub route: Arc<str>,
-    /// The client's address (the TCP peer).
+    /// The client's address: the connection's peer, or the client a trusted proxy named
+    /// (`server.trusted_proxies`).
     pub client_ip: Option<IpAddr>,
     /// The authenticated consumer, once an auth plugin accepted the request. The core
     /// sends it upstream as `X-Consumer-Id` and logs it.

@@ -7,8 +7,37 @@ use pingora::proxy::Session;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection, RequestKey};
 
 use super::RequestCtx;
-use crate::canary::Variant;
-use crate::upstream::Upstream;
+use crate::model::canary::Variant;
+use crate::model::gateway::RouteAction;
+use crate::model::upstream::Upstream;
+
+/// Chooses the pool and target of a proxied request (nothing to choose for a route that
+/// answers itself): the canary's pool for a request the split sends there, else the
+/// route's pool, else its fallback.
+pub(super) fn choose_target(session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
+    let Some(route) = ctx.route.clone() else {
+        return Ok(());
+    };
+    let RouteAction::Proxy {
+        upstream,
+        canary,
+        fallback,
+    } = &route.action
+    else {
+        return Ok(());
+    };
+    let canary = canary
+        .as_ref()
+        .filter(|c| c.choose(session.req_header(), &ctx.plugins, &mut ctx.key) == Variant::Canary);
+    let pools = [
+        canary.map(|canary| (&canary.upstream, Variant::Canary)),
+        Some((upstream, Variant::Stable)),
+        fallback
+            .as_ref()
+            .map(|fallback| (fallback, Variant::Stable)),
+    ];
+    first_available(session, ctx, pools)
+}
 
 /// Takes the first of `pools` (the canary for canary requests, the route's pool, its
 /// fallback) that has an available target: a bulkhead slot there and the target. A
@@ -16,7 +45,7 @@ use crate::upstream::Upstream;
 /// pool available the route fails fast: 503 with `Retry-After`, no connect attempt.
 /// Availability is learnt from the selection itself, so the usual case costs one
 /// selection and no scan of the targets.
-pub(super) fn choose_target(
+fn first_available(
     session: &Session,
     ctx: &mut RequestCtx,
     pools: [Option<(&Arc<Upstream>, Variant)>; 3],

@@ -7,10 +7,10 @@ use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
 use super::trace::TraceContext;
-use crate::cache::CacheStatus;
-use crate::canary::Variant;
-use crate::gateway::{Gateway, Route};
-use crate::upstream::{TargetSlot, Upstream, UpstreamSlot};
+use crate::model::cache::CacheStatus;
+use crate::model::canary::Variant;
+use crate::model::gateway::{Gateway, Route};
+use crate::model::upstream::{TargetSlot, Upstream, UpstreamSlot};
 
 /// Per-request state: each phase records what it learnt here and later phases read it.
 /// Dropping it releases the request's bulkhead and target slots, whatever path ended it.

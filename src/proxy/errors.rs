@@ -1,10 +1,14 @@
-//! The one place error responses are built (SPEC §4).
+//! The one place error responses are built (SPEC §4), and the client-facing error for
+//! a failure while proxying.
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
-use portcullis_plugins::Rejection;
+use portcullis_plugins::{ErrorCode, Rejection};
 use serde::Serialize;
+
+use super::context::RequestCtx;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -44,4 +48,34 @@ pub fn error_response(rejection: &Rejection, request_id: &str) -> (ResponseHeade
         let _ = header.append_header(name.clone(), value.clone());
     }
     (header, Bytes::from(body))
+}
+
+/// The client-facing error for a proxy failure.
+pub(super) fn rejection_for(e: &Error, ctx: &RequestCtx) -> Rejection {
+    let upstream = ctx.upstream.as_ref().map_or("upstream", |u| &*u.name);
+    let (code, message) = match e.etype() {
+        ErrorType::HTTPStatus(503) if ctx.error == Some(ErrorCode::UpstreamUnavailable) => (
+            ErrorCode::UpstreamUnavailable,
+            format!("{upstream} has no healthy target"),
+        ),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => (
+            ErrorCode::UpstreamTimeout,
+            format!("{upstream} did not answer in time"),
+        ),
+        ErrorType::HTTPStatus(400) | ErrorType::InvalidHTTPHeader => {
+            (ErrorCode::BadRequest, "malformed request".to_string())
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => (
+                ErrorCode::UpstreamError,
+                format!("{upstream} failed: {}", e.etype().as_str()),
+            ),
+            ErrorSource::Downstream => (ErrorCode::BadRequest, "malformed request".to_string()),
+            ErrorSource::Internal | ErrorSource::Unset => {
+                log::error!("request {} failed inside the gateway: {e}", ctx.request_id);
+                (ErrorCode::Internal, "internal error".to_string())
+            }
+        },
+    };
+    Rejection::new(code, message)
 }

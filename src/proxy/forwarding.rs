@@ -1,8 +1,16 @@
-//! Header work on the request sent upstream: hop-by-hop removal and `X-Forwarded-*`.
+//! Header work on the request sent upstream: the stripped path, hop-by-hop removal,
+//! `X-Forwarded-*`, and what the gateway tells the upstream (request id, trace, variant,
+//! consumer).
+
+use std::io::Write;
+use std::net::IpAddr;
 
 use http::header::{CONNECTION, HOST, TE, TRAILER, UPGRADE};
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
+use pingora_error::Result;
 use pingora_http::RequestHeader;
+
+use super::context::RequestCtx;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -18,6 +26,41 @@ pub const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 
 /// Tells the upstream which variant of a canary split the request is (`stable|canary`).
 pub const VARIANT: HeaderName = HeaderName::from_static("x-portcullis-variant");
+
+/// Turns the client's request into the one sent upstream; `peer` is the connection's
+/// peer and `proto` the client's protocol (`http` or `https`).
+pub(super) fn rewrite(
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+    peer: Option<IpAddr>,
+    proto: &str,
+) -> Result<()> {
+    if let Some(strip_len) = ctx.strip_len {
+        let path = stripped_path_and_query(&req.uri, strip_len);
+        req.set_raw_path(path.as_bytes())?;
+    }
+    remove_hop_by_hop(req);
+    add_forwarded(req, peer, proto);
+    if let Some(gateway) = &ctx.gateway {
+        req.insert_header(
+            gateway.tracing.request_id_header.clone(),
+            ctx.request_id.as_str(),
+        )?;
+    }
+    if let Some(trace) = &ctx.trace {
+        req.insert_header("traceparent", trace.header())?;
+    }
+    req.remove_header(&VARIANT);
+    if let Some(variant) = ctx.variant {
+        req.insert_header(VARIANT, variant.as_str())?;
+    }
+    // Only the gateway says who the consumer is: a client's own copy never passes.
+    req.remove_header(&CONSUMER_ID);
+    if let Some(consumer) = &ctx.plugins.consumer {
+        req.insert_header(CONSUMER_ID, &**consumer)?;
+    }
+    Ok(())
+}
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE` and `Trailer`.
@@ -52,19 +95,24 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (the Host the client asked for, unless a previous proxy set it).
-pub fn add_forwarded(req: &mut RequestHeader, client_ip: Option<std::net::IpAddr>, proto: &str) {
-    if let Some(ip) = client_ip {
-        let chain = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(previous) if !previous.trim().is_empty() => format!("{previous}, {ip}"),
-            _ => ip.to_string(),
-        };
-        let _ = req.insert_header(X_FORWARDED_FOR, chain);
+/// Appends the connection's peer to `X-Forwarded-For` (every line the client sent kept,
+/// in order, joined into one) and sets `X-Forwarded-Proto` and `X-Forwarded-Host` (the
+/// Host the client asked for, unless a previous proxy set it).
+pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &str) {
+    if let Some(ip) = peer {
+        let mut chain = Vec::with_capacity(64);
+        for line in req.headers.get_all(&X_FORWARDED_FOR) {
+            let line = line.as_bytes().trim_ascii();
+            if !line.is_empty() {
+                chain.extend_from_slice(line);
+                chain.extend_from_slice(b", ");
+            }
+        }
+        // An IP address is always a valid header value.
+        let _ = write!(chain, "{ip}");
+        if let Ok(chain) = HeaderValue::from_bytes(&chain) {
+            let _ = req.insert_header(X_FORWARDED_FOR, chain);
+        }
     }
     let _ = req.insert_header(X_FORWARDED_PROTO, proto);
     let host = req.headers.get(HOST).cloned();
@@ -88,14 +136,7 @@ pub fn stripped_path_and_query(uri: &http::Uri, strip_len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        for (name, value) in headers {
-            req.append_header(name.to_string(), *value).expect("header");
-        }
-        req
-    }
+    use crate::model::request::testing::request;
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
@@ -145,6 +186,18 @@ mod tests {
             get("x-forwarded-host").as_deref(),
             Some("api.example.com:8080")
         );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_kept_in_order() {
+        let mut req = request(&[
+            ("X-Forwarded-For", "198.51.100.1"),
+            ("X-Forwarded-For", " 203.0.113.7, 10.0.0.2 "),
+            ("X-Forwarded-For", ""),
+        ]);
+        add_forwarded(&mut req, Some("10.0.0.1".parse().expect("ip")), "https");
+        let lines: Vec<_> = req.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(lines, ["198.51.100.1, 203.0.113.7, 10.0.0.2, 10.0.0.1"]);
     }
 
     #[test]

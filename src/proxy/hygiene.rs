@@ -52,11 +52,7 @@ mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("POST", b"/x", None).expect("request");
-        for (name, value) in headers {
-            req.append_header(name.to_string(), *value).expect("header");
-        }
-        req
+        crate::model::request::testing::request_to("POST", "/x", headers)
     }
 
     #[test]

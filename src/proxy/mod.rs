@@ -2,17 +2,19 @@
 //! to the router, the plugins and the upstream pools.
 
 mod choice;
+mod client;
+mod compression;
 mod connection;
 mod context;
 mod errors;
 pub mod forwarding;
 mod hygiene;
+mod logging;
 mod respond;
 mod retry;
 pub mod trace;
 
 use std::any::Any;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,28 +31,27 @@ use portcullis_plugins::{ErrorCode, Rejection};
 pub use context::RequestCtx;
 pub use errors::error_response;
 
-use crate::access_log::Entry;
-use crate::cache::{self, policy, store, CacheStatus};
-use crate::canary::Variant;
-use crate::compression;
-use crate::gateway::RouteAction;
-use crate::metrics::method_label;
-use crate::state::State;
-use crate::upstream::{bit, Outcome};
-use choice::{balancing_key, choose_target};
+use crate::model::cache::{self, policy, store, CacheStatus};
+use crate::model::connections::ConnectionPolicy;
+use crate::model::gateway::RouteAction;
+use crate::model::upstream::{bit, Outcome};
+use crate::runtime::connections;
+use crate::runtime::state::State;
+use choice::choose_target;
 use connection::Connection;
-use retry::{backoff, retriable_request, status_reason};
-use trace::TraceContext;
+use retry::Failure;
 
 /// The proxy service logic.
 pub struct Proxy {
     state: Arc<State>,
+    connections: Arc<ConnectionPolicy>,
 }
 
 impl Proxy {
-    /// Proxy logic serving whatever configuration `state` holds.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// Proxy logic serving whatever configuration `state` holds, on client connections
+    /// governed by `connections`.
+    pub fn new(state: Arc<State>, connections: Arc<ConnectionPolicy>) -> Self {
+        Self { state, connections }
     }
 }
 
@@ -67,12 +68,13 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        client::head_received(session, &self.connections);
         compression::prepare(session);
         Ok(())
     }
 
-    /// Route match, plugins, local answers, pool and target choice. Returns `true` when
-    /// the gateway has answered itself.
+    /// Request id, framing checks, route match, the route's plugins and local answers.
+    /// Returns `true` when the gateway has answered itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if ctx.connection.is_none() {
             ctx.connection = Some(Connection::open(&self.state.metrics.downstream_connections));
@@ -80,8 +82,8 @@ impl ProxyHttp for Proxy {
         // Off unless the matched route asks for it (errors and 404s stay plain).
         compression::start(session, None);
         let gateway = self.state.gateway();
-        identify(session, ctx, &gateway.tracing);
-        ctx.plugins.client_ip = client_ip(session);
+        (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
+        ctx.plugins.client_ip = client::client_ip(session, &self.connections);
         let checked = hygiene::check(session.req_header(), || {
             session.downstream_session.to_h1_raw()
         });
@@ -98,7 +100,7 @@ impl ProxyHttp for Proxy {
         };
         let route = Arc::clone(route);
         if route.compression.is_some() {
-            compression::start(session, route.compression.as_ref());
+            compression::start(session, route.compression.as_deref());
         }
         ctx.strip_len = route
             .strip_prefix
@@ -207,28 +209,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        let Some(route) = ctx.route.clone() else {
-            return Ok(true);
-        };
-        let RouteAction::Proxy {
-            upstream,
-            canary,
-            fallback,
-        } = &route.action
-        else {
-            return Ok(true);
-        };
-        let canary = canary.as_ref().filter(|c| {
-            c.choose(session.req_header(), &ctx.plugins, &mut ctx.key) == Variant::Canary
-        });
-        let pools = [
-            canary.map(|canary| (&canary.upstream, Variant::Canary)),
-            Some((upstream, Variant::Stable)),
-            fallback
-                .as_ref()
-                .map(|fallback| (fallback, Variant::Stable)),
-        ];
-        let Err(rejection) = choose_target(session, ctx, pools) else {
+        let Err(rejection) = choose_target(session, ctx) else {
             return Ok(true);
         };
         if rejection.code == ErrorCode::UpstreamUnavailable && session.cache.can_serve_stale_error()
@@ -280,8 +261,8 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// The peer for this attempt: the target chosen in `request_filter`, or, on a retry,
-    /// another target of the pool after the backoff.
+    /// The peer for this attempt: the target chosen in `proxy_upstream_filter`, or, on a
+    /// retry, another target of the pool after the backoff.
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -289,23 +270,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<Box<HttpPeer>> {
         ctx.attempts += 1;
         if ctx.attempts > 1 {
-            let Some(upstream) = ctx.upstream.clone() else {
-                return Error::e_explain(ErrorType::InternalError, "retry without an upstream");
-            };
-            if !upstream.retries.backoff.is_zero() {
-                tokio::time::sleep(backoff(upstream.retries.backoff, ctx.attempts - 1)).await;
-            }
-            let key = balancing_key(
-                session,
-                &ctx.plugins,
-                upstream.hash_on.as_ref(),
-                &mut ctx.key,
-            );
-            let retry_target = upstream
-                .select(key, ctx.tried)
-                // With every other target tried, go back to one already tried.
-                .or_else(|| upstream.select(key, 0));
-            ctx.target = retry_target;
+            retry::next_target(session, ctx).await?;
         }
         let Some(target) = &ctx.target else {
             ctx.error = Some(ErrorCode::UpstreamUnavailable);
@@ -319,7 +284,7 @@ impl ProxyHttp for Proxy {
     /// (on another target) when `retries.on` has `connect_failure` and the budget allows.
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -327,19 +292,8 @@ impl ProxyHttp for Proxy {
         if let Some(target) = &mut ctx.target {
             target.record(Outcome::GatewayFailure);
         }
-        if let Some(upstream) = &ctx.upstream {
-            let policy = &upstream.retries;
-            if policy.on_connect_failure
-                && ctx.attempts <= policy.attempts
-                && policy.budget_allows()
-            {
-                e.set_retry(true);
-                self.state
-                    .metrics
-                    .retries
-                    .with_label_values(&[&upstream.name, "connect_failure"])
-                    .inc();
-            }
+        if retry::decide(Failure::Connect, session, ctx, &self.state.metrics) {
+            e.set_retry(true);
         }
         e
     }
@@ -364,18 +318,10 @@ impl ProxyHttp for Proxy {
                 target.record(Outcome::GatewayFailure);
             }
         }
-        if retriable_request(session) {
-            e.retry.decide_reuse(client_reused);
-        } else {
-            e.set_retry(false);
-        }
-        if let (true, Some(upstream)) = (e.retry(), &ctx.upstream) {
-            self.state
-                .metrics
-                .retries
-                .with_label_values(&[&upstream.name, "reused_connection"])
-                .inc();
-        }
+        e.retry.decide_reuse(client_reused);
+        let retry = e.retry()
+            && retry::decide(Failure::ReusedConnection, session, ctx, &self.state.metrics);
+        e.set_retry(retry);
         e
     }
 
@@ -396,34 +342,8 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(strip_len) = ctx.strip_len {
-            let path = forwarding::stripped_path_and_query(&upstream_request.uri, strip_len);
-            upstream_request.set_raw_path(path.as_bytes())?;
-        }
-        forwarding::remove_hop_by_hop(upstream_request);
-        forwarding::add_forwarded(
-            upstream_request,
-            ctx.plugins.client_ip,
-            forwarded_proto(session),
-        );
-        if let Some(gateway) = &ctx.gateway {
-            upstream_request.insert_header(
-                gateway.tracing.request_id_header.clone(),
-                ctx.request_id.as_str(),
-            )?;
-        }
-        if let Some(trace) = &ctx.trace {
-            upstream_request.insert_header("traceparent", trace.header())?;
-        }
-        upstream_request.remove_header(&forwarding::VARIANT);
-        if let Some(variant) = ctx.variant {
-            upstream_request.insert_header(forwarding::VARIANT, variant.as_str())?;
-        }
-        // Only the gateway says who the consumer is: a client's own copy never passes.
-        upstream_request.remove_header(&forwarding::CONSUMER_ID);
-        if let Some(consumer) = &ctx.plugins.consumer {
-            upstream_request.insert_header(forwarding::CONSUMER_ID, &**consumer)?;
-        }
+        let peer = client::peer_ip(session);
+        forwarding::rewrite(upstream_request, ctx, peer, forwarded_proto(session))?;
         if let Some(route) = &ctx.route {
             route
                 .plugins
@@ -452,27 +372,9 @@ impl ProxyHttp for Proxy {
             }
             target.record(Outcome::of_status(status));
         }
-        if let Some(upstream) = &ctx.upstream {
-            let policy = &upstream.retries;
-            if policy.on_status.contains(&status)
-                && ctx.attempts <= policy.attempts
-                && retriable_request(session)
-                && policy.budget_allows()
-            {
-                self.state
-                    .metrics
-                    .retries
-                    .with_label_values(&[&upstream.name, status_reason(status)])
-                    .inc();
-                ctx.retrying_status = true;
-                let mut e = Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "upstream answered with a retried status",
-                );
-                e.as_up();
-                e.set_retry(true);
-                return Err(e);
-            }
+        if retry::decide(Failure::Status(status), session, ctx, &self.state.metrics) {
+            ctx.retrying_status = true;
+            return Err(retry::status_error(status));
         }
         Ok(())
     }
@@ -484,7 +386,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(route) = &ctx.route {
-            compression::filter_response(session, route.compression.as_ref(), upstream_response);
+            compression::filter_response(session, route.compression.as_deref(), upstream_response);
         }
         if ctx.cache == Some(CacheStatus::Miss) {
             ctx.cache = Some(CacheStatus::from_phase(session.cache.phase()));
@@ -504,117 +406,13 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let rejection = ctx
-            .rejection
-            .take()
-            .unwrap_or_else(|| rejection_for(e, ctx));
-        let code = rejection.code.status().as_u16();
-        let client_gone = e.esource() == &ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
-            );
-        if client_gone {
-            ctx.error = Some(rejection.code);
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
-        if session.response_written().is_none() {
-            let _ = respond::reject(session, ctx, rejection).await;
-        } else {
-            ctx.error = Some(rejection.code);
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        respond::proxy_failure(session, ctx, e).await
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map_or(0, |resp| resp.status.as_u16());
-        let route_name = ctx.route.as_ref().map(|route| &*route.name);
-        let upstream_name = ctx.upstream.as_ref().map(|upstream| &*upstream.name);
-        let variant = ctx.variant.map(Variant::as_str);
-        let req = session.req_header();
-        let elapsed = ctx.started.elapsed();
-
-        let metrics = &self.state.metrics;
-        let mut status_buf = itoa_status(status);
-        metrics
-            .requests
-            .with_label_values(&[
-                route_name.unwrap_or(""),
-                method_label(&req.method),
-                status_text(&mut status_buf),
-                upstream_name.unwrap_or(""),
-                variant.unwrap_or(""),
-            ])
-            .inc();
-        if let Some(route) = &ctx.route {
-            route.duration.observe(elapsed.as_secs_f64());
-            route.plugins.log(&mut ctx.plugins, status);
-            // A background refresh (stale-while-revalidate) is not a client request.
-            let background = session.subrequest_ctx.is_some();
-            if let (Some(cache), Some(result), false) = (&route.cache, ctx.cache, background) {
-                cache.count(result);
-            }
-        }
-
-        let log = &self.state.access_log;
-        if log.enabled() {
-            let target = ctx.target.as_ref().map(|slot| &*slot.target().label);
-            log.write(&Entry {
-                ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                request_id: &ctx.request_id,
-                trace_id: ctx
-                    .trace
-                    .as_ref()
-                    .map_or("", |trace| trace.trace_id.as_str()),
-                client_ip: ctx.plugins.client_ip.map(|ip| ip.to_string()),
-                method: req.method.as_str(),
-                host: crate::router::request_host(req),
-                path: req.uri.path(),
-                route: route_name,
-                consumer: ctx.plugins.consumer.as_deref(),
-                upstream: upstream_name,
-                target,
-                variant,
-                status,
-                bytes_sent: session.body_bytes_sent(),
-                duration_ms: elapsed.as_secs_f64() * 1000.0,
-                upstream_ms: ctx.upstream_ms,
-                cache: ctx.cache.map(CacheStatus::label),
-                rate_limit: ctx.plugins.rate_limit_rule.as_deref(),
-                error: ctx.error.map(ErrorCode::as_str),
-            });
-        }
+        connections::request_finished();
+        logging::record(session, ctx, &self.state);
     }
-}
-
-/// Sets the request id (kept when valid, else generated) and the trace context.
-fn identify(session: &Session, ctx: &mut RequestCtx, tracing: &crate::gateway::Tracing) {
-    let req = session.req_header();
-    ctx.request_id = match req.headers.get(&tracing.request_id_header) {
-        Some(id) if trace::valid_request_id(id.as_bytes()) => {
-            String::from_utf8_lossy(id.as_bytes()).into_owned()
-        }
-        _ => trace::new_request_id(),
-    };
-    if tracing.traceparent {
-        let incoming = req.headers.get("traceparent").map(|value| value.as_bytes());
-        ctx.trace = Some(TraceContext::continue_or_start(incoming));
-    }
-}
-
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map(|addr| addr.ip())
 }
 
 fn forwarded_proto(session: &Session) -> &'static str {
@@ -626,48 +424,4 @@ fn forwarded_proto(session: &Session) -> &'static str {
     } else {
         "http"
     }
-}
-
-/// The client-facing error for a proxy failure.
-fn rejection_for(e: &Error, ctx: &RequestCtx) -> Rejection {
-    let upstream = ctx.upstream.as_ref().map_or("upstream", |u| &*u.name);
-    let (code, message) = match e.etype() {
-        ErrorType::HTTPStatus(503) if ctx.error == Some(ErrorCode::UpstreamUnavailable) => (
-            ErrorCode::UpstreamUnavailable,
-            format!("{upstream} has no healthy target"),
-        ),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => (
-            ErrorCode::UpstreamTimeout,
-            format!("{upstream} did not answer in time"),
-        ),
-        ErrorType::HTTPStatus(400) | ErrorType::InvalidHTTPHeader => {
-            (ErrorCode::BadRequest, "malformed request".to_string())
-        }
-        _ => match e.esource() {
-            ErrorSource::Upstream => (
-                ErrorCode::UpstreamError,
-                format!("{upstream} failed: {}", e.etype().as_str()),
-            ),
-            ErrorSource::Downstream => (ErrorCode::BadRequest, "malformed request".to_string()),
-            ErrorSource::Internal | ErrorSource::Unset => {
-                log::error!("request {} failed inside the gateway: {e}", ctx.request_id);
-                (ErrorCode::Internal, "internal error".to_string())
-            }
-        },
-    };
-    Rejection::new(code, message)
-}
-
-/// A status as decimal text without allocating.
-fn itoa_status(status: u16) -> [u8; 3] {
-    let status = status.min(999);
-    [
-        b'0' + (status / 100) as u8,
-        b'0' + (status / 10 % 10) as u8,
-        b'0' + (status % 10) as u8,
-    ]
-}
-
-fn status_text(buf: &mut [u8; 3]) -> &str {
-    std::str::from_utf8(buf).unwrap_or("000")
 }

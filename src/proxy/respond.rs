@@ -2,14 +2,14 @@
 //! same decoration (request id, plugin response hooks) as proxied responses.
 
 use http::header::CONTENT_LENGTH;
-use pingora::proxy::Session;
-use pingora_error::Result;
+use pingora::proxy::{FailToProxy, Session};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use portcullis_plugins::{Answer, Rejection};
 
 use super::context::RequestCtx;
-use super::errors::error_response;
-use crate::gateway::FixedResponse;
+use super::errors::{error_response, rejection_for};
+use crate::model::gateway::FixedResponse;
 
 /// Adds what every response carries: the request id, the plugins' response headers and
 /// the route plugins' response hooks.
@@ -41,6 +41,41 @@ pub(super) async fn reject(
     ctx.error = Some(rejection.code);
     let (header, body) = error_response(&rejection, &ctx.request_id);
     send(session, ctx, header, body).await
+}
+
+/// Answers a failure while proxying with its error (when nothing of the response was
+/// sent yet and the client is still there).
+pub(super) async fn proxy_failure(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    e: &Error,
+) -> FailToProxy {
+    let rejection = ctx
+        .rejection
+        .take()
+        .unwrap_or_else(|| rejection_for(e, ctx));
+    let code = rejection.code.status().as_u16();
+    let client_gone = e.esource() == &ErrorSource::Downstream
+        && matches!(
+            e.etype(),
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+        );
+    if client_gone {
+        ctx.error = Some(rejection.code);
+        return FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+    }
+    if session.response_written().is_none() {
+        let _ = reject(session, ctx, rejection).await;
+    } else {
+        ctx.error = Some(rejection.code);
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
 }
 
 /// Answers with what a plugin decided to answer itself (a CORS preflight).
@@ -79,7 +114,7 @@ async fn send(
 ) -> Result<bool> {
     decorate(&mut header, ctx);
     if let Some(route) = &ctx.route {
-        crate::compression::filter_response(session, route.compression.as_ref(), &header);
+        super::compression::filter_response(session, route.compression.as_deref(), &header);
     }
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session

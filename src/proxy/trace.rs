@@ -1,9 +1,28 @@
 //! Request ids and W3C trace context (`traceparent`).
 
+use pingora_http::RequestHeader;
 use rand::Rng;
+
+use crate::model::gateway::Tracing;
 
 /// Longest request id accepted from a client.
 const MAX_REQUEST_ID: usize = 128;
+
+/// The request's id (the client's when valid, else a new one) and, when `tracing` asks
+/// for it, its trace context.
+pub(super) fn identify(req: &RequestHeader, tracing: &Tracing) -> (String, Option<TraceContext>) {
+    let id = match req.headers.get(&tracing.request_id_header) {
+        Some(id) if valid_request_id(id.as_bytes()) => {
+            String::from_utf8_lossy(id.as_bytes()).into_owned()
+        }
+        _ => new_request_id(),
+    };
+    let trace = tracing.traceparent.then(|| {
+        let incoming = req.headers.get("traceparent").map(|value| value.as_bytes());
+        TraceContext::continue_or_start(incoming)
+    });
+    (id, trace)
+}
 
 /// Whether a client-sent request id is safe to keep: 1–128 characters of
 /// `[A-Za-z0-9._:-]` (so it can go into logs and headers verbatim).

@@ -1,6 +1,6 @@
 //! Reading Prometheus text without depending on label order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The sum of the samples of metric `name` whose labels include all of `labels`, or
 /// `None` when no sample matches. Label order in the text does not matter.
@@ -53,4 +53,13 @@ fn parse_sample(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
     }
     let value = rest.split_whitespace().next()?.parse().ok()?;
     Some((name, labels, value))
+}
+
+/// The names of every sample in `text` (a histogram shows as its `_bucket`, `_sum` and
+/// `_count` samples).
+pub fn sample_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(parse_sample)
+        .map(|(name, _, _)| name)
+        .collect()
 }

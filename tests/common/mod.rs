@@ -21,22 +21,33 @@
 // Each test crate uses a different part of the harness.
 #![allow(dead_code)]
 
+mod certs;
 mod config;
 mod gateway;
+mod haproxy;
 mod http;
+mod listeners;
 mod metrics;
 mod redis;
+mod sockets;
 mod traffic;
 mod upstream;
 
 // The harness's surface; each test crate imports only part of it.
 #[allow(unused_imports)]
 pub use self::{
+    certs::make_cert,
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
     gateway::{run_portcullis, Gateway},
+    haproxy::HaProxy,
     http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
-    metrics::metric_value,
+    listeners::edge_config,
+    metrics::{metric_value, sample_names},
     redis::{RedisCluster, RedisServer},
+    sockets::{
+        connect, connect_from, exchange_on, keep_alive_get, proxy_v1, proxy_v2, time_until_closed,
+        trickle,
+    },
     traffic::{Traffic, TrafficReport},
     upstream::{ReceivedRequest, Upstream, HEALTH_PATH},
 };

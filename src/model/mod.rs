@@ -1,0 +1,13 @@
+//! The compiled model (layer 2): what a configuration becomes once checked: the gateway,
+//! its router, upstream pools, caches and policies. The request path reads only this.
+
+pub mod cache;
+pub mod canary;
+pub mod client_address;
+pub mod compression;
+pub mod connections;
+pub mod gateway;
+pub mod request;
+pub mod router;
+pub mod tls;
+pub mod upstream;

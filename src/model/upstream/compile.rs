@@ -1,0 +1,316 @@
+//! `upstreams.NAME` → [`Upstream`].
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::lb::discovery::Static;
+use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
+use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::upstreams::peer::HttpPeer;
+use portcullis_plugins::{KeyUse, RequestKey, Retained};
+
+use super::health::{build_health_check, ActiveHealth};
+use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
+use super::{
+    Balancer, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState, Upstream,
+};
+use crate::config::{noted, verdict, Problem};
+use crate::config::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
+use crate::telemetry::metrics::Metrics;
+
+/// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
+const MAX_WEIGHT: u32 = 1000;
+
+/// Compiles one upstream pool; `path` is its config path (`upstreams.NAME`). State that
+/// must survive a reload (per-target ejection, latency and in-flight state, active health,
+/// the retry budget) is taken from `retained` when the previous configuration had it.
+pub fn compile_upstream(
+    name: &str,
+    config: &UpstreamConfig,
+    path: &str,
+    metrics: &Metrics,
+    retained: &Retained,
+) -> Result<Upstream, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let outlier = config.outlier_detection.as_ref().and_then(|outlier| {
+        let compiled = OutlierPolicy::compile(outlier, &format!("{path}.outlier_detection"));
+        noted(compiled, &mut problems)
+    });
+    let retries = match &config.retries {
+        None => Some(RetryPolicy::default()),
+        Some(retries) => noted(
+            compile_retries(name, retries, path, retained),
+            &mut problems,
+        ),
+    };
+
+    let hash_on = match (&config.load_balancing, config.hash_on.as_deref()) {
+        (LoadBalancing::ConsistentHash, None) => {
+            problems.push(Problem::new(
+                format!("{path}.hash_on"),
+                format!(
+                    "consistent_hash needs hash_on ({})",
+                    KeyUse::Affinity.forms()
+                ),
+            ));
+            None
+        }
+        (LoadBalancing::ConsistentHash, Some(key)) => {
+            match RequestKey::parse(key, KeyUse::Affinity) {
+                Ok(hash_on) => Some(hash_on),
+                Err(message) => {
+                    problems.push(Problem::new(format!("{path}.hash_on"), message));
+                    None
+                }
+            }
+        }
+        (_, Some(_)) => {
+            problems.push(Problem::new(
+                format!("{path}.hash_on"),
+                "only used with load_balancing: consistent_hash",
+            ));
+            None
+        }
+        (_, None) => None,
+    };
+
+    if config.targets.is_empty() {
+        problems.push(Problem::new(
+            format!("{path}.targets"),
+            "needs at least one target",
+        ));
+    }
+    if config.max_requests == Some(0) {
+        problems.push(Problem::new(
+            format!("{path}.max_requests"),
+            "must be greater than 0",
+        ));
+    }
+    let peer_template = peer_template(config);
+    let mut seen = BTreeSet::new();
+    let mut targets = Vec::with_capacity(config.targets.len());
+    let mut backends = BTreeSet::new();
+    for (i, target) in config.targets.iter().enumerate() {
+        let target_path = format!("{path}.targets[{i}]");
+        let address: SocketAddr = match target.address.trim().parse() {
+            Ok(address) => address,
+            Err(_) => {
+                problems.push(Problem::new(
+                    format!("{target_path}.address"),
+                    format!("{:?} is not an IP:PORT address", target.address),
+                ));
+                continue;
+            }
+        };
+        if !seen.insert(address) {
+            problems.push(Problem::new(
+                format!("{target_path}.address"),
+                format!("{address} is listed twice"),
+            ));
+        }
+        if target.weight == 0 || target.weight > MAX_WEIGHT {
+            problems.push(Problem::new(
+                format!("{target_path}.weight"),
+                format!("must be between 1 and {MAX_WEIGHT}"),
+            ));
+            continue;
+        }
+        let state = retained.get_or_insert_with::<TargetState>(
+            &format!("upstream/{name}/target/{address}"),
+            TargetState::default,
+        );
+        let mut backend = Backend {
+            addr: PeerAddr::Inet(address),
+            weight: target.weight as usize,
+            ext: Default::default(),
+        };
+        backend.ext.insert(TargetIndex(targets.len()));
+        backend.ext.insert(Arc::clone(&state));
+        let mut peer = peer_template.clone();
+        peer._address = PeerAddr::Inet(address);
+        let label: Arc<str> = address.to_string().into();
+        targets.push(Target {
+            address,
+            label: Arc::clone(&label),
+            weight: target.weight,
+            backend: backend.clone(),
+            peer,
+            duration: metrics.upstream_duration.with_label_values(&[name, &label]),
+            ejected_gauge: metrics.target_ejected.with_label_values(&[name, &label]),
+            ejections: metrics.ejections.with_label_values(&[name, &label]),
+            state,
+        });
+        backends.insert(backend);
+    }
+
+    let health_check = config.health_check.as_ref().and_then(|health| {
+        let check = build_health_check(name, health, &format!("{path}.health_check"), metrics);
+        let check = noted(check, &mut problems)?;
+        // The same checks of the same pool keep their targets' health across a reload
+        // (keyed by address, whatever the weight).
+        let key = format!("upstream/{name}/health/{health:?}");
+        let registry = retained.get_or_insert_with::<HealthRegistry>(&key, || {
+            let registry = HealthRegistry::with_equivalence(address_key);
+            registry.set_health_check(check);
+            registry
+        });
+        Some((registry, ActiveHealth::new(health.interval.0)))
+    });
+
+    let Some(retries) = retries else {
+        return Err(problems);
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let (registry, health) = match health_check {
+        Some((registry, health)) => (Some(registry), Some(health)),
+        None => (None, None),
+    };
+    let balancer: Box<dyn Balancer> = match config.load_balancing {
+        LoadBalancing::RoundRobin => Box::new(load_balancer::<RoundRobin>(backends, registry)),
+        LoadBalancing::Random => Box::new(load_balancer::<Random>(backends, registry)),
+        LoadBalancing::ConsistentHash => Box::new(load_balancer::<Consistent>(backends, registry)),
+        LoadBalancing::LeastRequest => Box::new(PowerOfTwoChoices::new(
+            load_balancer::<Random>(backends, registry),
+            LeastRequest,
+        )),
+        LoadBalancing::PeakEwma => Box::new(PowerOfTwoChoices::new(
+            load_balancer::<Random>(backends, registry),
+            PeakEwmaCost,
+        )),
+    };
+    Ok(Upstream {
+        name: name.into(),
+        targets,
+        balancer,
+        hash_on,
+        retries,
+        outlier,
+        ejection_lock: Default::default(),
+        tracks_latency: config.load_balancing == LoadBalancing::PeakEwma,
+        max_requests: config.max_requests,
+        in_flight: retained.get_or_insert_with::<AtomicU32>(
+            &format!("upstream/{name}/in_flight"),
+            AtomicU32::default,
+        ),
+        in_flight_gauge: metrics.upstream_in_flight.with_label_values(&[name]),
+        health,
+    })
+}
+
+fn load_balancer<S>(
+    backends: BTreeSet<Backend>,
+    registry: Option<Arc<HealthRegistry>>,
+) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let discovery = Static::new(backends);
+    let view = match registry {
+        Some(registry) => Backends::new_with_health_registry(discovery, registry),
+        None => Backends::new(discovery),
+    };
+    let balancer = LoadBalancer::from_backends(view);
+    // Static discovery resolves immediately and never fails.
+    let _ = futures_now(balancer.update());
+    balancer
+}
+
+/// Polls a future that is known to complete without waiting (static discovery).
+fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+fn peer_template(config: &UpstreamConfig) -> HttpPeer {
+    let (tls, sni) = match &config.tls {
+        Some(tls) => (true, tls.sni.clone().unwrap_or_default()),
+        None => (false, String::new()),
+    };
+    let mut peer = HttpPeer::new("0.0.0.0:1", tls, sni);
+    let timeouts = &config.timeouts;
+    peer.options.connection_timeout =
+        Some(timeouts.connect.map_or(Duration::from_secs(5), |d| d.0));
+    peer.options.read_timeout = Some(timeouts.read.map_or(Duration::from_secs(60), |d| d.0));
+    peer.options.write_timeout = Some(timeouts.write.map_or(Duration::from_secs(60), |d| d.0));
+    peer.options.idle_timeout = Some(timeouts.idle.map_or(Duration::from_secs(60), |d| d.0));
+    if let Some(tls) = &config.tls {
+        peer.options.verify_cert = tls.verify;
+        peer.options.verify_hostname = tls.verify;
+    }
+    peer
+}
+
+/// Health is shared by address: a weight change keeps the target's health.
+fn address_key(backend: &Backend) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    backend.addr.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// `upstreams.NAME.retries`: attempts, conditions, backoff and budget.
+fn compile_retries(
+    name: &str,
+    retries: &RetriesConfig,
+    path: &str,
+    retained: &Retained,
+) -> Result<RetryPolicy, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut on_connect_failure = retries.on.is_empty();
+    let mut on_status = Vec::new();
+    for (i, condition) in retries.on.iter().enumerate() {
+        let status = match condition {
+            RetryCondition::Status(status) => Some(*status),
+            RetryCondition::Named(name) if name == "connect_failure" => {
+                on_connect_failure = true;
+                continue;
+            }
+            RetryCondition::Named(name) => name.parse().ok(),
+        };
+        match status {
+            Some(status @ 502..=504) => on_status.push(status),
+            _ => problems.push(Problem::new(
+                format!("{path}.retries.on[{i}]"),
+                format!(
+                    "unknown retry condition {condition:?}; use connect_failure, 502, 503 or 504"
+                ),
+            )),
+        }
+    }
+    let budget = match retries.budget_percent {
+        None => None,
+        Some(percent) if percent > 100 => {
+            problems.push(Problem::new(
+                format!("{path}.retries.budget_percent"),
+                "must be between 1 and 100",
+            ));
+            None
+        }
+        Some(percent) => Some(retained.get_or_insert_with::<RetryBudget>(
+            &format!("upstream/{name}/retry_budget/{percent}"),
+            || RetryBudget::new(percent),
+        )),
+    };
+    let policy = RetryPolicy {
+        attempts: retries.attempts,
+        backoff: retries.backoff.map(|d| d.0).unwrap_or_default(),
+        on_connect_failure,
+        on_status,
+        budget,
+    };
+    verdict(policy, problems)
+}

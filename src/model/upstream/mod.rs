@@ -1,0 +1,384 @@
+//! Upstream pools: targets, balancing, active health, outlier ejection, retries,
+//! connection settings and the in-flight bulkhead.
+
+mod balancer;
+mod compile;
+mod health;
+mod least_request;
+mod outlier;
+mod peak_ewma;
+mod retry_budget;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use pingora::lb::Backend;
+use pingora::upstreams::peer::HttpPeer;
+use portcullis_plugins::RequestKey;
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+pub use balancer::Balancer;
+pub use compile::compile_upstream;
+pub use health::ActiveHealth;
+pub use outlier::{Availability, Outcome, OutlierPolicy, OutlierState};
+pub use peak_ewma::PeakEwma;
+pub use retry_budget::RetryBudget;
+
+use outlier::{PoolView, Transition};
+
+/// The index of a target in [`Upstream::targets`], stored in each `Backend`'s extensions
+/// so a selected backend leads straight to its target's state.
+#[derive(Debug, Clone, Copy)]
+struct TargetIndex(usize);
+
+/// One server of a pool.
+pub struct Target {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// `address` as text, the `target` label of metrics and the access log.
+    pub label: Arc<str>,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// In-flight count, latency estimate and ejection state; shared with the previous
+    /// configuration's target of the same pool and address, so a reload keeps them.
+    pub state: Arc<TargetState>,
+    backend: Backend,
+    peer: HttpPeer,
+    /// `portcullis_upstream_duration_seconds{upstream,target}`.
+    pub duration: Histogram,
+    /// `portcullis_upstream_target_ejected{upstream,target}`.
+    ejected_gauge: IntGauge,
+    /// `portcullis_upstream_ejections_total{upstream,target}`.
+    ejections: IntCounter,
+}
+
+/// What the gateway has learnt about a target from the traffic it sent it.
+#[derive(Debug, Default)]
+pub struct TargetState {
+    /// Requests in flight to the target.
+    pub in_flight: AtomicU32,
+    /// Response-time estimate, for `peak_ewma`.
+    pub latency: PeakEwma,
+    /// Passive health, for outlier ejection.
+    pub outlier: OutlierState,
+}
+
+/// Milliseconds on a process-wide monotonic clock.
+pub fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When and how a failed attempt is retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// Pause before the first retry (doubling, jittered).
+    pub backoff: Duration,
+    /// Retry refused or timed-out connects (nothing was sent, so any method is safe).
+    pub on_connect_failure: bool,
+    /// Statuses whose answer is retried (idempotent requests only).
+    pub on_status: Vec<u16>,
+    /// Caps retries to a share of the requests; `None` leaves only `attempts`.
+    pub budget: Option<Arc<RetryBudget>>,
+}
+
+/// Without `retries`: one retry of a failed connect, on another target.
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff: Duration::ZERO,
+            on_connect_failure: true,
+            on_status: Vec::new(),
+            budget: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether the budget allows one more retry (and spends it).
+    pub fn budget_allows(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_none_or(|budget| budget.try_withdraw())
+    }
+}
+
+/// A pool of targets and everything needed to send a request to one of them.
+pub struct Upstream {
+    /// The pool's configuration name.
+    pub name: Arc<str>,
+    /// The targets, in configuration order.
+    pub targets: Vec<Target>,
+    balancer: Box<dyn Balancer>,
+    /// The balancing key.
+    pub hash_on: Option<RequestKey>,
+    /// Retries.
+    pub retries: RetryPolicy,
+    /// Passive outlier ejection, if configured.
+    pub outlier: Option<OutlierPolicy>,
+    /// Held while deciding an ejection, so `max_ejection_percent` holds.
+    ejection_lock: Mutex<()>,
+    /// The balancer reads the targets' latency (`peak_ewma`).
+    tracks_latency: bool,
+    /// The bulkhead: most requests in flight, if limited.
+    pub max_requests: Option<u32>,
+    /// Requests in flight to the pool; shared with the previous configuration's pool of
+    /// the same name, so `max_requests` counts requests still running on it.
+    in_flight: Arc<AtomicU32>,
+    in_flight_gauge: IntGauge,
+    /// Active health checking, if configured.
+    pub health: Option<ActiveHealth>,
+}
+
+/// A slot in an upstream's bulkhead, released when dropped (on every path: success, error
+/// or client abort, because the per-request context owning it is dropped).
+pub struct UpstreamSlot {
+    upstream: Arc<Upstream>,
+}
+
+impl Drop for UpstreamSlot {
+    fn drop(&mut self) {
+        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.upstream.in_flight_gauge.dec();
+    }
+}
+
+/// A request's claim on one target, released when dropped.
+pub struct TargetSlot {
+    upstream: Arc<Upstream>,
+    index: usize,
+    /// This request is the half-open probe of an ejected target.
+    probe: bool,
+    /// An outcome was recorded (the probe, if any, is resolved).
+    recorded: bool,
+}
+
+impl TargetSlot {
+    /// The target held.
+    pub fn target(&self) -> &Target {
+        &self.upstream.targets[self.index]
+    }
+
+    /// The target's position in its pool.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The pool the target belongs to.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// The peer to connect to (a clone of the target's precomputed peer).
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new(self.target().peer.clone())
+    }
+
+    /// Whether this request is the half-open probe of an ejected target.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Records how the attempt went, for outlier detection; only the first call counts.
+    pub fn record(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        self.upstream.record(self.index, outcome, self.probe);
+    }
+
+    /// Records the time to the response headers, for `peak_ewma`.
+    pub fn observe_latency(&self, elapsed: Duration) {
+        if !self.upstream.tracks_latency {
+            return;
+        }
+        self.target()
+            .state
+            .latency
+            .observe(elapsed.as_nanos() as f64, clock_ms());
+    }
+}
+
+impl Drop for TargetSlot {
+    fn drop(&mut self) {
+        let state = &self.target().state;
+        state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.probe && !self.recorded {
+            state.outlier.release_probe();
+        }
+    }
+}
+
+impl Upstream {
+    /// Takes a bulkhead slot, or `None` when `max_requests` are already in flight.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<UpstreamSlot> {
+        let previous = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if self.max_requests.is_some_and(|max| previous >= max) {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.in_flight_gauge.inc();
+        Some(UpstreamSlot {
+            upstream: Arc::clone(self),
+        })
+    }
+
+    /// Requests in flight to the pool.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Chooses a target for `key` that active health checks and outlier detection both
+    /// let serve, skipping the targets in `tried` (a bit set of target indexes already
+    /// attempted by this request). An ejected target whose time is up is chosen as its
+    /// one half-open probe.
+    pub fn select(self: &Arc<Self>, key: &[u8], tried: u64) -> Option<TargetSlot> {
+        let mut skip = tried;
+        // Each pass either succeeds or adds a target to `skip` (a probe taken by a
+        // concurrent request), so this ends.
+        for _ in 0..=self.targets.len() {
+            let accept = |backend: &Backend, healthy: bool| {
+                healthy
+                    && target_index(backend).is_some_and(|index| {
+                        skip & bit(index) == 0
+                            && self.availability(&self.targets[index]) != Availability::Ejected
+                    })
+            };
+            let backend = self.balancer.select(key, &accept)?;
+            let index = target_index(&backend)?;
+            let state = &self.targets[index].state;
+            let probe = match self.availability(&self.targets[index]) {
+                Availability::InService => false,
+                Availability::ProbeDue if state.outlier.claim_probe() => true,
+                _ => {
+                    skip |= bit(index);
+                    continue;
+                }
+            };
+            state.in_flight.fetch_add(1, Ordering::Relaxed);
+            return Some(TargetSlot {
+                upstream: Arc::clone(self),
+                index,
+                probe,
+                recorded: false,
+            });
+        }
+        None
+    }
+
+    /// Runs one pass of the pool's active health checks.
+    pub async fn run_health_check(&self) {
+        self.balancer.run_health_check().await;
+    }
+
+    /// Whether active health checks consider the target healthy (always true without them).
+    pub fn target_healthy(&self, target: &Target) -> bool {
+        self.balancer.healthy(&target.backend)
+    }
+
+    /// Whether outlier detection has the target ejected (a probe may be due).
+    pub fn target_ejected(&self, target: &Target) -> bool {
+        self.outlier.is_some() && target.state.outlier.is_ejected()
+    }
+
+    /// Outlier detection's verdict on the target; without it (it may have been removed
+    /// by a reload while the target was ejected) every target is in service.
+    fn availability(&self, target: &Target) -> Availability {
+        let outlier = &target.state.outlier;
+        // The clock is read only for ejected targets: selection costs no clock read.
+        if self.outlier.is_none() || !outlier.is_ejected() {
+            return Availability::InService;
+        }
+        outlier.availability(clock_ms())
+    }
+
+    /// Seconds until a target of an unavailable pool may serve again: the earliest end
+    /// of an ejection among healthy targets, else 1 (waiting for active checks).
+    pub fn retry_after(&self) -> u64 {
+        let now_ms = clock_ms();
+        self.targets
+            .iter()
+            .filter(|target| self.target_healthy(target) && self.target_ejected(target))
+            .map(|target| {
+                target
+                    .state
+                    .outlier
+                    .ejected_until_ms()
+                    .saturating_sub(now_ms)
+            })
+            .min()
+            .map_or(1, |ms| ms.div_ceil(1000).max(1))
+    }
+
+    fn record(&self, index: usize, outcome: Outcome, probe: bool) {
+        let Some(policy) = &self.outlier else { return };
+        let target = &self.targets[index];
+        let ejected = || {
+            self.targets
+                .iter()
+                .filter(|target| target.state.outlier.is_ejected())
+                .count()
+        };
+        let pool = PoolView {
+            size: self.targets.len(),
+            ejected: &ejected,
+            lock: &self.ejection_lock,
+        };
+        match target
+            .state
+            .outlier
+            .record(outcome, probe, policy, clock_ms(), &pool)
+        {
+            Transition::None => {}
+            Transition::Ejected => {
+                target.ejected_gauge.set(1);
+                target.ejections.inc();
+                log::warn!(
+                    "upstream {} target {} ejected by outlier detection",
+                    self.name,
+                    target.label
+                );
+            }
+            Transition::Returned => {
+                target.ejected_gauge.set(0);
+                log::warn!(
+                    "upstream {} target {} returned to service after a successful probe",
+                    self.name,
+                    target.label
+                );
+            }
+        }
+    }
+}
+
+/// The bit of `index` in a `tried` set; pools larger than 64 targets share bits, which
+/// can only make a retry skip a target it could have used.
+pub fn bit(index: usize) -> u64 {
+    1u64 << (index % 64)
+}
+
+fn target_index(backend: &Backend) -> Option<usize> {
+    backend.ext.get::<TargetIndex>().map(|index| index.0)
+}
+
+/// A one-target pool for unit tests.
+#[cfg(test)]
+pub fn test_pool(name: &str) -> Upstream {
+    let config: crate::config::UpstreamConfig =
+        serde_yaml::from_str("targets: [{ address: 127.0.0.1:9 }]").expect("valid test pool");
+    let metrics = crate::telemetry::metrics::Metrics::new();
+    compile_upstream(
+        name,
+        &config,
+        name,
+        &metrics,
+        &portcullis_plugins::Retained::fresh(),
+    )
+    .unwrap_or_else(|problems| panic!("test pool: {problems:?}"))
+}

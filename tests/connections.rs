@@ -1,0 +1,299 @@
+//! Hostile connections (issue #13): silent and slowloris clients, idle keep-alive and
+//! HTTP/2 connections, stalled TLS handshakes, and the caps per listener and per client
+//! address. Every test ends by checking that a clean request on a new connection is
+//! served.
+
+mod common;
+
+use std::io::Write;
+use std::net::{IpAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    connect, connect_from, edge_config, exchange_on, free_port, http_agent, keep_alive_get,
+    make_cert, send, time_until_closed, trickle, wait_until, Gateway, TestDir, EVENTUALLY,
+};
+
+const ROUTES: &str = r#"
+routes:
+  - name: ok
+    match: { path: /ok }
+    respond: { status: 200, body: "ok" }
+"#;
+
+const REFUSED: &str = "portcullis_connections_refused_total";
+
+/// A request for `/ok` that asks to close the connection afterwards.
+const GET_OK: &[u8] = b"GET /ok HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+
+fn gateway(server: &str, listener: &str, more_listeners: &str) -> Gateway {
+    Gateway::start_raw(&edge_config(server, listener, more_listeners, ROUTES))
+}
+
+fn assert_served(gateway: &Gateway) {
+    let response = gateway.get("/ok");
+    assert_eq!(
+        response.status, 200,
+        "a clean request after the attack: {response:?}"
+    );
+}
+
+/// Asserts the gateway closed `stream` between `at_least` and `at_most` from now.
+fn assert_closed_between(stream: &mut TcpStream, at_least: Duration, at_most: Duration) {
+    let closed = time_until_closed(stream, at_most)
+        .unwrap_or_else(|| panic!("the connection was still open after {at_most:?}"));
+    assert!(
+        closed >= at_least,
+        "closed after {closed:?}, expected at least {at_least:?}"
+    );
+}
+
+fn loopback(last: u8) -> IpAddr {
+    [127, 0, 0, last].into()
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_head_deadline() {
+    let gateway = gateway("  request_header_timeout: 1s\n", "", "");
+
+    let mut silent = connect(&gateway.addr());
+    assert_closed_between(
+        &mut silent,
+        Duration::from_millis(800),
+        Duration::from_secs(4),
+    );
+
+    assert_served(&gateway);
+}
+
+#[test]
+fn slowloris_bytes_do_not_extend_the_head_deadline() {
+    let gateway = gateway("  request_header_timeout: 2s\n", "", "");
+    let head =
+        b"GET /ok HTTP/1.1\r\nHost: test\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+
+    let mut slow = connect(&gateway.addr());
+    let writer = trickle(&slow, head, Duration::from_millis(500));
+    assert_closed_between(
+        &mut slow,
+        Duration::from_millis(1700),
+        Duration::from_millis(3500),
+    );
+    drop(slow);
+    let sent = writer.join().expect("the writer thread");
+    assert!(
+        (3..head.len()).contains(&sent),
+        "{sent} bytes went out before the close"
+    );
+
+    assert_served(&gateway);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_at_keepalive_timeout() {
+    let gateway = gateway(
+        "  request_header_timeout: 1s\n  keepalive_timeout: 3s\n",
+        "",
+        "",
+    );
+    let mut client = connect(&gateway.addr());
+    let first = keep_alive_get(&mut client, "/ok");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // Idle for longer than the head deadline but within keep-alive: still served.
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = keep_alive_get(&mut client, "/ok");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+
+    assert_closed_between(
+        &mut client,
+        Duration::from_millis(2700),
+        Duration::from_secs(6),
+    );
+    assert_served(&gateway);
+}
+
+#[test]
+fn a_slow_second_request_gets_its_own_head_deadline() {
+    let gateway = gateway(
+        "  request_header_timeout: 2s\n  keepalive_timeout: 30s\n",
+        "",
+        "",
+    );
+    let mut client = connect(&gateway.addr());
+    let first = keep_alive_get(&mut client, "/ok");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    let writer = trickle(&client, GET_OK, Duration::from_millis(500));
+    assert_closed_between(
+        &mut client,
+        Duration::from_millis(1700),
+        Duration::from_millis(3500),
+    );
+    drop(client);
+    assert!(writer.join().expect("the writer thread") < GET_OK.len());
+    assert_served(&gateway);
+}
+
+#[test]
+fn http2_connections_need_a_preface_in_time_and_close_when_idle() {
+    let gateway = gateway(
+        "  request_header_timeout: 1s\n  keepalive_timeout: 3s\n",
+        "",
+        "",
+    );
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    let mut partial = connect(&gateway.addr());
+    partial.write_all(&preface[..16]).expect("write");
+    assert_closed_between(
+        &mut partial,
+        Duration::from_millis(800),
+        Duration::from_secs(3),
+    );
+
+    // The preface and an empty SETTINGS frame, then nothing: an idle h2c connection.
+    let mut idle = connect(&gateway.addr());
+    let mut hello = preface.to_vec();
+    hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    idle.write_all(&hello).expect("write");
+    assert_closed_between(
+        &mut idle,
+        Duration::from_millis(2700),
+        Duration::from_secs(6),
+    );
+
+    assert_served(&gateway);
+}
+
+#[test]
+fn a_stalled_tls_handshake_is_closed_at_the_head_deadline() {
+    let certs = TestDir::new();
+    make_cert(certs.path(), "edge", "edge.test");
+    let tls_port = free_port();
+    let gateway = gateway(
+        "  request_header_timeout: 1s\n",
+        "",
+        &format!(
+            "  - address: \"127.0.0.1:{tls_port}\"\n    tls:\n      certificates:\n        - {{ cert: \"{0}/edge.pem\", key: \"{0}/edge.key\" }}\n",
+            certs.path().display()
+        ),
+    );
+
+    let mut stalled = connect(&format!("127.0.0.1:{tls_port}"));
+    assert_closed_between(
+        &mut stalled,
+        Duration::from_millis(800),
+        Duration::from_secs(4),
+    );
+
+    let output = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "--resolve"])
+        .arg(format!("edge.test:{tls_port}:127.0.0.1"))
+        .arg(format!("https://edge.test:{tls_port}/ok"))
+        .output()
+        .expect("run curl (apt-get install curl)");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ok", "{output:?}");
+    assert_served(&gateway);
+}
+
+/// Opens `count` connections and has each served once, so all are surely admitted, then
+/// keeps them open (idle keep-alive).
+fn hold_connections(count: usize, open: impl Fn() -> TcpStream) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let mut connection = open();
+            let answer = keep_alive_get(&mut connection, "/ok");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            connection
+        })
+        .collect()
+}
+
+#[test]
+fn the_per_address_cap_refuses_past_the_cap_and_counts_it() {
+    let gateway = gateway(
+        "  request_header_timeout: 10s\n",
+        "    max_connections_per_ip: 2\n",
+        "",
+    );
+    let listener = gateway.addr();
+    let hostile = loopback(2);
+    let held = hold_connections(2, || connect_from(hostile, &listener));
+
+    let mut refused = connect_from(hostile, &listener);
+    assert_closed_between(&mut refused, Duration::ZERO, Duration::from_secs(1));
+    let labels = [
+        ("listener", listener.as_str()),
+        ("reason", "max_connections_per_ip"),
+    ];
+    assert_eq!(gateway.metric(REFUSED, &labels), Some(1.0));
+    // Another address still gets in while 127.0.0.2 is at its cap.
+    assert_served(&gateway);
+
+    drop(held);
+    let served_again = wait_until(EVENTUALLY, || {
+        exchange_on(&mut connect_from(hostile, &listener), GET_OK).starts_with("HTTP/1.1 200")
+    });
+    assert!(
+        served_again,
+        "127.0.0.2 is served again once its connections closed"
+    );
+}
+
+#[test]
+fn the_listener_cap_refuses_past_the_cap_and_counts_it() {
+    let capped_port = free_port();
+    let capped = format!("127.0.0.1:{capped_port}");
+    let gateway = gateway(
+        "  request_header_timeout: 10s\n",
+        "",
+        &format!("  - address: \"{capped}\"\n    max_connections: 2\n"),
+    );
+    let held = hold_connections(2, || connect(&capped));
+
+    let mut refused = connect(&capped);
+    assert_closed_between(&mut refused, Duration::ZERO, Duration::from_secs(1));
+    let labels = [("listener", capped.as_str()), ("reason", "max_connections")];
+    assert_eq!(gateway.metric(REFUSED, &labels), Some(1.0));
+    assert_served(&gateway);
+
+    drop(held);
+    let served_again = wait_until(EVENTUALLY, || {
+        exchange_on(&mut connect(&capped), GET_OK).starts_with("HTTP/1.1 200")
+    });
+    assert!(
+        served_again,
+        "the capped listener serves again once connections closed"
+    );
+}
+
+#[test]
+fn caps_beyond_the_open_file_limit_are_warned_about_at_start() {
+    let gateway = gateway("  max_connections: 100000000\n", "", "");
+    assert!(
+        wait_until(EVENTUALLY, || gateway.stderr().contains("open-file limit")),
+        "no warning: {}",
+        gateway.stderr()
+    );
+    assert_served(&gateway);
+}
+
+#[test]
+fn a_reload_cannot_change_connection_settings_bound_at_start() {
+    let gateway = gateway("", "", "");
+    gateway.rewrite_config_raw(&edge_config(
+        "  trusted_proxies: [127.0.0.1/32]\n",
+        "    proxy_protocol: true\n",
+        "",
+        ROUTES,
+    ));
+
+    let refused = send(&http_agent(), "POST", &gateway.admin_url("/reload"), &[]);
+
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.body.contains("listeners"), "{refused:?}");
+    assert!(refused.body.contains("server"), "{refused:?}");
+    assert_served(&gateway);
+}
