@@ -133,8 +133,9 @@ GENERIC = re.compile(
     r"|RawVec|__libc|<Box|<alloc)"
 )
 
-# Functions of Portcullis and its plugins (and of the bare example).
-OURS = re.compile(r"portcullis|bare_proxy::")
+# Functions of Portcullis and its plugins (and of the bare example), except the wrappers
+# that hold a whole connection (runtime::connections: every allocation has them on its stack).
+OURS = re.compile(r"^(?!.*ServerApp>::process_new).*(portcullis|bare_proxy::)")
 
 NAME = re.compile(r"^\((\d+)\)(?: (.*))?$")
 
