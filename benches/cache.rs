@@ -49,7 +49,9 @@ fn cache(c: &mut Criterion) {
         RespCacheable::Uncacheable(_) => panic!("the bench response is cacheable"),
     };
     let mut group = c.benchmark_group("cache");
-    group.bench_function("key", |b| b.iter(|| cache_key("bench", black_box(&req))));
+    group.bench_function("key", |b| {
+        b.iter(|| cache_key("bench", None, black_box(&req), "https"))
+    });
     group.bench_function("request_bypass", |b| {
         b.iter(|| policy::request_bypass(&route, black_box(&req), false))
     });

@@ -1,6 +1,6 @@
 //! Criterion benches of the request path's pure pieces: route matching over 100 routes,
 //! the header work done on every proxied request, target selection (with and without
-//! outlier detection, for each balancer) and the canary choice.
+//! outlier detection, for each balancer), the canary choice and path canonicalisation.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
@@ -138,5 +138,27 @@ fn canary_choice(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, headers, target_selection, canary_choice);
+/// Path canonicalisation runs on every request: the common, already canonical path must
+/// cost a scan and no allocation; a path with dot segments and escapes is rebuilt.
+fn path_canonicalisation(c: &mut Criterion) {
+    use portcullis::model::path::canonicalize;
+    let mut group = c.benchmark_group("path_canonicalize");
+    for (name, path) in [
+        ("canonical", "/api/v1/orders/4711/items"),
+        ("canonical_escaped", "/files/annual%20report%3A2026.pdf"),
+        ("dot_segments", "/api/v1/../v2/./orders//4711/%2e%2e/4712"),
+    ] {
+        group.bench_function(name, |b| b.iter(|| canonicalize(black_box(path), true)));
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    routing,
+    headers,
+    target_selection,
+    canary_choice,
+    path_canonicalisation
+);
 criterion_main!(benches);

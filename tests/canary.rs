@@ -27,6 +27,14 @@ routes:
     )
 }
 
+/// `config` with quick TCP health checks on the canary pool.
+fn with_canary_health_check(config: &str) -> String {
+    config.replace(
+        "  canary:\n    targets",
+        "  canary:\n    health_check: { type: tcp, interval: 100ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n    targets",
+    )
+}
+
 /// Sends one GET as user `user` (header `X-User`) and says whether the canary served it.
 fn served_by_canary(gateway: &Gateway, user: &str) -> bool {
     let response = gateway.request("GET", "/", &[("X-User", user)]);
@@ -141,10 +149,7 @@ fn an_unavailable_canary_leaves_its_users_on_stable() {
     let canary = Upstream::start("canary");
     let config = canary_config(&stable, &canary, "weight: 100");
     canary.stop();
-    let gateway = Gateway::start(&config.replace(
-        "  canary:\n    targets",
-        "  canary:\n    health_check: { type: tcp, interval: 100ms, unhealthy_threshold: 1 }\n    targets",
-    ));
+    let gateway = Gateway::start(&with_canary_health_check(&config));
     eventually!(
         gateway.get("/").body == "stable",
         "the unavailable canary still served"
@@ -153,4 +158,74 @@ fn an_unavailable_canary_leaves_its_users_on_stable() {
         let response = gateway.get("/");
         assert_eq!(response.body, "stable");
     }
+}
+
+/// [`canary_config`] with a cache on the route; both pools answer cacheable responses.
+fn cached_canary_config(stable: &Upstream, canary: &Upstream, canary_yaml: &str) -> String {
+    for upstream in [stable, canary] {
+        upstream.set_header("Cache-Control", "max-age=60");
+    }
+    canary_config(stable, canary, canary_yaml) + "    cache: { enabled: true }\n"
+}
+
+#[test]
+fn a_cached_route_keeps_each_variants_answers_apart() {
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let gateway = Gateway::start(&cached_canary_config(
+        &stable,
+        &canary,
+        "weight: 50, sticky_on: 'header:X-User', force_header: X-Canary",
+    ));
+
+    for round in 0..3 {
+        let always = gateway.request("GET", "/doc", &[("X-Canary", "always")]);
+        let never = gateway.request("GET", "/doc", &[("X-Canary", "never")]);
+        assert_eq!(always.body, "canary", "round {round}: {always:?}");
+        assert_eq!(never.body, "stable", "round {round}: {never:?}");
+        let expected = if round == 0 { "MISS" } else { "HIT" };
+        assert_eq!(always.header("X-Cache"), Some(expected), "{always:?}");
+        assert_eq!(never.header("X-Cache"), Some(expected), "{never:?}");
+    }
+    // Sticky users: each sees one variant, answered from that variant's cache entry.
+    let bodies: Vec<String> = (0..20)
+        .map(|user| {
+            let user = format!("user-{user}");
+            let first = gateway.request("GET", "/doc", &[("X-User", &user)]).body;
+            let again = gateway.request("GET", "/doc", &[("X-User", &user)]).body;
+            assert_eq!(first, again, "{user} changed variant");
+            first
+        })
+        .collect();
+    assert!(
+        bodies.iter().any(|b| b == "canary") && bodies.iter().any(|b| b == "stable"),
+        "20 users at 50% all on one variant: {bodies:?}"
+    );
+    assert_eq!(
+        (stable.requests(), canary.requests()),
+        (1, 1),
+        "one fill per variant"
+    );
+    let hits = gateway
+        .wait_for_access_log(46)
+        .into_iter()
+        .filter(|line| line["cache"] == "hit" && line["variant"] == "canary")
+        .count();
+    assert!(hits >= 2, "cache hits are logged with their variant");
+}
+
+#[test]
+fn a_canary_request_served_by_stable_is_not_stored_as_the_canarys() {
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let config = cached_canary_config(&stable, &canary, "weight: 100");
+    canary.stop();
+    let gateway = Gateway::start(&with_canary_health_check(&config));
+    eventually!(
+        gateway.get("/doc").body == "stable",
+        "the unavailable canary still served"
+    );
+    canary.restart();
+    eventually!(
+        gateway.get("/doc").body == "canary",
+        "once back, the canary's users got the stable answer from the cache"
+    );
 }

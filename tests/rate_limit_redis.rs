@@ -130,3 +130,59 @@ fn a_redis_cluster_holds_the_counters_of_keys_on_every_slot() {
         assert_eq!(statuses, [200, 200, 200, 429], "client {client}");
     }
 }
+
+/// Client `a` in region `r1`, then `r2`, then `r3`: the per-client bucket holds 4, each
+/// region's window 2. The requests a full region refuses must leave the client's bucket
+/// alone: 2 pass in r1, 2 in r2 (not 0), none in r3.
+fn assert_refusals_are_not_counted(gateway: &Gateway) {
+    let statuses = |region: &str| -> Vec<u16> {
+        (0..5)
+            .map(|_| {
+                gateway
+                    .request("GET", "/", &[("X-Client", "a"), ("X-Region", region)])
+                    .status
+            })
+            .collect()
+    };
+    assert_eq!(statuses("r1"), [200, 200, 429, 429, 429], "region r1");
+    assert_eq!(statuses("r2"), [200, 200, 429, 429, 429], "region r2");
+    let refused = gateway.request("GET", "/", &[("X-Client", "a"), ("X-Region", "r3")]);
+    assert_gateway_error(&refused, 429, "RATE_LIMITED");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("per-client")),
+        "the client's own bucket is empty now: {refused:?}"
+    );
+}
+
+const PER_CLIENT: &str = "{ name: per-client, key: 'header:X-Client', algorithm: token_bucket, rate: 1, per: 1h, burst: 4, backend: redis }";
+const PER_REGION: &str = "{ name: per-region, key: 'header:X-Region', algorithm: sliding_window, limit: 2, window: 1h, backend: redis }";
+
+#[test]
+fn a_request_refused_by_one_redis_rule_is_counted_by_none() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let rules = format!("{PER_CLIENT}\n    - {PER_REGION}");
+    let gateway = redis_gateway(&app, &redis.url(), "deny", &rules);
+    assert_refusals_are_not_counted(&gateway);
+}
+
+#[test]
+fn a_request_refused_by_redis_gives_back_its_local_counts() {
+    let redis = RedisServer::start();
+    let app = Upstream::start("app");
+    let local_client = PER_CLIENT.replace(", backend: redis", "");
+    let rules = format!("{local_client}\n    - {PER_REGION}");
+    let gateway = redis_gateway(&app, &redis.url(), "deny", &rules);
+    assert_refusals_are_not_counted(&gateway);
+}
+
+#[test]
+fn on_a_redis_cluster_a_later_rules_refusal_is_given_back() {
+    let cluster = RedisCluster::start();
+    let app = Upstream::start("app");
+    let rules = format!("{PER_CLIENT}\n    - {PER_REGION}");
+    let gateway = redis_gateway(&app, &cluster.url(), "deny", &rules);
+    assert_refusals_are_not_counted(&gateway);
+}

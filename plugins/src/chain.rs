@@ -126,6 +126,11 @@ impl PluginChain {
         for step in group {
             match step.plugin.request(req, ctx).await {
                 Ok(()) => return Ok(()),
+                // Credentials the upstream could read differently end the group: no
+                // other plugin may accept the request.
+                Err(refusal) if refusal.code == ErrorCode::BadRequest => {
+                    return Err(self.refusal(vec![(step.name, refusal)], ctx));
+                }
                 Err(refusal) => refusals.push((step.name, refusal)),
             }
         }

@@ -168,6 +168,10 @@ impl Cors {
                 .map_err(|_| Problem::new(path, "not a valid header list"))
         };
         let method_names: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+        let max_age = config
+            .max_age
+            .map(|age| age.within("max_age", std::time::Duration::ZERO, crate::units::LONGEST))
+            .transpose()?;
         Ok(Self {
             origins,
             any_origin,
@@ -182,7 +186,7 @@ impl Cors {
             headers_value: list_value("allow_headers", &config.allow_headers)?,
             expose_value: list_value("expose_headers", &config.expose_headers)?,
             credentials: config.allow_credentials,
-            max_age: config.max_age.map(|age| HeaderValue::from(age.0.as_secs())),
+            max_age: max_age.map(|age| HeaderValue::from(age.as_secs())),
         })
     }
 

@@ -13,7 +13,8 @@ use crate::{Entry, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
-    /// Headers set on the upstream request, replacing any the client sent.
+    /// Headers set on the upstream request, replacing any the client sent (and its
+    /// underscored look-alikes).
     #[serde(default)]
     pub request_add: BTreeMap<String, String>,
     /// Headers removed from the upstream request.
@@ -86,6 +87,9 @@ fn parse_pairs(
 #[async_trait::async_trait]
 impl Plugin for Headers {
     fn upstream_request(&self, req: &mut RequestHeader, _ctx: &PluginCtx) {
+        crate::lookalike::remove_lookalikes(req, |name| {
+            self.request_add.iter().any(|(own, _)| own.as_str() == name)
+        });
         for name in &self.request_remove {
             req.remove_header(name);
         }

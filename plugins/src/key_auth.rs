@@ -68,17 +68,18 @@ impl Entry for KeyAuth {
 }
 
 impl KeyAuth {
-    fn key(&self, req: &RequestHeader) -> Option<Vec<u8>> {
-        self.header
-            .as_ref()
-            .and_then(|name| credentials::header(req, name))
-            .map(<[u8]>::to_vec)
-            .or_else(|| {
-                self.query
-                    .as_deref()
-                    .and_then(|name| credentials::query_param(req, name))
-                    .map(String::into_bytes)
-            })
+    /// The key, from the header or the query parameter; refused when it is given twice
+    /// (two headers, two parameters, or both).
+    fn key(&self, req: &RequestHeader) -> Result<Option<Vec<u8>>, Rejection> {
+        let from_header = match &self.header {
+            Some(name) => credentials::header(req, name)?.map(<[u8]>::to_vec),
+            None => None,
+        };
+        let from_query = match self.query.as_deref() {
+            Some(name) => credentials::query_param(req, name)?.map(String::into_bytes),
+            None => None,
+        };
+        credentials::only(from_header.into_iter().chain(from_query), "API key")
     }
 
     fn hide(&self, req: &mut RequestHeader) {
@@ -94,7 +95,7 @@ impl KeyAuth {
 #[async_trait::async_trait]
 impl Plugin for KeyAuth {
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let key = self.key(req);
+        let key = self.key(req)?;
         // Hidden whatever the outcome: a key never reaches the upstream, even when
         // another auth plugin of the route accepts the request.
         if self.hide_credentials {

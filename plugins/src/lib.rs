@@ -25,6 +25,7 @@ pub mod headers;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod lookalike;
 pub mod rate_limit;
 pub mod request_size;
 

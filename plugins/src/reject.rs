@@ -10,7 +10,10 @@ pub enum ErrorCode {
     Forbidden,
     RouteNotFound,
     PayloadTooLarge,
-    /// 431: the request's header block is over `request_size.max_header`.
+    /// 414: the request target is over `server.max_request_target`.
+    UriTooLong,
+    /// 431: the request's header block is over `server.max_header_bytes` or
+    /// `server.max_header_count`, or a route's `request_size` limits.
     HeadersTooLarge,
     RateLimited,
     ConcurrencyLimited,
@@ -34,6 +37,7 @@ impl ErrorCode {
             Self::Forbidden => "FORBIDDEN",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UriTooLong => "URI_TOO_LONG",
             Self::HeadersTooLarge => "REQUEST_HEADERS_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
             Self::ConcurrencyLimited => "CONCURRENCY_LIMITED",
@@ -55,6 +59,7 @@ impl ErrorCode {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited | Self::ConcurrencyLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamError => StatusCode::BAD_GATEWAY,

@@ -79,12 +79,7 @@ impl Plugin for RequestSize {
             }
         }
         if let Some(limit) = self.max_header {
-            let size: u64 = req
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str().len() + value.len() + 4) as u64)
-                .sum();
-            if size > limit {
+            if header_block_size(req) > limit {
                 return Err(Rejection::new(
                     ErrorCode::HeadersTooLarge,
                     format!("request headers larger than {limit} bytes"),
@@ -110,6 +105,15 @@ impl Plugin for RequestSize {
             _ => Ok(()),
         }
     }
+}
+
+/// The size of a request's header block as every header limit counts it: the sum of its
+/// `name: value\r\n` lines (the core's `server.max_header_bytes` uses it too).
+pub fn header_block_size(req: &RequestHeader) -> u64 {
+    req.headers
+        .iter()
+        .map(|(name, value)| (name.as_str().len() + value.len() + 4) as u64)
+        .sum()
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub use compression::CompressionConfig;
 pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsConfig};
 pub use observability::{AccessLogConfig, TracingConfig};
 pub use portcullis_plugins::Problem;
-pub use route::{CanaryConfig, MatchConfig, RespondConfig, RouteConfig};
+pub use route::{CanaryConfig, MatchConfig, PathConfig, RespondConfig, RouteConfig};
 pub use server::ServerSection;
 pub use upstream::{
     HealthCheckConfig, HealthCheckKind, LoadBalancing, OutlierDetectionConfig, RetriesConfig,

@@ -34,6 +34,19 @@ pub struct RouteConfig {
     pub cache: Option<CacheConfig>,
     /// Response compression for this route (replaces the global `compression`).
     pub compression: Option<CompressionConfig>,
+    /// How the request path reaches the upstream.
+    #[serde(default)]
+    pub path: PathConfig,
+}
+
+/// `routes[].path`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    /// Forward the path bytes exactly as the client sent them instead of the canonical
+    /// path (the route is still matched on the canonical path).
+    #[serde(default)]
+    pub raw: bool,
 }
 
 /// `routes[].canary`.

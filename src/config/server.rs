@@ -1,6 +1,6 @@
 //! `server:` — the process settings handed to Pingora's `ServerConf`.
 
-use portcullis_plugins::units::Duration;
+use portcullis_plugins::units::{Duration, Size};
 use serde::Deserialize;
 
 /// `server:` — Pingora process settings.
@@ -46,4 +46,15 @@ pub struct ServerSection {
     /// Open connections per client address per listener (0 = unlimited).
     #[serde(default)]
     pub max_connections_per_ip: u32,
+    /// Longest request target (path and query) accepted; a longer one is answered 414
+    /// `URI_TOO_LONG` (default 8KiB).
+    pub max_request_target: Option<Size>,
+    /// Most header fields a request may have; more are answered 431 (default 100, at
+    /// most 256, the most Pingora's parser reads).
+    pub max_header_count: Option<usize>,
+    /// Largest request header block (the sum of its `name: value` lines); a larger one is
+    /// answered 431 (default 64KiB).
+    pub max_header_bytes: Option<Size>,
+    /// Merge repeated slashes in request paths before routing (default true).
+    pub merge_slashes: Option<bool>,
 }

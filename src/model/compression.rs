@@ -1,13 +1,16 @@
 //! A compression policy, compiled: the encoder levels, and which responses (by type and
 //! size) are worth compressing. The proxy applies it to Pingora's compression module
-//! (`proxy/compression.rs`).
+//! (`proxy/compression.rs`), and gives the answers the module leaves alone (HEAD, 304,
+//! 206) the header fields the module gives the full answer ([`CompressionPolicy::derive`]).
 //!
 //! Brotli is refused: Pingora 0.9.1's brotli encoder flushes but never finishes its
 //! stream, so every `br` body lacks its final meta-block. Lenient decoders (curl) accept
 //! that; strict ones (the `brotli` crate, some browsers) fail the whole response.
 
+use http::header::{ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, ETAG, VARY};
+use http::{HeaderValue, StatusCode};
 use pingora::protocols::http::compression::Algorithm;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::config::{CompressionConfig, Problem};
 
@@ -72,22 +75,28 @@ impl CompressionPolicy {
     }
 
     /// Whether `resp` is worth compressing: a listed type, and not known to be smaller
-    /// than the minimum size.
+    /// than the minimum size. A 206 never is: its Content-Range counts identity bytes.
     pub fn compressible(&self, resp: &ResponseHeader) -> bool {
-        let header = |name| {
-            resp.headers
-                .get(name)
-                .and_then(|value: &http::HeaderValue| value.to_str().ok())
-        };
-        let too_small = header(http::header::CONTENT_LENGTH)
-            .and_then(|length| length.trim().parse::<u64>().ok())
-            .is_some_and(|length| length < self.min_size);
-        if too_small {
+        resp.status != StatusCode::PARTIAL_CONTENT
+            && self.representation_compressible(
+                header_text(resp, http::header::CONTENT_TYPE),
+                header_text(resp, CONTENT_LENGTH).and_then(|length| length.trim().parse().ok()),
+            )
+    }
+
+    /// Whether a representation of this type and length is compressed (what the module
+    /// would do with its full answer): a listed type that Pingora's encoder also takes,
+    /// not known to be smaller than the minimum size (nor than Pingora's own).
+    fn representation_compressible(&self, content_type: Option<&str>, length: Option<u64>) -> bool {
+        if length.is_some_and(|length| length < self.min_size.max(PINGORA_MIN_SIZE)) {
             return false;
         }
-        let Some(content_type) = header(http::header::CONTENT_TYPE) else {
+        let Some(content_type) = content_type else {
             return false;
         };
+        if !pingora_compresses(content_type) {
+            return false;
+        }
         let essence = content_type
             .split(';')
             .next()
@@ -102,4 +111,162 @@ impl CompressionPolicy {
             }
         })
     }
+
+    /// The encoding the module picks for a request's Accept-Encoding, as Pingora 0.9.1
+    /// does: the first coding it knows, in the client's order (q-values ignored), when the
+    /// policy offers it; none when a list item does not parse.
+    fn encoding_for(&self, req: &RequestHeader) -> Option<Algorithm> {
+        let accept = req
+            .headers
+            .get(http::header::ACCEPT_ENCODING)?
+            .to_str()
+            .ok()?;
+        let mut first = None;
+        for item in accept.split(',') {
+            let coding = item.split(';').next().unwrap_or_default().trim();
+            let token = coding.bytes().enumerate().all(|(i, b)| {
+                (i > 0 || b.is_ascii_alphabetic() || b == b'*')
+                    && (b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+            });
+            if coding.is_empty() || !token {
+                return None;
+            }
+            let algorithm = Algorithm::from(coding);
+            if first.is_none() && algorithm != Algorithm::Other {
+                first = Some(algorithm);
+            }
+        }
+        let algorithm = first?;
+        self.levels
+            .iter()
+            .any(|(offered, level)| *offered == algorithm && *level > 0)
+            .then_some(algorithm)
+    }
+
+    /// Gives a derived answer (a HEAD's, a 304, a 206) the fields the module gives the full
+    /// 200 of the same request (RFC 9110 §9.3.2, §15.4.5, §15.3.7): `Vary:
+    /// accept-encoding` when the representation is compressible, and, when this request's
+    /// 200 would be compressed, its weak ETag (and for HEAD its Content-Encoding, without
+    /// Content-Length or Accept-Ranges). A 206 keeps its ETag: its bytes are the identity
+    /// representation's. `stored` is the cached 200 a 304 or 206 was made from, if any;
+    /// a 304 without it (passed through from the upstream, which leaves Content-Type out)
+    /// is taken as compressible, and its ETag weakened when the client's If-None-Match
+    /// holds the weak form (which only a compressed 200 gave it).
+    pub fn derive(
+        &self,
+        req: &RequestHeader,
+        resp: &mut ResponseHeader,
+        stored: Option<&ResponseHeader>,
+    ) {
+        let representation = stored.unwrap_or(resp);
+        let content_type = header_text(representation, http::header::CONTENT_TYPE);
+        let known = content_type.is_some();
+        let length = if stored.is_some() {
+            header_text(representation, CONTENT_LENGTH).and_then(|l| l.trim().parse().ok())
+        } else {
+            complete_length(resp)
+        };
+        if known && !self.representation_compressible(content_type, length) {
+            return;
+        }
+        add_vary_accept_encoding(resp);
+        let Some(algorithm) = self.encoding_for(req) else {
+            return;
+        };
+        if resp.status == StatusCode::NOT_MODIFIED {
+            if known || holds_weak_form(req, resp) {
+                weaken_etag(resp);
+            }
+        } else if resp.status != StatusCode::PARTIAL_CONTENT {
+            let _ = resp.insert_header(CONTENT_ENCODING, algorithm.as_str());
+            resp.remove_header(&CONTENT_LENGTH);
+            resp.remove_header(&ACCEPT_RANGES);
+            weaken_etag(resp);
+        }
+    }
+}
+
+/// Pingora's compression module leaves bodies shorter than this alone.
+const PINGORA_MIN_SIZE: u64 = 20;
+
+/// Whether Pingora 0.9.1's module compresses this Content-Type at all (its `MIME_CHECK`:
+/// text, application, font, a few image types and binary/octet-stream; nothing with
+/// "zip" in it), so that the policy never promises what the module refuses.
+fn pingora_compresses(content_type: &str) -> bool {
+    const PREFIXES: [&str; 7] = [
+        "text/",
+        "application/",
+        "font/",
+        "image/x-icon",
+        "image/svg+xml",
+        "image/nd.microsoft.icon",
+        "binary/octet-stream",
+    ];
+    !content_type.contains("zip") && PREFIXES.iter().any(|p| content_type.starts_with(p))
+}
+
+fn header_text(resp: &ResponseHeader, name: http::HeaderName) -> Option<&str> {
+    resp.headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The length of the whole representation a 206 is part of (`Content-Range: bytes
+/// 0-99/2240` → 2240); for other answers their Content-Length.
+fn complete_length(resp: &ResponseHeader) -> Option<u64> {
+    if resp.status == StatusCode::PARTIAL_CONTENT {
+        let range = header_text(resp, http::header::CONTENT_RANGE)?;
+        return range.rsplit_once('/')?.1.trim().parse().ok();
+    }
+    header_text(resp, CONTENT_LENGTH)?.trim().parse().ok()
+}
+
+fn add_vary_accept_encoding(resp: &mut ResponseHeader) {
+    let listed = resp.headers.get_all(VARY).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|name| name == b"*" || name.eq_ignore_ascii_case(b"accept-encoding"))
+    });
+    if !listed {
+        let _ = resp.append_header(VARY, "accept-encoding");
+    }
+}
+
+/// As the module does: a strong ETag gets `W/`, an unquoted (invalid) one goes.
+fn weaken_etag(resp: &mut ResponseHeader) {
+    let Some(etag) = resp.headers.get(ETAG) else {
+        return;
+    };
+    let etag = etag.as_bytes();
+    if etag.starts_with(b"W/") {
+        return;
+    }
+    let weak = etag
+        .starts_with(b"\"")
+        .then(|| HeaderValue::from_bytes(&[b"W/", etag].concat()).ok())
+        .flatten();
+    match weak {
+        Some(weak) => {
+            let _ = resp.insert_header(ETAG, weak);
+        }
+        None => {
+            resp.remove_header(&ETAG);
+        }
+    }
+}
+
+/// Whether the request's If-None-Match lists the weak form of the answer's strong ETag.
+fn holds_weak_form(req: &RequestHeader, resp: &ResponseHeader) -> bool {
+    let Some(etag) = resp.headers.get(ETAG).map(HeaderValue::as_bytes) else {
+        return false;
+    };
+    if etag.starts_with(b"W/") {
+        return false;
+    }
+    req.headers
+        .get_all(http::header::IF_NONE_MATCH)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|tag| tag.strip_prefix(b"W/") == Some(etag))
 }

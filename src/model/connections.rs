@@ -61,10 +61,9 @@ impl ConnectionPolicy {
         let mut problems = Vec::new();
         let client_address = noted(ClientAddressRule::compile(server), &mut problems);
         let positive = |value: Option<units::Duration>, default, path: &str| match value {
-            Some(units::Duration(d)) if d.is_zero() => {
-                Err(vec![Problem::new(path, "must be above 0")])
-            }
-            Some(units::Duration(d)) => Ok(d),
+            Some(d) => d
+                .within(path, Duration::from_millis(1), units::LONGEST)
+                .map_err(|problem| vec![problem]),
             None => Ok(default),
         };
         let request_header_timeout = positive(
@@ -81,7 +80,11 @@ impl ConnectionPolicy {
         let body_read_timeout = noted(body_read_timeout, &mut problems);
         let keepalive_timeout = match server.keepalive_timeout {
             Some(units::Duration(d)) if d.is_zero() => None,
-            Some(units::Duration(d)) => Some(d),
+            Some(d) => noted(
+                d.within("server.keepalive_timeout", Duration::ZERO, units::LONGEST)
+                    .map_err(|problem| vec![problem]),
+                &mut problems,
+            ),
             None => Some(DEFAULT_KEEPALIVE_TIMEOUT),
         };
         let cap = |value: u32| (value > 0).then_some(value);

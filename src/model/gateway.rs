@@ -25,6 +25,7 @@ use crate::config::{
 use crate::model::cache::RouteCache;
 use crate::model::canary::Canary;
 use crate::model::compression::CompressionPolicy;
+use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
 use crate::model::upstream::{compile_upstream, Upstream};
@@ -38,6 +39,9 @@ pub struct Route {
     pub action: RouteAction,
     /// Remove the matched prefix before proxying.
     pub strip_prefix: bool,
+    /// Forward the path bytes as the client sent them (`path.raw`) instead of the
+    /// canonical path.
+    pub raw_path: bool,
     /// The route's plugins, global ones included.
     pub plugins: PluginChain,
     /// `portcullis_request_duration_seconds{route}`.
@@ -113,6 +117,8 @@ pub struct Gateway {
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     /// Request id and traceparent settings.
     pub tracing: Tracing,
+    /// The bounds of a request head and the path rule.
+    pub requests: RequestLimits,
     /// Bearer token for admin POSTs.
     pub admin_token: Option<String>,
     /// Who may use the admin listener.
@@ -187,6 +193,7 @@ impl Gateway {
         }
         let process = noted(compile_process(config), &mut problems);
         let tracing = noted(compile_tracing(&config.tracing), &mut problems);
+        let requests = noted(RequestLimits::compile(&config.server), &mut problems);
         let global_plugins = CompiledPlugins::compile(&config.plugins, Level::Global, &plugin_env)
             .unwrap_or_else(|more| {
                 problems.extend(more.into_iter().map(|p| p.under("plugins")));
@@ -246,7 +253,8 @@ impl Gateway {
             routes.extend(noted(compile_route(route, &path, &shared), &mut problems));
         }
 
-        let (Some((process, tls)), Some(tracing)) = (process, tracing) else {
+        let (Some((process, tls)), Some(tracing), Some(requests)) = (process, tracing, requests)
+        else {
             return Err(problems);
         };
         verdict(
@@ -257,6 +265,7 @@ impl Gateway {
                 router: Router::new(routes),
                 upstreams,
                 tracing,
+                requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
                 admin_allow,
                 tls,
@@ -287,9 +296,7 @@ fn compile_process(
                 None
             }
         });
-    if config.server.threads == Some(0) {
-        problems.push(Problem::new("server.threads", "must be at least 1"));
-    }
+    problems.extend(crate::model::server::check(&config.server));
     if config.access_log.format != "json" {
         problems.push(Problem::new("access_log.format", "only json is supported"));
     }
@@ -413,6 +420,12 @@ fn compile_route(
             "needs match.path_prefix",
         ));
     }
+    if route.strip_prefix && route.path.raw {
+        problems.push(Problem::new(
+            format!("{path}.strip_prefix"),
+            "cannot strip a prefix from a raw path (path.raw: true)",
+        ));
+    }
     let cache = route.cache.as_ref().and_then(|cache| {
         let cache_path = format!("{path}.cache");
         if route.respond.is_some() && cache.enabled {
@@ -497,6 +510,7 @@ fn compile_route(
         name: route.name.as_str().into(),
         action,
         strip_prefix: route.strip_prefix,
+        raw_path: route.path.raw,
         plugins,
         compression,
         duration: metrics

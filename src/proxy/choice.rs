@@ -11,9 +11,23 @@ use crate::model::canary::Variant;
 use crate::model::gateway::RouteAction;
 use crate::model::upstream::Upstream;
 
+/// The canary split's choice for a request on a route with a canary (`None` otherwise).
+/// Made before the cache lookup, whose key includes it, and read by [`choose_target`].
+pub(super) fn split(session: &Session, ctx: &mut RequestCtx) -> Option<Variant> {
+    let route = ctx.route.as_ref()?;
+    let RouteAction::Proxy {
+        canary: Some(canary),
+        ..
+    } = &route.action
+    else {
+        return None;
+    };
+    Some(canary.choose(session.req_header(), &ctx.plugins, &mut ctx.key))
+}
+
 /// Chooses the pool and target of a proxied request (nothing to choose for a route that
-/// answers itself): the canary's pool for a request the split sends there, else the
-/// route's pool, else its fallback.
+/// answers itself): the canary's pool for a request the split ([`split`]) sent there,
+/// else the route's pool, else its fallback.
 pub(super) fn choose_target(session: &Session, ctx: &mut RequestCtx) -> Result<(), Rejection> {
     let Some(route) = ctx.route.clone() else {
         return Ok(());
@@ -28,7 +42,7 @@ pub(super) fn choose_target(session: &Session, ctx: &mut RequestCtx) -> Result<(
     };
     let canary = canary
         .as_ref()
-        .filter(|c| c.choose(session.req_header(), &ctx.plugins, &mut ctx.key) == Variant::Canary);
+        .filter(|_| ctx.split == Some(Variant::Canary));
     let pools = [
         canary.map(|canary| (&canary.upstream, Variant::Canary)),
         Some((upstream, Variant::Stable)),

@@ -4,8 +4,11 @@
 //! Pingora installs the module on every proxy service, disabled. Each request enables it
 //! before the module reads Accept-Encoding ([`prepare`]), turns it off again unless its
 //! route has a compression policy ([`start`]), and each response turns it off when its
-//! type or size is not worth compressing ([`filter_response`]).
+//! type or size is not worth compressing ([`filter_response`]). The answers the module
+//! leaves alone because they have no body to encode (HEAD, 304) or must not be encoded
+//! (206) get from the policy the fields the module gives the full answer.
 
+use http::{Method, StatusCode};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::proxy::Session;
 use pingora_http::ResponseHeader;
@@ -44,13 +47,29 @@ pub fn start(session: &mut Session, policy: Option<&CompressionPolicy>) {
     }
 }
 
-/// Response phase: off for a response `policy` does not want compressed.
+/// Response phase: off for a response `policy` does not want compressed; a derived
+/// answer (HEAD, 304, 206) gets the full answer's fields instead.
 pub fn filter_response(
     session: &mut Session,
     policy: Option<&CompressionPolicy>,
-    resp: &ResponseHeader,
+    resp: &mut ResponseHeader,
 ) {
-    if policy.is_some_and(|policy| !policy.compressible(resp)) {
+    let Some(policy) = policy else { return };
+    let derived = session.req_header().method == Method::HEAD
+        || matches!(
+            resp.status,
+            StatusCode::NOT_MODIFIED | StatusCode::PARTIAL_CONTENT
+        );
+    if derived {
+        // The 200 a cached 304 or 206 was made from describes the representation.
+        let stored = session
+            .cache
+            .maybe_cache_meta()
+            .map(|meta| meta.response_header())
+            .filter(|stored| stored.status == StatusCode::OK);
+        policy.derive(session.req_header(), resp, stored);
+    }
+    if derived || !policy.compressible(resp) {
         if let Some(module) = session
             .downstream_modules_ctx
             .get_mut::<ResponseCompression>()

@@ -25,13 +25,24 @@ pub struct RequestCtx {
     pub route: Option<Arc<Route>>,
     /// Bytes of the matched prefix that `strip_prefix` removes.
     pub strip_len: Option<usize>,
+    /// The target as the client sent it, when canonicalisation changed it (forwarded
+    /// instead of the canonical one on routes with `path.raw`).
+    pub client_target: Option<Box<str>>,
+    /// Whether the connection's peer is a trusted proxy (`server.trusted_proxies`), whose
+    /// `X-Forwarded-Host` and other `X-Forwarded-*` headers are kept; a client's never are.
+    pub peer_trusted: bool,
     /// The request id (kept from the client or generated).
     pub request_id: String,
     /// The W3C trace context.
     pub trace: Option<TraceContext>,
     /// The state plugins share.
     pub plugins: PluginCtx,
-    /// The variant the canary split chose (stable without a canary).
+    /// The canary split's choice, made once the plugins accepted the request and before
+    /// the cache lookup (a cached route keeps each variant's answers apart); `None` on a
+    /// route without a canary.
+    pub split: Option<Variant>,
+    /// The variant of the pool that served the request: the split's choice, or stable when
+    /// the canary had no available target (stable without a canary).
     pub variant: Option<Variant>,
     /// The bytes of the request's sticky or balancing key: one buffer reused by the canary
     /// split, the target choice and the retries.
@@ -72,9 +83,12 @@ impl RequestCtx {
             gateway: None,
             route: None,
             strip_len: None,
+            client_target: None,
+            peer_trusted: false,
             request_id: String::new(),
             trace: None,
             plugins: PluginCtx::default(),
+            split: None,
             variant: None,
             key: Vec::new(),
             upstream: None,

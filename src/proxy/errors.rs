@@ -50,6 +50,26 @@ pub fn error_response(rejection: &Rejection, request_id: &str) -> (ResponseHeade
     (header, Bytes::from(body))
 }
 
+/// The client-facing error for a request head Pingora's parser refused: 431 when it has
+/// more header fields, or is larger, than the parser reads; 400 for anything malformed.
+pub(super) fn unreadable_request(e: &Error) -> Rejection {
+    let too_many =
+        e.root_cause().downcast_ref::<httparse::Error>() == Some(&httparse::Error::TooManyHeaders);
+    // Pingora 0.9.1 says so only in the context of the error it returns.
+    let too_large = e
+        .context
+        .as_ref()
+        .is_some_and(|context| context.as_str().starts_with("Request header larger than"));
+    if too_many || too_large {
+        Rejection::new(
+            ErrorCode::HeadersTooLarge,
+            "the request head has more header fields, or bytes, than the gateway reads",
+        )
+    } else {
+        Rejection::new(ErrorCode::BadRequest, "malformed request head")
+    }
+}
+
 /// The client-facing error for a proxy failure.
 pub(super) fn rejection_for(e: &Error, ctx: &RequestCtx) -> Rejection {
     let upstream = ctx.upstream.as_ref().map_or("upstream", |u| &*u.name);

@@ -5,10 +5,11 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::RequestHeader;
+use portcullis_plugins::lookalike::remove_lookalikes;
 
 use super::context::RequestCtx;
 
@@ -39,8 +40,14 @@ pub(super) fn rewrite(
         let path = stripped_path_and_query(&req.uri, strip_len);
         req.set_raw_path(path.as_bytes())?;
     }
+    let raw_path = ctx.route.as_ref().is_some_and(|route| route.raw_path);
+    if let Some(sent) = ctx.client_target.as_deref().filter(|_| raw_path) {
+        req.set_raw_path(sent.as_bytes())?;
+    }
     remove_hop_by_hop(req);
+    remove_client_statements(req, ctx);
     add_forwarded(req, peer, proto);
+    set_forwarded_host(req, ctx.peer_trusted);
     if let Some(gateway) = &ctx.gateway {
         req.insert_header(
             gateway.tracing.request_id_header.clone(),
@@ -62,6 +69,56 @@ pub(super) fn rewrite(
     Ok(())
 }
 
+/// Removes what a client may not tell the upstream in the gateway's name: underscored
+/// look-alikes of the headers the gateway sets (`X_Consumer_Id`, `X_Forwarded_For`, the
+/// request id header, ...), and, unless the peer is a trusted proxy, the `X-Forwarded-*`
+/// headers the gateway does not set itself (`X-Forwarded-Port`, `-Prefix`, ...); the
+/// peer's `X-Forwarded-For` chain is extended, not removed.
+fn remove_client_statements(req: &mut RequestHeader, ctx: &RequestCtx) {
+    let request_id = ctx
+        .gateway
+        .as_ref()
+        .map(|gateway| gateway.tracing.request_id_header.as_str());
+    remove_lookalikes(req, |name| {
+        is_gateway_header(name) || Some(name) == request_id || name == "traceparent"
+    });
+    if !ctx.peer_trusted {
+        let stated: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("x-forwarded-") && *name != X_FORWARDED_FOR)
+            .cloned()
+            .collect();
+        for name in &stated {
+            req.remove_header(name);
+        }
+    }
+}
+
+/// The headers the gateway sets on upstream requests (`-` spelling, lower case).
+fn is_gateway_header(name: &str) -> bool {
+    name == CONSUMER_ID.as_str()
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-portcullis-")
+        || name.starts_with("x-client-cert-")
+}
+
+/// `X-Forwarded-Host`: the Host the client asked for; a value the client sent is only
+/// kept when the peer is a trusted proxy (which saw the original Host).
+fn set_forwarded_host(req: &mut RequestHeader, peer_trusted: bool) {
+    if peer_trusted && req.headers.contains_key(&X_FORWARDED_HOST) {
+        return;
+    }
+    match req.headers.get(HOST).cloned() {
+        Some(host) => {
+            let _ = req.insert_header(X_FORWARDED_HOST, host);
+        }
+        None => {
+            req.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+}
+
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`, `TE` and `Trailer`.
 /// A protocol upgrade keeps `Upgrade` and `Connection: upgrade`; framing headers
@@ -75,7 +132,8 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .filter(|name| !matches!(name.as_str(), "upgrade" | "close" | "keep-alive"))
-        .filter(|name| name != HOST && name != UPGRADE)
+        // Connection may not strip what frames or addresses the request.
+        .filter(|name| ![HOST, UPGRADE, CONTENT_LENGTH, TRANSFER_ENCODING].contains(name))
         .collect();
     for name in &listed {
         req.remove_header(name);
@@ -96,8 +154,7 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
 }
 
 /// Appends the connection's peer to `X-Forwarded-For` (every line the client sent kept,
-/// in order, joined into one) and sets `X-Forwarded-Proto` and `X-Forwarded-Host` (the
-/// Host the client asked for, unless a previous proxy set it).
+/// in order, joined into one) and sets `X-Forwarded-Proto`.
 pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &str) {
     if let Some(ip) = peer {
         let mut chain = Vec::with_capacity(64);
@@ -115,10 +172,6 @@ pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &str)
         }
     }
     let _ = req.insert_header(X_FORWARDED_PROTO, proto);
-    let host = req.headers.get(HOST).cloned();
-    if let Some(host) = host.filter(|_| !req.headers.contains_key(&X_FORWARDED_HOST)) {
-        let _ = req.insert_header(X_FORWARDED_HOST, host);
-    }
 }
 
 /// The upstream path after `strip_prefix` removed `strip_len` bytes of the path (the query
@@ -171,6 +224,7 @@ mod tests {
             ("X-Forwarded-For", "203.0.113.9"),
         ]);
         add_forwarded(&mut req, Some("127.0.0.1".parse().expect("ip")), "http");
+        set_forwarded_host(&mut req, false);
         let get = |name: &str| {
             req.headers
                 .get(name)
@@ -186,6 +240,44 @@ mod tests {
             get("x-forwarded-host").as_deref(),
             Some("api.example.com:8080")
         );
+    }
+
+    #[test]
+    fn a_client_forwarded_host_is_replaced_unless_the_peer_is_trusted() {
+        let sent = [
+            ("Host", "api.example.com"),
+            ("X-Forwarded-Host", "evil.test"),
+        ];
+        let mut untrusted = request(&sent);
+        set_forwarded_host(&mut untrusted, false);
+        assert_eq!(
+            untrusted
+                .headers
+                .get("x-forwarded-host")
+                .map(|v| v.as_bytes()),
+            Some(&b"api.example.com"[..])
+        );
+        let mut trusted = request(&sent);
+        set_forwarded_host(&mut trusted, true);
+        assert_eq!(
+            trusted
+                .headers
+                .get("x-forwarded-host")
+                .map(|v| v.as_bytes()),
+            Some(&b"evil.test"[..])
+        );
+    }
+
+    #[test]
+    fn connection_cannot_strip_framing_or_host() {
+        let mut req = request(&[
+            ("Connection", "content-length, transfer-encoding, host"),
+            ("Host", "a"),
+            ("Content-Length", "4"),
+        ]);
+        remove_hop_by_hop(&mut req);
+        assert!(req.headers.contains_key("content-length"));
+        assert!(req.headers.contains_key("host"));
     }
 
     #[test]

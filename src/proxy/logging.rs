@@ -43,7 +43,7 @@ fn count(
             method_label(&session.req_header().method),
             status_text(&mut status_buf),
             ctx.upstream.as_ref().map_or("", |upstream| &*upstream.name),
-            ctx.variant.map_or("", Variant::as_str),
+            ctx.variant.or(ctx.split).map_or("", Variant::as_str),
         ])
         .inc();
     if let Some(route) = &ctx.route {
@@ -79,7 +79,7 @@ fn entry<'a>(
         consumer: ctx.plugins.consumer.as_deref(),
         upstream: ctx.upstream.as_ref().map(|upstream| &*upstream.name),
         target: ctx.target.as_ref().map(|slot| &*slot.target().label),
-        variant: ctx.variant.map(Variant::as_str),
+        variant: ctx.variant.or(ctx.split).map(Variant::as_str),
         status,
         bytes_sent: session.body_bytes_sent(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,

@@ -12,6 +12,7 @@ mod hygiene;
 mod logging;
 mod respond;
 mod retry;
+mod target;
 pub mod trace;
 
 use std::any::Any;
@@ -84,13 +85,26 @@ impl ProxyHttp for Proxy {
         let gateway = self.state.gateway();
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
         ctx.plugins.client_ip = client::client_ip(session, &self.connections);
-        let checked = hygiene::check(session.req_header(), || {
-            session.downstream_session.to_h1_raw()
-        });
-        if let Err(rejection) = checked {
-            ctx.gateway = Some(gateway);
-            return respond::reject(session, ctx, rejection).await;
-        }
+        ctx.peer_trusted = client::peer_ip(session)
+            .is_some_and(|peer| self.connections.client_address.trusts(peer));
+        let raw_head = (!session.is_http2()).then(|| session.downstream_session.to_h1_raw());
+        let checked = hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
+            .and_then(|()| {
+                target::canonicalize_target(
+                    session.req_header_mut(),
+                    gateway.requests.merge_slashes,
+                )
+            });
+        let client_target = match checked {
+            Ok(client_target) => client_target,
+            Err(rejection) => {
+                ctx.gateway = Some(gateway);
+                // The framing may be ambiguous: nothing more is read from this connection.
+                session.set_keepalive(None);
+                return respond::reject(session, ctx, rejection).await;
+            }
+        };
+        ctx.client_target = client_target.raw;
 
         let Some((matcher, route)) = gateway.router.find(session.req_header()) else {
             ctx.gateway = Some(gateway);
@@ -99,6 +113,14 @@ impl ProxyHttp for Proxy {
             return respond::reject(session, ctx, rejection).await;
         };
         let route = Arc::clone(route);
+        if let Some(reason) = client_target.ambiguity.filter(|_| !route.raw_path) {
+            ctx.gateway = Some(gateway);
+            session.set_keepalive(None);
+            let message =
+                format!("the path holds {reason}, which an upstream may read as a separator");
+            return respond::reject(session, ctx, Rejection::new(ErrorCode::BadRequest, message))
+                .await;
+        }
         if route.compression.is_some() {
             compression::start(session, route.compression.as_deref());
         }
@@ -123,6 +145,8 @@ impl ProxyHttp for Proxy {
             }
         }
 
+        // The canary choice precedes the cache lookup: the cache key includes it.
+        ctx.split = choice::split(session, ctx);
         match &route.action {
             RouteAction::Respond(fixed) => respond::fixed(session, ctx, fixed).await,
             // The pool and target are chosen once the cache cannot answer
@@ -157,7 +181,12 @@ impl ProxyHttp for Proxy {
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         match &ctx.route {
-            Some(route) => Ok(cache::cache_key(&route.name, session.req_header())),
+            Some(route) => Ok(cache::cache_key(
+                &route.name,
+                ctx.split,
+                session.req_header(),
+                forwarded_proto(session),
+            )),
             None => Error::e_explain(ErrorType::InternalError, "cache key without a route"),
         }
     }
@@ -168,6 +197,13 @@ impl ProxyHttp for Proxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
+        // A canary request the stable pool answered (no canary target was available)
+        // must not be stored under the canary's key.
+        if ctx.variant != ctx.split && ctx.split.is_some() {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "served by another variant than the split chose",
+            )));
+        }
         Ok(
             match ctx.route.as_ref().and_then(|route| route.cache.as_ref()) {
                 Some(cache) => policy::response_cacheable(cache, resp),
@@ -398,6 +434,15 @@ impl ProxyHttp for Proxy {
         }
         respond::decorate(upstream_response, ctx);
         Ok(())
+    }
+
+    /// A request head Pingora could not read still gets a JSON error, with a request id.
+    fn invalid_request_response(&self, e: &Error) -> Option<(ResponseHeader, Bytes)> {
+        let request_id = trace::new_request_id();
+        let (mut header, body) = error_response(&errors::unreadable_request(e), &request_id);
+        let id_header = self.state.gateway().tracing.request_id_header.clone();
+        header.insert_header(id_header, request_id).ok()?;
+        Some((header, body))
     }
 
     async fn fail_to_proxy(

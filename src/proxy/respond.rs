@@ -114,7 +114,7 @@ async fn send(
 ) -> Result<bool> {
     decorate(&mut header, ctx);
     if let Some(route) = &ctx.route {
-        super::compression::filter_response(session, route.compression.as_deref(), &header);
+        super::compression::filter_response(session, route.compression.as_deref(), &mut header);
     }
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session

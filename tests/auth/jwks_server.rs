@@ -5,12 +5,14 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 /// A running JWKS server. Stops when dropped.
 pub struct JwksServer {
     server: Arc<tiny_http::Server>,
     document: Arc<Mutex<String>>,
     fetches: Arc<AtomicUsize>,
+    delay: Arc<Mutex<Duration>>,
     addr: String,
 }
 
@@ -21,14 +23,18 @@ impl JwksServer {
         let server = Arc::new(tiny_http::Server::from_listener(listener, None).expect("server"));
         let document = Arc::new(Mutex::new(document.to_string()));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (srv, doc, count) = (
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (srv, doc, count, pause) = (
             Arc::clone(&server),
             Arc::clone(&document),
             Arc::clone(&fetches),
+            Arc::clone(&delay),
         );
         thread::spawn(move || {
             for request in srv.incoming_requests() {
                 count.fetch_add(1, Ordering::SeqCst);
+                // A slow issuer is the behaviour under test, not a wait.
+                thread::sleep(*pause.lock().unwrap_or_else(|e| e.into_inner()));
                 let body = doc.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
                     .expect("header");
@@ -39,6 +45,7 @@ impl JwksServer {
             server,
             document,
             fetches,
+            delay,
             addr,
         }
     }
@@ -53,7 +60,12 @@ impl JwksServer {
         *self.document.lock().unwrap_or_else(|e| e.into_inner()) = document.to_string();
     }
 
-    /// Fetches answered so far.
+    /// Answers each fetch only after `delay` (a slow issuer).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
+    /// Fetches received so far.
     pub fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }

@@ -133,6 +133,11 @@ pub fn assert_gateway_error(response: &HttpResponse, status: u16, code: &str) {
 /// `addr` and returns everything the server sent until it closed the connection. A
 /// write the server cut short is not an error: its answer is still read.
 pub fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    String::from_utf8_lossy(&raw_exchange_bytes(addr, request)).into_owned()
+}
+
+/// [`raw_exchange`], the answer's bytes as they came (a compressed body is not text).
+pub fn raw_exchange_bytes(addr: &str, request: &[u8]) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -147,5 +152,5 @@ pub fn raw_exchange(addr: &str, request: &[u8]) -> String {
             "reading the answer from {addr} failed before any byte arrived: {e}"
         );
     }
-    String::from_utf8_lossy(&answer).into_owned()
+    answer
 }

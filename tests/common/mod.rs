@@ -28,6 +28,7 @@ mod haproxy;
 mod http;
 mod listeners;
 mod metrics;
+mod recorder;
 mod redis;
 mod sockets;
 mod traffic;
@@ -40,9 +41,13 @@ pub use self::{
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
     gateway::{run_portcullis, Gateway},
     haproxy::HaProxy,
-    http::{assert_gateway_error, http_agent, raw_exchange, send, send_body, HttpResponse},
+    http::{
+        assert_gateway_error, http_agent, raw_exchange, raw_exchange_bytes, send, send_body,
+        HttpResponse,
+    },
     listeners::edge_config,
     metrics::{metric_value, sample_names},
+    recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},
     redis::{RedisCluster, RedisServer},
     sockets::{
         connect, connect_from, exchange_on, keep_alive_get, proxy_v1, proxy_v2, time_until_closed,

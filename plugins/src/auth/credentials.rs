@@ -5,6 +5,30 @@ use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderName;
 use pingora_http::RequestHeader;
 
+use crate::{ErrorCode, Rejection};
+
+/// The `reason` label of a credential given more than once.
+pub const DUPLICATE: &str = "duplicate";
+
+/// 400 for a credential given more than once (two headers, two parameters, or in two
+/// places): the gateway would verify one while the upstream may read the other.
+pub fn duplicate(what: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::BadRequest,
+        format!("the {what} is given more than once"),
+    )
+    .auth_failure(DUPLICATE)
+}
+
+/// The one value `values` yields, `None` for none, or the [`duplicate`] refusal.
+pub fn only<T>(mut values: impl Iterator<Item = T>, what: &str) -> Result<Option<T>, Rejection> {
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(duplicate(what)),
+        None => Ok(first),
+    }
+}
+
 /// The token of `Authorization: Bearer TOKEN` (scheme case-insensitive).
 pub fn bearer(req: &RequestHeader) -> Option<&str> {
     let value = req.headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
@@ -15,41 +39,56 @@ pub fn bearer(req: &RequestHeader) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// The value of header `name`, when present and not empty.
-pub fn header<'a>(req: &'a RequestHeader, name: &HeaderName) -> Option<&'a [u8]> {
-    req.headers
-        .get(name)
-        .map(|value| value.as_bytes())
-        .filter(|value| !value.is_empty())
+/// The value of header `name`, when present and not empty; refused when repeated.
+pub fn header<'a>(
+    req: &'a RequestHeader,
+    name: &HeaderName,
+) -> Result<Option<&'a [u8]>, Rejection> {
+    let values = req
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|value| value.as_bytes());
+    Ok(only(values, name.as_str())?.filter(|value| !value.is_empty()))
 }
 
-/// The (percent-decoded) value of query parameter `name`, when present and not empty.
-pub fn query_param(req: &RequestHeader, name: &str) -> Option<String> {
-    let query = req.uri.query()?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-        .filter(|value| !value.is_empty())
+/// The (percent-decoded) value of query parameter `name`, when present and not empty;
+/// refused when repeated.
+pub fn query_param(req: &RequestHeader, name: &str) -> Result<Option<String>, Rejection> {
+    let Some(query) = req.uri.query() else {
+        return Ok(None);
+    };
+    let values = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned());
+    Ok(only(values, &format!("{name} parameter"))?.filter(|value| !value.is_empty()))
 }
 
-/// The value of cookie `name`, when present and not empty.
-pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    cookie_value(req, name)
+/// The value of cookie `name`, when present and not empty; refused when repeated.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Result<Option<&'a str>, Rejection> {
+    let values = cookie_pairs(req)
+        .filter(|(key, _)| *key == name)
+        .map(|(_, v)| v);
+    Ok(only(values, &format!("{name} cookie"))?
         .map(str::trim)
-        .filter(|value| !value.is_empty())
+        .filter(|value| !value.is_empty()))
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers, exactly as sent (the core
 /// uses it for `cookie:NAME` keys).
 pub fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    cookie_pairs(req)
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn cookie_pairs(req: &RequestHeader) -> impl Iterator<Item = (&str, &str)> {
     req.headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
 }
 
 /// Rewrites the request target without query parameter `name` (every copy). Other
@@ -108,10 +147,30 @@ mod tests {
     #[test]
     fn query_params_and_cookies_are_found() {
         let req = request("/a?x=1&api_key=k%2B1&y=2", &[("cookie", "a=1; jwt=tok")]);
-        assert_eq!(query_param(&req, "api_key").as_deref(), Some("k+1"));
-        assert_eq!(query_param(&req, "nope"), None);
-        assert_eq!(cookie(&req, "jwt"), Some("tok"));
-        assert_eq!(cookie(&req, "b"), None);
+        assert_eq!(
+            query_param(&req, "api_key").expect("one").as_deref(),
+            Some("k+1")
+        );
+        assert_eq!(query_param(&req, "nope").expect("none"), None);
+        assert_eq!(cookie(&req, "jwt").expect("one"), Some("tok"));
+        assert_eq!(cookie(&req, "b").expect("none"), None);
+    }
+
+    #[test]
+    fn a_credential_given_twice_is_refused() {
+        let twice = request(
+            "/a?api_key=1&api_key=2",
+            &[
+                ("x-api-key", "a"),
+                ("x-api-key", "b"),
+                ("cookie", "jwt=a"),
+                ("cookie", "x=1; jwt=b"),
+            ],
+        );
+        let refusal = query_param(&twice, "api_key").expect_err("twice");
+        assert_eq!(refusal.code, ErrorCode::BadRequest);
+        assert!(header(&twice, &HeaderName::from_static("x-api-key")).is_err());
+        assert!(cookie(&twice, "jwt").is_err());
     }
 
     #[test]

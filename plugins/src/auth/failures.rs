@@ -51,13 +51,11 @@ impl AuthFailureLimit {
                 "must be at least 1",
             ));
         }
-        let window = config.window.0;
-        if window < std::time::Duration::from_secs(1) {
-            return Err(Problem::new(
-                "auth_failure_limit.window",
-                "must be at least 1s",
-            ));
-        }
+        let window = config.window.within(
+            "auth_failure_limit.window",
+            std::time::Duration::from_secs(1),
+            crate::units::LONGEST,
+        )?;
         let key = format!("{}/{}", config.limit, window.as_millis());
         Ok(retained.get_or_insert_with(&key, || Self {
             limit: config.limit as isize,

@@ -10,7 +10,12 @@ use serde::Deserialize;
 
 use super::fetch::RemoteJwks;
 use super::keys::KeySet;
-use crate::units::Duration;
+use crate::units::{self, Duration};
+
+/// How often a `jwks_url` is fetched when `jwks_refresh` is not set.
+const DEFAULT_REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+/// The most clock skew `leeway` may allow.
+const MOST_LEEWAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 use crate::{PluginEnv, Problem};
 
 /// The shortest HMAC secret accepted: RFC 7518 §3.2 asks for at least the hash size.
@@ -92,6 +97,15 @@ const ASYMMETRIC: [Algorithm; 9] = [
 ];
 
 impl JwtConfig {
+    /// The clock skew allowed on `exp` and `nbf`, in seconds (at most a day).
+    pub fn leeway(&self) -> Result<u64, Problem> {
+        let Some(leeway) = self.leeway else {
+            return Ok(0);
+        };
+        let leeway = leeway.within("leeway", std::time::Duration::ZERO, MOST_LEEWAY)?;
+        Ok(leeway.as_secs())
+    }
+
     /// The accepted algorithms, checked against the key source.
     pub fn algorithms(&self) -> Result<Vec<Algorithm>, Problem> {
         if self.algorithms.is_empty() {
@@ -155,12 +169,10 @@ impl JwtConfig {
                         "must be an http:// or https:// URL",
                     ));
                 }
-                let refresh = self
-                    .jwks_refresh
-                    .map_or(std::time::Duration::from_secs(300), |d| d.0);
-                if refresh < std::time::Duration::from_secs(1) {
-                    return Err(Problem::new("jwks_refresh", "must be at least 1s"));
-                }
+                let refresh = self.jwks_refresh.map_or(Ok(DEFAULT_REFRESH), |refresh| {
+                    let second = std::time::Duration::from_secs(1);
+                    refresh.within("jwks_refresh", second, units::LONGEST)
+                })?;
                 // The fetcher (and its cache) survives reloads that keep URL and period.
                 let key = format!("{url} every {}ms", refresh.as_millis());
                 Ok(KeySource::Remote(

@@ -1,7 +1,9 @@
 //! `jwks_url`: a JWKS fetched off the request path by one thread per URL, refreshed every
 //! `jwks_refresh`, refetched early (at most once per 10 s) when a token names an unknown
-//! `kid`. The last good set stays in service until a new one loads, so signing-key
-//! rotation needs no restart, and a failed fetch never drops keys that work.
+//! `kid`. The request that named it, and every other request with an unknown kid while that
+//! refetch runs, waits for the one refetch (at most [`REFETCH_WAIT`]) and is verified
+//! against its keys. The last good set stays in service until a new one loads, so
+//! signing-key rotation needs no restart, and a failed fetch never drops keys that work.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,11 +11,15 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
 
 use super::keys::KeySet;
 
 /// Fewest seconds between two refetches asked for by unknown kids.
 const NUDGE_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest a request with an unknown kid waits for the refetch; past it the request is
+/// refused as if the kid were still unknown (the refetch goes on).
+pub const REFETCH_WAIT: Duration = Duration::from_secs(2);
 /// A JWKS larger than this is refused (a few dozen keys take a few KiB).
 const MAX_DOCUMENT: u64 = 1 << 20;
 /// First retry delay after a failed fetch; doubles up to `LAST_RETRY` (or `jwks_refresh`
@@ -37,12 +43,20 @@ struct Shared {
     started: Instant,
     wake: Condvar,
     orders: Mutex<Orders>,
+    /// Whether a fetcher thread runs (false for `portcullis check`).
+    fetching: bool,
+    /// The number of the last fetch that completed, successfully or not.
+    completed: watch::Sender<u64>,
 }
 
 #[derive(Default)]
 struct Orders {
     refetch: bool,
     stop: bool,
+    /// Fetches begun so far: the number of the latest.
+    begun: u64,
+    /// The number of the fetch that serves the last refetch asked for.
+    asked: u64,
 }
 
 impl RemoteJwks {
@@ -56,6 +70,8 @@ impl RemoteJwks {
             started: Instant::now(),
             wake: Condvar::new(),
             orders: Mutex::new(Orders::default()),
+            fetching: background,
+            completed: watch::Sender::new(0),
         });
         if background {
             let thread_shared = Arc::clone(&shared);
@@ -74,24 +90,44 @@ impl RemoteJwks {
         self.shared.keys.load()
     }
 
-    /// A token named a kid the set lacks: ask for a refetch unless one was asked for less
-    /// than 10 s ago. Never waits for the fetch.
-    pub fn nudge(&self) {
+    /// A token named a kid the set lacks: asks for a refetch unless one was asked for less
+    /// than 10 s ago, and waits (at most [`REFETCH_WAIT`]) for the refetch asked for, by
+    /// this request or an earlier one, to complete; [`RemoteJwks::keys`] then holds what
+    /// it found.
+    pub async fn refetched(&self) {
+        let Some(number) = self.ask_refetch() else {
+            return;
+        };
+        let mut completed = self.shared.completed.subscribe();
+        let done = completed.wait_for(|completed| *completed >= number);
+        // Past the bound the request is answered with the keys in service.
+        let _ = tokio::time::timeout(REFETCH_WAIT, done).await;
+    }
+
+    /// Asks for a refetch (at most one per 10 s); returns the number of the fetch that
+    /// serves the last one asked for, while it has not completed.
+    fn ask_refetch(&self) -> Option<u64> {
         let shared = &self.shared;
+        if !shared.fetching {
+            return None;
+        }
         let now = shared.started.elapsed().as_millis() as u64;
         let last = shared.last_nudge_ms.load(Ordering::Relaxed);
         let interval = NUDGE_INTERVAL.as_millis() as u64;
-        if last != u64::MAX && now.saturating_sub(last) < interval {
-            return;
-        }
-        if shared
-            .last_nudge_ms
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            lock(&shared.orders).refetch = true;
+        let due = last == u64::MAX || now.saturating_sub(last) >= interval;
+        let asked_now = due
+            && shared
+                .last_nudge_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        let mut orders = lock(&shared.orders);
+        if asked_now {
+            orders.refetch = true;
+            // A fetch under way began before the kid was seen: the next one serves it.
+            orders.asked = orders.begun + 1;
             shared.wake.notify_one();
         }
+        (orders.asked > *shared.completed.borrow()).then_some(orders.asked)
     }
 
     /// Installs a key set as if fetched (tests and benches).
@@ -122,7 +158,7 @@ fn fetch_loop(shared: &Shared, refresh: Duration) {
     let mut wait = Duration::ZERO;
     let mut failures: u32 = 0;
     loop {
-        {
+        let number = {
             let orders = lock(&shared.orders);
             let (mut orders, _) = shared
                 .wake
@@ -132,7 +168,9 @@ fn fetch_loop(shared: &Shared, refresh: Duration) {
                 return;
             }
             orders.refetch = false;
-        }
+            orders.begun += 1;
+            orders.begun
+        };
         match fetch(&agent, &shared.url) {
             Ok((keys, skipped)) => {
                 if failures > 0 || shared.keys.load().is_none() {
@@ -171,6 +209,7 @@ fn fetch_loop(shared: &Shared, refresh: Duration) {
                     .min(refresh);
             }
         }
+        shared.completed.send_replace(number);
     }
 }
 
@@ -201,11 +240,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn without_background_nothing_is_fetched_and_nudges_are_harmless() {
+    fn without_background_nothing_is_fetched_and_refetches_are_not_waited_for() {
         let remote = RemoteJwks::start("http://127.0.0.1:9/jwks.json", refresh(), false);
         assert!(remote.keys().is_none());
-        remote.nudge();
-        remote.nudge();
+        assert_eq!(remote.ask_refetch(), None, "no fetcher to wait for");
         remote.install(KeySet::secret(b"0123456789abcdef0123456789abcdef"));
         assert!(remote.keys().is_some());
     }

@@ -22,7 +22,7 @@ pub use cache::{TokenCache, Verified};
 pub use config::{Audience, JwtConfig, KeySource};
 pub use fetch::RemoteJwks;
 pub use keys::{KeyKind, KeySet};
-pub use verify::{ClaimRules, Failure, Verifier};
+pub use verify::{ClaimRules, Failure, Verifier, UNKNOWN_KID};
 
 /// The compiled `jwt` plugin.
 pub struct Jwt {
@@ -53,7 +53,7 @@ impl Jwt {
         let claim_headers = config.claim_headers()?;
         let keys = config.key_source(env)?;
         let audience = config.audiences();
-        let leeway = config.leeway.map_or(0, |leeway| leeway.0.as_secs());
+        let leeway = config.leeway()?;
         let verifier = Verifier::new(
             &algorithms,
             &ClaimRules {
@@ -74,42 +74,41 @@ impl Jwt {
         })
     }
 
-    fn token(&self, req: &RequestHeader) -> Option<String> {
-        credentials::bearer(req)
-            .map(str::to_string)
-            .or_else(|| {
-                self.cookie
-                    .as_deref()
-                    .and_then(|name| credentials::cookie(req, name))
-                    .map(str::to_string)
-            })
-            .or_else(|| {
-                self.query
-                    .as_deref()
-                    .and_then(|name| credentials::query_param(req, name))
-            })
+    /// The token, from `Authorization: Bearer`, the cookie or the query parameter;
+    /// refused when it is given twice (in two places, or twice in one).
+    fn token(&self, req: &RequestHeader) -> Result<Option<String>, Rejection> {
+        let bearer = credentials::bearer(req).map(str::to_string);
+        let cookie = match self.cookie.as_deref() {
+            Some(name) => credentials::cookie(req, name)?.map(str::to_string),
+            None => None,
+        };
+        let query = match self.query.as_deref() {
+            Some(name) => credentials::query_param(req, name)?,
+            None => None,
+        };
+        credentials::only(
+            bearer.into_iter().chain(cookie).chain(query),
+            "bearer token",
+        )
     }
 
-    fn authenticate(&self, token: &str, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let keys = match &self.keys {
-            KeySource::Loaded(keys) => Arc::clone(keys),
-            KeySource::Remote(remote) => remote.keys().as_ref().cloned().ok_or_else(|| {
-                Rejection::new(
-                    ErrorCode::AuthKeysUnavailable,
-                    "the signing keys of this route are not loaded yet",
-                )
-                .retry_after(1)
-                .auth_failure("keys_unavailable")
-            })?,
-        };
-        let now = jsonwebtoken::get_current_timestamp();
-        let verified = match self.cache.get(token, &keys, now) {
-            Some(hit) => hit,
-            None => {
-                let verified = Arc::new(self.verify(token, &keys)?);
-                self.cache.insert(token, &keys, Arc::clone(&verified));
-                verified
+    async fn authenticate(&self, token: &str, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+        let keys = self.keys()?;
+        let verified = match self.verified(token, &keys) {
+            // A kid the set lacks may be a rotation: wait for the refetch it asks for, then
+            // verify against the set in service (which a fetch that completed since the
+            // first check may have replaced too).
+            Err(refusal) if refusal.auth_reason == Some(UNKNOWN_KID) => {
+                if let KeySource::Remote(remote) = &self.keys {
+                    remote.refetched().await;
+                }
+                let current = self.keys()?;
+                if Arc::ptr_eq(&current, &keys) {
+                    return Err(refusal);
+                }
+                self.verified(token, &current)?
             }
+            verified => verified?,
         };
         if let Some(consumer) = &verified.consumer {
             ctx.consumer = Some(Arc::clone(&consumer.id));
@@ -119,14 +118,38 @@ impl Jwt {
         Ok(())
     }
 
+    /// The key set in service.
+    fn keys(&self) -> Result<Arc<KeySet>, Rejection> {
+        match &self.keys {
+            KeySource::Loaded(keys) => Ok(Arc::clone(keys)),
+            KeySource::Remote(remote) => remote.keys().as_ref().cloned().ok_or_else(|| {
+                Rejection::new(
+                    ErrorCode::AuthKeysUnavailable,
+                    "the signing keys of this route are not loaded yet",
+                )
+                .retry_after(1)
+                .auth_failure("keys_unavailable")
+            }),
+        }
+    }
+
+    /// The token verified under `keys`, from the cache of verified tokens when it is there.
+    fn verified(&self, token: &str, keys: &Arc<KeySet>) -> Result<Arc<Verified>, Rejection> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.cache.get(token, keys, now) {
+            return Ok(hit);
+        }
+        let verified = Arc::new(self.verify(token, keys)?);
+        self.cache.insert(token, keys, Arc::clone(&verified));
+        Ok(verified)
+    }
+
     /// Signature, claims and scopes; the consumer the subject maps to.
     fn verify(&self, token: &str, keys: &KeySet) -> Result<Verified, Rejection> {
-        let claims = self.verifier.verify(token, keys).map_err(|failure| {
-            if let (KeySource::Remote(remote), "unknown_kid") = (&self.keys, failure.reason) {
-                remote.nudge();
-            }
-            auth::bearer_refusal(failure.reason, failure.message)
-        })?;
+        let claims = self
+            .verifier
+            .verify(token, keys)
+            .map_err(|failure| auth::bearer_refusal(failure.reason, failure.message))?;
         if !auth::has_scopes(&self.required_scopes, claims::scopes(&claims)) {
             return Err(auth::scope_refusal(&self.required_scopes, "Bearer"));
         }
@@ -140,18 +163,24 @@ impl Jwt {
 #[async_trait::async_trait]
 impl Plugin for Jwt {
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let Some(token) = self.token(req) else {
+        let Some(token) = self.token(req)? else {
             return Err(auth::bearer_refusal(
                 auth::MISSING,
                 "a bearer token is required",
             ));
         };
-        self.authenticate(&token, ctx)
+        self.authenticate(&token, ctx).await
     }
 
-    /// Inbound copies of the `claims_to_headers` headers never pass, whichever auth
-    /// plugin accepted the request; the verified claims' values replace them.
+    /// Inbound copies of the `claims_to_headers` headers (underscored look-alikes
+    /// included) never pass, whichever auth plugin accepted the request; the verified
+    /// claims' values replace them.
     fn upstream_request(&self, req: &mut RequestHeader, ctx: &PluginCtx) {
+        crate::lookalike::remove_lookalikes(req, |name| {
+            self.claim_headers
+                .iter()
+                .any(|(_, header)| header.as_str() == name)
+        });
         for (claim, header) in &self.claim_headers {
             req.remove_header(header);
             let value = ctx

@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 
 use super::keys::{Candidates, KeySet};
 
+/// The `reason` of a token whose `kid` the key set lacks.
+pub const UNKNOWN_KID: &str = "unknown_kid";
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -84,7 +87,7 @@ impl Verifier {
             Candidates::Keys(keys) => keys,
             Candidates::UnknownKid => {
                 return Err(Failure::new(
-                    "unknown_kid",
+                    UNKNOWN_KID,
                     "the token's signing key (kid) is unknown",
                 ))
             }

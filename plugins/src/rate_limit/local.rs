@@ -12,7 +12,7 @@
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// Shards: requests for different keys seldom wait on one another.
@@ -27,7 +27,8 @@ struct Slot<S> {
     last_seen: u64,
 }
 
-type Shard<S> = Mutex<HashMap<u64, Slot<S>>>;
+type Map<S> = HashMap<u64, Slot<S>>;
+type Shard<S> = Mutex<Map<S>>;
 
 /// Per-key state of type `S` for one rule.
 pub struct LocalStore<S> {
@@ -62,12 +63,23 @@ impl<S: Default> LocalStore<S> {
     /// Runs `f` on the state of `key` at `now_ns`; states untouched for `idle_ns` are at
     /// rest and may be dropped to make room.
     pub fn with<R>(&self, key: &[u8], now_ns: u64, idle_ns: u64, f: impl FnOnce(&mut S) -> R) -> R {
+        let (shard, hash) = self.locate(key);
+        let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        f(self.slot(&mut map, hash, now_ns, idle_ns))
+    }
+
+    /// The shard holding `key`, and the key's hash (its id in the shard).
+    fn locate(&self, key: &[u8]) -> (&Shard<S>, u64) {
         // 64 keyed bits: the chance that two live keys share a hash is negligible.
         let hash = self.hasher.hash_one(key);
-        let shard = &self.shards[(hash as usize) % self.shards.len()];
-        let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        (&self.shards[(hash as usize) % self.shards.len()], hash)
+    }
+
+    /// The state of the key `hash` in its (locked) shard at `now_ns`: made, or reset when
+    /// it has been at rest for `idle_ns`.
+    fn slot<'m>(&self, map: &'m mut Map<S>, hash: u64, now_ns: u64, idle_ns: u64) -> &'m mut S {
         if map.len() >= self.capacity && !map.contains_key(&hash) {
-            make_room(&mut map, now_ns, idle_ns, self.capacity);
+            make_room(map, now_ns, idle_ns, self.capacity);
         }
         let slot = match map.entry(hash) {
             Entry::Occupied(entry) => entry.into_mut(),
@@ -80,7 +92,7 @@ impl<S: Default> LocalStore<S> {
             slot.state = S::default();
         }
         slot.last_seen = now_ns;
-        f(&mut slot.state)
+        &mut slot.state
     }
 
     /// How many keys are held (for tests).
@@ -90,6 +102,58 @@ impl<S: Default> LocalStore<S> {
             .iter()
             .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
+    }
+}
+
+/// The states of several keys, each in a store of its own (one request's keys under its
+/// rules), locked together: what is decided on them while locked, no other request sees
+/// half done. Shards are locked in address order, so two requests never wait on each
+/// other in a cycle.
+pub struct Locked<'a, S> {
+    /// The keys as given: store, shard (index into `guards`), hash and idle time.
+    keys: Vec<(&'a LocalStore<S>, usize, u64, u64)>,
+    guards: Vec<(&'a Shard<S>, MutexGuard<'a, Map<S>>)>,
+}
+
+impl<'a, S: Default> Locked<'a, S> {
+    /// Locks the shards of `keys` (store, key, idle time of its states).
+    pub fn lock(keys: impl Iterator<Item = (&'a LocalStore<S>, &'a [u8], u64)>) -> Self {
+        let located: Vec<_> = keys
+            .map(|(store, key, idle_ns)| {
+                let (shard, hash) = store.locate(key);
+                (store, shard, hash, idle_ns)
+            })
+            .collect();
+        let mut shards: Vec<&'a Shard<S>> = located.iter().map(|(_, shard, ..)| *shard).collect();
+        shards.sort_by_key(|shard| std::ptr::from_ref(*shard));
+        shards.dedup_by_key(|shard| std::ptr::from_ref(*shard));
+        let guards: Vec<_> = shards
+            .into_iter()
+            .map(|shard| {
+                let guard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                (shard, guard)
+            })
+            .collect();
+        let keys = located
+            .into_iter()
+            .map(|(store, shard, hash, idle_ns)| {
+                let index = guards
+                    .iter()
+                    .position(|(locked, _)| std::ptr::eq(*locked, shard))
+                    .unwrap_or_default();
+                (store, index, hash, idle_ns)
+            })
+            .collect();
+        Self { keys, guards }
+    }
+
+    /// The state of the `i`th key given to [`Locked::lock`], at its store's clock, which
+    /// is returned with it.
+    pub fn state(&mut self, i: usize) -> Option<(&mut S, u64)> {
+        let (store, shard, hash, idle_ns) = *self.keys.get(i)?;
+        let now_ns = store.now_ns();
+        let (_, map) = self.guards.get_mut(shard)?;
+        Some((store.slot(map, hash, now_ns, idle_ns), now_ns))
     }
 }
 
@@ -129,6 +193,27 @@ mod tests {
             store.with(&key.to_le_bytes(), u64::from(key), 1_000_000, |n| *n += 1);
         }
         assert!(store.len() <= 8 * SHARDS, "{} keys held", store.len());
+    }
+
+    #[test]
+    fn keys_locked_together_are_each_their_own() {
+        let (a, b): (LocalStore<u32>, LocalStore<u32>) = Default::default();
+        let keys = [
+            (&a, &b"x"[..], u64::MAX),
+            (&b, &b"x"[..], u64::MAX),
+            (&a, &b"y"[..], u64::MAX),
+        ];
+        {
+            let mut locked = Locked::lock(keys.iter().copied());
+            for (i, add) in [1, 10, 100].into_iter().enumerate() {
+                let (state, _) = locked.state(i).expect("a key given");
+                *state += add;
+            }
+            assert!(locked.state(3).is_none());
+        }
+        assert_eq!(a.with(b"x", 0, u64::MAX, |n| *n), 1);
+        assert_eq!(b.with(b"x", 0, u64::MAX, |n| *n), 10);
+        assert_eq!(a.with(b"y", 0, u64::MAX, |n| *n), 100);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `rate_limit`: a list of rules, each counting requests by a key with a token bucket or
-//! a sliding window, locally or in Redis. A request must pass every rule; the rule
-//! closest to its limit is described in the response headers.
+//! a sliding window, locally or in Redis. A request must pass every rule, and is counted
+//! by all of them or by none ([`batch`]); the rule closest to its limit is described in
+//! the response headers.
 
+mod batch;
 mod headers;
 mod key;
 mod local;
@@ -22,7 +24,7 @@ pub use self::redis::{BackendError, OnError, RedisBackend, RedisConfig};
 pub use self::sliding_window::{SlidingWindow, WindowState};
 pub use self::token_bucket::{BucketState, TokenBucket};
 
-use crate::units::Duration;
+use crate::units::{self, Duration};
 use crate::{
     Entry, ErrorCode, KeyUse, Level, Phase, Plugin, PluginCtx, PluginEnv, Problem, Rejection,
     RequestKey, Telemetry,
@@ -124,8 +126,7 @@ impl Limits {
 
 /// Where a rule's counters live.
 enum Store {
-    LocalBucket(Arc<LocalStore<BucketState>>),
-    LocalWindow(Arc<LocalStore<WindowState>>),
+    Local(Arc<batch::LocalCounters>),
     Redis(Arc<RedisBackend>),
 }
 
@@ -144,56 +145,6 @@ impl Rule {
         tier.and_then(|tier| self.tiers.iter().find(|(name, _)| name == tier))
             .map_or(&self.limits, |(_, limits)| limits)
     }
-
-    async fn check(&self, key: &[u8], limits: &Limits) -> Result<Outcome, BackendError> {
-        match (&self.store, limits) {
-            (Store::LocalBucket(store), Limits::TokenBucket(bucket)) => {
-                let now = store.now_ns();
-                Ok(store.with(key, now, self.idle_ns, |state| bucket.check(state, now)))
-            }
-            (Store::LocalWindow(store), Limits::SlidingWindow(window)) => {
-                let now = store.now_ns();
-                Ok(store.with(key, now, self.idle_ns, |state| window.check(state, now)))
-            }
-            (Store::Redis(redis), Limits::TokenBucket(bucket)) => {
-                let cost_us = bucket.per_ns as f64 / 1_000.0 / bucket.rate.max(1) as f64;
-                let capacity_us = cost_us * bucket.burst as f64;
-                let args = [format!("{cost_us:.3}"), format!("{capacity_us:.3}")];
-                let reply = redis
-                    .eval(&redis::TOKEN_BUCKET, redis_key(&self.name, key), args)
-                    .await?;
-                let [allowed, remaining, reset_us, retry_us] = integers(&reply)?;
-                Ok(Outcome {
-                    allowed: allowed == 1,
-                    quota: bucket.rate,
-                    window_ns: bucket.per_ns,
-                    remaining,
-                    reset_ns: reset_us.saturating_mul(1_000),
-                    retry_after_ns: retry_us.saturating_mul(1_000),
-                })
-            }
-            (Store::Redis(redis), Limits::SlidingWindow(window)) => {
-                let window_us = (window.window_ns / 1_000).max(1);
-                let args = [window.limit.to_string(), window_us.to_string()];
-                let reply = redis
-                    .eval(&redis::SLIDING_WINDOW, redis_key(&self.name, key), args)
-                    .await?;
-                let [allowed, previous, current, elapsed_us] = integers(&reply)?;
-                let mut outcome = sliding_window::weigh(
-                    window.limit,
-                    window_us * 1_000,
-                    (elapsed_us * 1_000).min(window_us * 1_000),
-                    previous,
-                    current,
-                );
-                // Redis decided; the weighing only supplies the header values.
-                outcome.allowed = allowed == 1;
-                Ok(outcome)
-            }
-            // A rule's store is chosen from its algorithm, so the pairs always match.
-            _ => Err(BackendError("store and algorithm mismatch".into())),
-        }
-    }
 }
 
 /// `portcullis:rl:{rule|key}`: the hash tag keeps the key on one cluster slot; long values
@@ -205,13 +156,6 @@ fn redis_key(rule: &str, key: &[u8]) -> String {
     } else {
         let digest = sha1_smol::Sha1::from(&*key).digest();
         format!("portcullis:rl:{{{rule}|#{digest}}}")
-    }
-}
-
-fn integers(reply: &[i64]) -> Result<[u64; 4], BackendError> {
-    match reply {
-        [a, b, c, d] => Ok([*a, *b, *c, *d].map(|n| u64::try_from(n).unwrap_or(0))),
-        _ => Err(BackendError(format!("unexpected script reply {reply:?}"))),
     }
 }
 
@@ -353,18 +297,14 @@ fn compile_rule(
         RateLimit::NAME,
         config.key
     );
-    let store = match (config.backend, base) {
-        (Backend::Redis, _) => Store::Redis(env.redis.clone().ok_or_else(|| {
+    let store = match config.backend {
+        Backend::Redis => Store::Redis(env.redis.clone().ok_or_else(|| {
             Problem::new(
                 format!("{path}.backend"),
                 "backend redis needs the top-level redis section",
             )
         })?),
-        (Backend::Local, Limits::TokenBucket(_)) => Store::LocalBucket(
-            env.retained
-                .get_or_insert_with(&identity, LocalStore::default),
-        ),
-        (Backend::Local, Limits::SlidingWindow(_)) => Store::LocalWindow(
+        Backend::Local => Store::Local(
             env.retained
                 .get_or_insert_with(&identity, LocalStore::default),
         ),
@@ -380,6 +320,10 @@ fn compile_rule(
 }
 
 const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The largest rate, burst or limit: a billion requests per period keeps every count and
+/// a Redis bucket's cost per token (at least a nanosecond of `per`) exact.
+const MOST_REQUESTS: u64 = 1_000_000_000;
 
 /// The checks of a rule's (or a tier's) fields for one algorithm.
 struct Fields<'a> {
@@ -406,11 +350,12 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A count of requests or tokens: at least 1, at most [`MOST_REQUESTS`].
     fn positive(&self, field: &str, value: Option<u64>) -> Result<Option<u64>, Problem> {
-        match value {
-            Some(0) => Err(self.problem(field, "must be at least 1")),
-            value => Ok(value),
-        }
+        let path = format!("{}.{field}", self.path);
+        value
+            .map(|value| units::within(&path, value, 1, MOST_REQUESTS))
+            .transpose()
     }
 
     fn required(&self, field: &str, value: Option<u64>) -> Result<u64, Problem> {
@@ -418,12 +363,11 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.problem(field, format!("{} needs a {field}", self.algorithm)))
     }
 
+    /// A period in nanoseconds: at least 1ms, at most [`units::LONGEST`].
     fn at_least_1ms(&self, field: &str, value: Duration) -> Result<u64, Problem> {
-        let nanos = value.0.as_nanos() as u64;
-        if nanos < 1_000_000 {
-            return Err(self.problem(field, "must be at least 1ms"));
-        }
-        Ok(nanos)
+        let path = format!("{}.{field}", self.path);
+        let period = value.within(&path, std::time::Duration::from_millis(1), units::LONGEST)?;
+        Ok(u64::try_from(period.as_nanos()).unwrap_or(u64::MAX))
     }
 }
 
@@ -436,54 +380,66 @@ fn closer(candidate: &Outcome, current: &Outcome) -> bool {
 #[async_trait::async_trait]
 impl Plugin for RateLimit {
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let mut closest: Option<RateLimitHeaders> = None;
+        let mut keys = batch::Keys::default();
         let mut key = Vec::with_capacity(64);
         for rule in &self.rules {
             write_counter_key(&rule.key, self.route_level, req, ctx, &mut key);
-            let limits = rule.limits_for(ctx.consumer_tier.as_deref());
-            match rule.check(&key, limits).await {
-                Ok(outcome) if outcome.allowed => {
-                    if closest
-                        .as_ref()
-                        .is_none_or(|best| closer(&outcome, &best.outcome))
-                    {
-                        closest = Some(RateLimitHeaders {
+            keys.push(&key);
+        }
+        let verdict = batch::count(
+            &self.rules,
+            &keys,
+            ctx.consumer_tier.as_deref(),
+            &*self.telemetry,
+        )
+        .await;
+        match verdict {
+            batch::Verdict::Counted(outcomes) => {
+                let closest = outcomes
+                    .into_iter()
+                    .reduce(|best, candidate| {
+                        if closer(&candidate.1, &best.1) {
+                            candidate
+                        } else {
+                            best
+                        }
+                    })
+                    .and_then(|(i, outcome)| {
+                        let rule = self.rules.get(i)?;
+                        Some(RateLimitHeaders {
                             rule: Arc::clone(&rule.name),
                             outcome,
-                        });
-                    }
-                }
-                Ok(outcome) => {
-                    self.telemetry.rate_limited(&ctx.route, &rule.name);
-                    ctx.rate_limit_rule = Some(Arc::clone(&rule.name));
-                    ctx.extensions.insert(RateLimitHeaders {
-                        rule: Arc::clone(&rule.name),
-                        outcome,
+                        })
                     });
-                    let retry_after = seconds(outcome.retry_after_ns).max(1);
-                    return Err(Rejection::new(
-                        ErrorCode::RateLimited,
-                        format!("rate limit {} exceeded", rule.name),
-                    )
-                    .retry_after(retry_after));
+                if let Some(headers) = closest {
+                    ctx.extensions.insert(headers);
                 }
-                Err(_) => {
-                    self.telemetry.backend_error("redis");
-                    let deny = matches!(&rule.store, Store::Redis(redis) if redis.on_error == OnError::Deny);
-                    if deny {
-                        return Err(Rejection::new(
-                            ErrorCode::RateLimitBackendDown,
-                            "the rate-limit backend is unavailable",
-                        )
-                        .retry_after(1));
-                    }
-                }
+                Ok(())
             }
+            batch::Verdict::Refused(i, outcome) => {
+                let name = self
+                    .rules
+                    .get(i)
+                    .map_or_else(|| Arc::from(""), |rule| Arc::clone(&rule.name));
+                self.telemetry.rate_limited(&ctx.route, &name);
+                ctx.rate_limit_rule = Some(Arc::clone(&name));
+                ctx.extensions.insert(RateLimitHeaders {
+                    rule: Arc::clone(&name),
+                    outcome,
+                });
+                let retry_after = seconds(outcome.retry_after_ns).max(1);
+                Err(Rejection::new(
+                    ErrorCode::RateLimited,
+                    format!("rate limit {name} exceeded"),
+                )
+                .retry_after(retry_after))
+            }
+            batch::Verdict::BackendDown => Err(Rejection::new(
+                ErrorCode::RateLimitBackendDown,
+                "the rate-limit backend is unavailable",
+            )
+            .retry_after(1)),
         }
-        if let Some(headers) = closest {
-            ctx.extensions.insert(headers);
-        }
-        Ok(())
     }
 
     fn response(&self, resp: &mut ResponseHeader, ctx: &mut PluginCtx) {

@@ -82,10 +82,11 @@ impl RedisBackend {
         background: bool,
     ) -> Result<Self, Problem> {
         let link = Link::parse(&config.url).map_err(|message| Problem::new("url", message))?;
-        let timeout = config.timeout.0;
-        if timeout.is_zero() {
-            return Err(Problem::new("timeout", "must be greater than 0"));
-        }
+        // A check waits this long on the request path: a minute is already an outage.
+        let timeout =
+            config
+                .timeout
+                .within("timeout", Duration::from_millis(1), Duration::from_secs(60))?;
         let connection = if background {
             let key = format!("{}|{timeout:?}", config.url);
             retained.get_or_insert_with(&key, || RedisConnection::new(link, timeout, true))
@@ -98,16 +99,22 @@ impl RedisBackend {
         })
     }
 
-    /// Runs `script` on `key` with `args` and returns its integer results.
+    /// Runs `script` on `keys` with `args` and returns its integer results.
     pub async fn eval(
         &self,
         script: &'static Script,
-        key: String,
-        args: [String; 2],
+        keys: &[String],
+        args: &[String],
     ) -> Result<Vec<i64>, BackendError> {
-        let result = self.connection.eval(script, key, args).await;
+        let result = self.connection.eval(script, keys, args).await;
         self.connection.note(&result);
         result
+    }
+
+    /// Whether this is a Redis Cluster, whose keys live on different nodes: one script can
+    /// only touch the keys of one slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection.link, Link::Cluster(_))
     }
 }
 
@@ -289,8 +296,8 @@ impl RedisConnection {
     async fn eval(
         self: &Arc<Self>,
         script: &'static Script,
-        key: String,
-        args: [String; 2],
+        keys: &[String],
+        args: &[String],
     ) -> Result<Vec<i64>, BackendError> {
         if !self.enabled {
             return Err(BackendError("not connected".into()));
@@ -308,8 +315,13 @@ impl RedisConnection {
                 }
             },
         };
-        let mut invocation = script.key(key);
-        invocation.arg(&args[0]).arg(&args[1]);
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
         match tokio::time::timeout(self.timeout, conn.invoke(&invocation)).await {
             Ok(result) => result.map_err(|e| BackendError(e.to_string())),
             Err(_) => Err(BackendError(format!("no answer within {:?}", self.timeout))),
@@ -346,12 +358,52 @@ impl RedisConnection {
     }
 }
 
-/// The scripts, loaded once per process (EVALSHA, falling back to EVAL on NOSCRIPT).
-pub static TOKEN_BUCKET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(super::token_bucket::REDIS_SCRIPT));
-/// See [`TOKEN_BUCKET`].
-pub static SLIDING_WINDOW: LazyLock<Script> =
-    LazyLock::new(|| Script::new(super::sliding_window::REDIS_SCRIPT));
+/// Checks every key of one request, then counts in all of them or in none (so a request
+/// refused by one rule is not counted by another). KEYS: one counter per rule; ARGV: three
+/// per key, `b`, cost, capacity (token bucket) or `w`, limit, window (sliding window).
+/// Returns five integers per key (see the algorithms' functions). Loaded once per process
+/// (EVALSHA, falling back to EVAL on NOSCRIPT).
+pub static CHECK: LazyLock<Script> = LazyLock::new(|| {
+    with_functions(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local replies, writes, all = {}, {}, true
+for i, key in ipairs(KEYS) do
+  local kind, a, b = ARGV[3 * i - 2], tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local reply, write
+  if kind == 'b' then reply, write = bucket(key, now, a, b) else reply, write = window(key, now, a, b) end
+  for _, n in ipairs(reply) do replies[#replies + 1] = n end
+  if write then writes[#writes + 1] = write else all = false end
+end
+if all then for _, write in ipairs(writes) do write() end end
+return replies
+"#,
+    )
+});
+
+/// Gives back what [`CHECK`] counted. KEYS: the counters; ARGV: two per key, `b`, cost
+/// or `w`, the window index the check replied.
+pub static REFUND: LazyLock<Script> = LazyLock::new(|| {
+    with_functions(
+        r#"
+for i, key in ipairs(KEYS) do
+  local kind, a = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  if kind == 'b' then bucket_refund(key, a) else window_refund(key, a) end
+end
+return {}
+"#,
+    )
+});
+
+/// A script whose `body` calls the algorithms' Lua functions.
+fn with_functions(body: &str) -> Script {
+    Script::new(&format!(
+        "{}{}{body}",
+        super::token_bucket::REDIS_FUNCTIONS,
+        super::sliding_window::REDIS_FUNCTIONS,
+    ))
+}
 
 #[cfg(test)]
 mod tests {

@@ -30,8 +30,41 @@ impl SlidingWindow {
 
     /// Counts one request at `now_ns` if the weighted count stays within the limit.
     pub fn check(&self, state: &mut WindowState, now_ns: u64) -> Outcome {
+        let verdict = self.peek(state, now_ns);
+        if verdict.allowed {
+            self.count(state, now_ns);
+        }
+        verdict
+    }
+
+    /// Whether one more request fits at `now_ns`; only moves the counters to the window of
+    /// `now_ns`, counts nothing.
+    pub fn peek(&self, state: &mut WindowState, now_ns: u64) -> Outcome {
         let window = self.window_ns.max(1);
-        let index = now_ns / window;
+        self.advance(state, now_ns);
+        let elapsed = now_ns % window;
+        weigh(self.limit, window, elapsed, state.previous, state.current)
+    }
+
+    /// Counts one request at `now_ns` (after a [`SlidingWindow::peek`] that allowed it).
+    pub fn count(&self, state: &mut WindowState, now_ns: u64) {
+        self.advance(state, now_ns);
+        state.current += 1;
+    }
+
+    /// Gives back a request counted by [`SlidingWindow::count`] at `counted_ns`: from
+    /// the window it was counted in, while that window still weighs.
+    pub fn refund(&self, state: &mut WindowState, counted_ns: u64) {
+        let index = counted_ns / self.window_ns.max(1);
+        if state.index == index {
+            state.current = state.current.saturating_sub(1);
+        } else if state.index == index + 1 {
+            state.previous = state.previous.saturating_sub(1);
+        }
+    }
+
+    fn advance(&self, state: &mut WindowState, now_ns: u64) {
+        let index = now_ns / self.window_ns.max(1);
         if index != state.index {
             state.previous = if index == state.index + 1 {
                 state.current
@@ -41,12 +74,6 @@ impl SlidingWindow {
             state.current = 0;
             state.index = index;
         }
-        let elapsed = now_ns % window;
-        let verdict = weigh(self.limit, window, elapsed, state.previous, state.current);
-        if verdict.allowed {
-            state.current += 1;
-        }
-        verdict
     }
 }
 
@@ -95,31 +122,42 @@ fn retry_after(l: u128, w: u128, e: u128, p: u128, c: u128) -> u64 {
     u64::try_from(wait).unwrap_or(u64::MAX)
 }
 
-/// The same algorithm for Redis, on the Redis server's clock. KEYS[1]: a hash with the
-/// window index and both counts; ARGV: limit, window (µs). Returns {allowed, previous,
-/// current (before this request), elapsed_us}; the caller weighs them with [`weigh`].
-pub const REDIS_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local index = math.floor(now / window)
-local elapsed = now - index * window
-local saved = redis.call('HMGET', KEYS[1], 'i', 'c', 'p')
-local current, previous = 0, 0
-local saved_index = tonumber(saved[1])
-if saved_index == index then
-  current, previous = tonumber(saved[2]) or 0, tonumber(saved[3]) or 0
-elseif saved_index == index - 1 then
-  previous = tonumber(saved[2]) or 0
+/// The same algorithm for Redis, on the Redis server's clock, as Lua functions of the
+/// rate-limit scripts (`redis.rs`). `window` checks one key, a hash with the window index
+/// and both counts (limit; window in µs), and returns the reply {allowed, previous,
+/// current (before this request), elapsed_us, index} (the caller weighs the counts with
+/// [`weigh`]) and, when allowed, the function that counts; `window_refund` gives back a
+/// request counted in window `index`.
+pub const REDIS_FUNCTIONS: &str = r#"
+local function window(key, now, limit, window)
+  local index = math.floor(now / window)
+  local elapsed = now - index * window
+  local saved = redis.call('HMGET', key, 'i', 'c', 'p')
+  local current, previous = 0, 0
+  local saved_index = tonumber(saved[1])
+  if saved_index == index then
+    current, previous = tonumber(saved[2]) or 0, tonumber(saved[3]) or 0
+  elseif saved_index == index - 1 then
+    previous = tonumber(saved[2]) or 0
+  end
+  local reply = {0, previous, current, elapsed, index}
+  if previous * (window - elapsed) + (current + 1) * window > limit * window then
+    return reply, nil
+  end
+  reply[1] = 1
+  return reply, function()
+    redis.call('HSET', key, 'i', index, 'c', current + 1, 'p', previous)
+    redis.call('PEXPIRE', key, math.ceil(2 * window / 1000) + 1000)
+  end
 end
-local allowed = 0
-if previous * (window - elapsed) + (current + 1) * window <= limit * window then
-  allowed = 1
-  redis.call('HSET', KEYS[1], 'i', index, 'c', current + 1, 'p', previous)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(2 * window / 1000) + 1000)
+local function window_refund(key, index)
+  local saved = tonumber(redis.call('HGET', key, 'i'))
+  local field = nil
+  if saved == index then field = 'c' elseif saved == index + 1 then field = 'p' end
+  if field and (tonumber(redis.call('HGET', key, field)) or 0) > 0 then
+    redis.call('HINCRBY', key, field, -1)
+  end
 end
-return {allowed, previous, current, elapsed}
 "#;
 
 #[cfg(test)]

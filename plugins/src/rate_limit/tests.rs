@@ -180,3 +180,68 @@ fn mistakes_are_reported_with_their_path() {
         ["rate_limit[0].tiers.gold.rate"]
     );
 }
+
+#[tokio::test]
+async fn a_request_refused_by_one_rule_is_counted_by_none() {
+    let telemetry = Arc::new(Counted::default());
+    let plugin = plugin(
+        "[{name: per-consumer, key: consumer, algorithm: token_bucket, rate: 1, per: 1h, burst: 5}, \
+          {name: per-ip, key: client_ip, algorithm: sliding_window, limit: 2, window: 1h}]",
+        Arc::clone(&telemetry),
+    );
+    let from = |ip: [u8; 4]| PluginCtx {
+        client_ip: Some(ip.into()),
+        ..ctx(Some("acme"), None)
+    };
+    // Two pass per address; the eight refused by per-ip leave acme's bucket alone.
+    assert_eq!(passed(&plugin, &mut from([10, 0, 0, 1]), 10).await, 2);
+    assert_eq!(passed(&plugin, &mut from([10, 0, 0, 2]), 10).await, 2);
+    // One token left for acme: refused by the first rule, not counted by the second.
+    assert_eq!(passed(&plugin, &mut from([10, 0, 0, 3]), 1).await, 1);
+    assert_eq!(passed(&plugin, &mut from([10, 0, 0, 4]), 5).await, 0);
+    let mut other = PluginCtx {
+        client_ip: Some([10, 0, 0, 4].into()),
+        ..ctx(Some("globex"), None)
+    };
+    assert_eq!(
+        passed(&plugin, &mut other, 5).await,
+        2,
+        "10.0.0.4 was not counted while acme's bucket refused it"
+    );
+    let refused = telemetry.0.lock().expect("lock").len();
+    assert_eq!(refused, 8 + 8 + 5 + 3);
+}
+
+#[test]
+fn refunds_give_back_exactly_what_was_counted() {
+    const SECOND: u64 = 1_000_000_000;
+    let bucket = TokenBucket {
+        rate: 1,
+        per_ns: SECOND,
+        burst: 2,
+    };
+    let mut state = BucketState::default();
+    for _ in 0..2 {
+        let now = 10 * SECOND;
+        assert!(bucket.peek(&state, now).allowed);
+        bucket.count(&mut state, now);
+    }
+    assert!(!bucket.peek(&state, 10 * SECOND).allowed);
+    bucket.refund(&mut state);
+    assert!(bucket.peek(&state, 10 * SECOND).allowed);
+
+    let window = SlidingWindow {
+        limit: 1,
+        window_ns: SECOND,
+    };
+    let mut state = WindowState::default();
+    window.count(&mut state, 5 * SECOND);
+    assert!(!window.peek(&mut state, 5 * SECOND + 1).allowed);
+    window.refund(&mut state, 5 * SECOND);
+    assert!(window.peek(&mut state, 5 * SECOND + 1).allowed);
+    // Counted in one window, given back in the next: it leaves the previous count.
+    window.count(&mut state, 5 * SECOND);
+    assert!(!window.peek(&mut state, 6 * SECOND).allowed);
+    window.refund(&mut state, 5 * SECOND);
+    assert!(window.peek(&mut state, 6 * SECOND).allowed);
+}

@@ -32,6 +32,16 @@ impl TokenBucket {
 
     /// Takes one token at `now_ns` if there is one.
     pub fn check(&self, state: &mut BucketState, now_ns: u64) -> Outcome {
+        let outcome = self.peek(state, now_ns);
+        if outcome.allowed {
+            self.count(state, now_ns);
+        }
+        outcome
+    }
+
+    /// Whether a token may be taken at `now_ns`, and what the bucket would hold after it;
+    /// the bucket is left as it is.
+    pub fn peek(&self, state: &BucketState, now_ns: u64) -> Outcome {
         let rate = u128::from(self.rate.max(1));
         let cost = u128::from(self.per_ns);
         let capacity = u128::from(self.burst) * cost;
@@ -48,7 +58,6 @@ impl TokenBucket {
             retry_after_ns: 0,
         };
         if outcome.allowed {
-            state.tat = after;
             outcome.remaining =
                 u64::try_from((capacity - (after - now)) / cost.max(1)).unwrap_or(0);
             outcome.reset_ns = to_ns(after - now);
@@ -57,24 +66,41 @@ impl TokenBucket {
         }
         outcome
     }
+
+    /// Takes one token at `now_ns` (after a [`TokenBucket::peek`] that allowed it).
+    pub fn count(&self, state: &mut BucketState, now_ns: u64) {
+        let now = u128::from(now_ns) * u128::from(self.rate.max(1));
+        state.tat = state.tat.max(now) + u128::from(self.per_ns);
+    }
+
+    /// Gives back a token taken by [`TokenBucket::count`].
+    pub fn refund(&self, state: &mut BucketState) {
+        state.tat = state.tat.saturating_sub(u128::from(self.per_ns));
+    }
 }
 
 /// The same algorithm for Redis, in microseconds of the Redis server's clock (so every
-/// gateway instance shares one clock). KEYS[1]: the bucket; ARGV: cost (µs per token,
-/// may be fractional), capacity (µs). Returns {allowed, remaining, reset_us, retry_us}.
-pub const REDIS_SCRIPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cost = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local after = tat + cost
-if after - now > capacity + 0.5 then
-  return {0, 0, math.ceil(tat - now), math.ceil(after - capacity - now)}
+/// gateway instance shares one clock), as Lua functions of the rate-limit scripts
+/// (`redis.rs`). `bucket` checks one key (cost: µs per token, may be fractional; capacity:
+/// µs) and returns the reply {allowed, remaining, reset_us, retry_us, 0} and, when
+/// allowed, the function that counts; `bucket_refund` gives a counted token back.
+pub const REDIS_FUNCTIONS: &str = r#"
+local function bucket(key, now, cost, capacity)
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local after = tat + cost
+  if after - now > capacity + 0.5 then
+    return {0, 0, math.ceil(tat - now), math.ceil(after - capacity - now), 0}, nil
+  end
+  local reply = {1, math.floor((capacity - (after - now)) / cost + 0.0001), math.ceil(after - now), 0, 0}
+  return reply, function()
+    redis.call('SET', key, string.format('%.3f', after), 'PX', math.ceil((after - now) / 1000) + 1000)
+  end
 end
-redis.call('SET', KEYS[1], string.format('%.3f', after), 'PX', math.ceil((after - now) / 1000) + 1000)
-return {1, math.floor((capacity - (after - now)) / cost + 0.0001), math.ceil(after - now), 0}
+local function bucket_refund(key, cost)
+  local tat = tonumber(redis.call('GET', key))
+  if tat then redis.call('SET', key, string.format('%.3f', tat - cost), 'KEEPTTL') end
+end
 "#;
 
 #[cfg(test)]

@@ -13,9 +13,11 @@ use std::time::Duration;
 use pingora::cache::CacheKey;
 use pingora::cache::CachePhase;
 use pingora_http::RequestHeader;
+use portcullis_plugins::units::LONGEST;
 use prometheus::IntCounter;
 
 use crate::config::{verdict, CacheConfig, Problem};
+use crate::model::canary::Variant;
 use crate::telemetry::metrics::Metrics;
 pub use store::Store;
 
@@ -105,6 +107,21 @@ impl RouteCache {
             )]);
         }
         let mut problems = Vec::new();
+        for (field, value) in [
+            ("default_ttl", config.default_ttl),
+            (
+                "stale_while_revalidate",
+                Some(config.stale_while_revalidate),
+            ),
+            ("stale_if_error", Some(config.stale_if_error)),
+        ] {
+            let at = format!("{path}.{field}");
+            if let Some(Err(problem)) =
+                value.map(|value| value.within(&at, Duration::ZERO, LONGEST))
+            {
+                problems.push(problem);
+            }
+        }
         let mut vary = Vec::with_capacity(config.vary.len());
         for (i, name) in config.vary.iter().enumerate() {
             match http::HeaderName::from_bytes(name.as_bytes()) {
@@ -173,14 +190,35 @@ impl RouteCache {
     }
 }
 
-/// The cache key of a request on route `route`: route, host (lower case, without port)
-/// and path with query, one per line (none of them can contain a line break). The
-/// method is not part of it: HEAD is answered from the GET response.
-pub fn cache_key(route: &str, req: &RequestHeader) -> CacheKey {
+/// The cache key of a request on route `route` reached over `scheme` (`http`/`https`):
+/// route (with the canary split's choice on a route with a canary, so each variant's
+/// answers stay apart) with scheme and port, host (lower case, without port) and path
+/// with query, one per line (none of them can contain a line break). Scheme and port are
+/// in because the upstream sees them (`X-Forwarded-Proto`, the port in `Host`) and may
+/// answer differently (a redirect to https, absolute links); the path is the canonical
+/// one the upstream gets. The method is not part of it: HEAD is answered from the GET
+/// response.
+pub fn cache_key(
+    route: &str,
+    variant: Option<Variant>,
+    req: &RequestHeader,
+    scheme: &str,
+) -> CacheKey {
     let host = crate::model::request::request_host(req).to_ascii_lowercase();
+    let port = crate::model::request::request_port(req).unwrap_or(if scheme == "https" {
+        443
+    } else {
+        80
+    });
     let path_and_query = req
         .uri
         .path_and_query()
         .map_or("/", |path_and_query| path_and_query.as_str());
-    CacheKey::new(format!("{route}\n{host}\n{path_and_query}"), "")
+    // Route names have no spaces: "orders canary" cannot be another route's name.
+    let variant = variant.map_or("", |variant| variant.as_str());
+    let separator = if variant.is_empty() { "" } else { " " };
+    CacheKey::new(
+        format!("{route}{separator}{variant} {scheme}:{port}\n{host}\n{path_and_query}"),
+        "",
+    )
 }

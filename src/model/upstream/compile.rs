@@ -11,6 +11,7 @@ use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, 
 use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::upstreams::peer::HttpPeer;
+use portcullis_plugins::units::{within, LONGEST};
 use portcullis_plugins::{KeyUse, RequestKey, Retained};
 
 use super::health::{build_health_check, ActiveHealth};
@@ -84,6 +85,7 @@ pub fn compile_upstream(
             "needs at least one target",
         ));
     }
+    problems.extend(timeout_problems(config, path));
     if config.max_requests == Some(0) {
         problems.push(Problem::new(
             format!("{path}.max_requests"),
@@ -254,6 +256,25 @@ fn peer_template(config: &UpstreamConfig) -> HttpPeer {
     peer
 }
 
+/// `upstreams.NAME.timeouts`: connect, read and write must leave time to work; an idle
+/// time of 0 keeps no connection for reuse.
+fn timeout_problems(config: &UpstreamConfig, path: &str) -> Vec<Problem> {
+    let timeouts = &config.timeouts;
+    let working = Duration::from_millis(1);
+    [
+        ("connect", timeouts.connect, working),
+        ("read", timeouts.read, working),
+        ("write", timeouts.write, working),
+        ("idle", timeouts.idle, Duration::ZERO),
+    ]
+    .into_iter()
+    .filter_map(|(field, value, min)| {
+        let at = format!("{path}.timeouts.{field}");
+        value?.within(&at, min, LONGEST).err()
+    })
+    .collect()
+}
+
 /// Health is shared by address: a weight change keeps the target's health.
 fn address_key(backend: &Backend) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -291,9 +312,22 @@ fn compile_retries(
             )),
         }
     }
+    // Pingora tries a request at most 16 times, whatever the attempts.
+    if let Err(problem) = within(&format!("{path}.retries.attempts"), retries.attempts, 0, 15) {
+        problems.push(problem);
+    }
+    let backoff = retries.backoff.unwrap_or_default();
+    let most_backoff = Duration::from_secs(60);
+    if let Err(problem) = backoff.within(
+        &format!("{path}.retries.backoff"),
+        Duration::ZERO,
+        most_backoff,
+    ) {
+        problems.push(problem);
+    }
     let budget = match retries.budget_percent {
         None => None,
-        Some(percent) if percent > 100 => {
+        Some(percent) if !(1..=100).contains(&percent) => {
             problems.push(Problem::new(
                 format!("{path}.retries.budget_percent"),
                 "must be between 1 and 100",

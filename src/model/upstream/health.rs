@@ -11,6 +11,7 @@ use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, Tcp
 use pingora::lb::Backend;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
+use portcullis_plugins::units::LONGEST;
 use prometheus::IntGaugeVec;
 
 use crate::config::Problem;
@@ -57,17 +58,11 @@ pub(super) fn build_health_check(
     metrics: &Metrics,
 ) -> Result<Box<dyn HealthCheck + Send + Sync>, Vec<Problem>> {
     let mut problems = Vec::new();
-    if config.interval.0.is_zero() {
-        problems.push(Problem::new(
-            format!("{path}.interval"),
-            "must be greater than 0",
-        ));
-    }
-    if config.timeout.0.is_zero() {
-        problems.push(Problem::new(
-            format!("{path}.timeout"),
-            "must be greater than 0",
-        ));
+    for (field, value) in [("interval", config.interval), ("timeout", config.timeout)] {
+        let at = format!("{path}.{field}");
+        if let Err(problem) = value.within(&at, Duration::from_millis(1), LONGEST) {
+            problems.push(problem);
+        }
     }
     for (field, value) in [
         ("healthy_threshold", config.healthy_threshold),

@@ -14,6 +14,8 @@ use std::sync::atomic::{
 use std::sync::Mutex;
 use std::time::Duration;
 
+use portcullis_plugins::units::LONGEST;
+
 use crate::config::OutlierDetectionConfig;
 use crate::config::Problem;
 
@@ -70,6 +72,16 @@ impl OutlierPolicy {
         positive("interval", millis(config.interval.0));
         positive("base_ejection_time", millis(config.base_ejection_time.0));
         positive("max_ejection_percent", config.max_ejection_percent.into());
+        for (field, value) in [
+            ("interval", config.interval),
+            ("base_ejection_time", config.base_ejection_time),
+            ("max_ejection_time", config.max_ejection_time),
+        ] {
+            let at = format!("{path}.{field}");
+            if let Err(problem) = value.within(&at, Duration::ZERO, LONGEST) {
+                problems.push(problem);
+            }
+        }
         if config.max_ejection_percent > 100 {
             problems.push(Problem::new(
                 format!("{path}.max_ejection_percent"),
