@@ -17,9 +17,10 @@ use portcullis::upgrade;
 const DEFAULT_LOG_FILTER: &str =
     "warn,portcullis=info,pingora_load_balancing=info,pingora_cache::meta=error";
 
-/// mimalloc instead of glibc malloc: malloc/free was ~15% of the gateway's CPU per request.
+/// The gateway's allocator (mimalloc; why, in `portcullis::runtime::allocator`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: portcullis::runtime::allocator::Allocator =
+    portcullis::runtime::allocator::ALLOCATOR;
 
 #[derive(Parser)]
 #[command(
