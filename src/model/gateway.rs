@@ -28,7 +28,7 @@ use crate::model::compression::CompressionPolicy;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
-use crate::model::upstream::{compile_upstream, Upstream};
+use crate::model::upstream::{compile_dns, compile_upstream, Upstream};
 use crate::telemetry::metrics::Metrics;
 
 /// A route, compiled.
@@ -115,6 +115,8 @@ pub struct Gateway {
     pub router: Router<Arc<Route>>,
     /// Pools by name.
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Name servers for hostname targets (`dns.servers`); empty means the system's.
+    pub dns_servers: Vec<SocketAddr>,
     /// Request id and traceparent settings.
     pub tracing: Tracing,
     /// The bounds of a request head and the path rule.
@@ -217,6 +219,7 @@ impl Gateway {
             None => None,
         };
 
+        let dns_servers = noted(compile_dns(&config.dns), &mut problems).unwrap_or_default();
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let path = format!("upstreams.{name}");
@@ -264,6 +267,7 @@ impl Gateway {
                 loaded_at: Utc::now(),
                 router: Router::new(routes),
                 upstreams,
+                dns_servers,
                 tracing,
                 requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),

@@ -35,7 +35,7 @@ pub use errors::error_response;
 use crate::model::cache::{self, policy, store, CacheStatus};
 use crate::model::connections::ConnectionPolicy;
 use crate::model::gateway::RouteAction;
-use crate::model::upstream::{bit, Outcome};
+use crate::model::upstream::Outcome;
 use crate::runtime::connections;
 use crate::runtime::state::State;
 use choice::choose_target;
@@ -312,7 +312,7 @@ impl ProxyHttp for Proxy {
             ctx.error = Some(ErrorCode::UpstreamUnavailable);
             return Error::e_explain(ErrorType::HTTPStatus(503), "no available target");
         };
-        ctx.tried |= bit(target.index());
+        ctx.tried |= target.tried_bit();
         Ok(target.peer())
     }
 
