@@ -50,6 +50,8 @@ pub struct Route {
     pub compression: Option<Arc<CompressionPolicy>>,
     /// The route's edge cache, when enabled.
     pub cache: Option<RouteCache>,
+    /// The whole request's time limit, retries included (`routes[].timeout`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a route does.
@@ -507,6 +509,22 @@ fn compile_route(
         }
     };
 
+    let timeout = route.timeout.and_then(|timeout| {
+        let at = format!("{path}.timeout");
+        if route.respond.is_some() {
+            problems.push(Problem::new(
+                &at,
+                "only for routes with an upstream (respond routes are answered at once)",
+            ));
+        }
+        let longest = portcullis_plugins::units::LONGEST;
+        noted(
+            timeout
+                .within(&at, std::time::Duration::from_millis(1), longest)
+                .map_err(|problem| vec![problem]),
+            &mut problems,
+        )
+    });
     let (Some(matcher), Some(action)) = (matcher, action) else {
         return Err(problems);
     };
@@ -521,6 +539,7 @@ fn compile_route(
             .request_duration
             .with_label_values(&[route.name.as_str()]),
         cache,
+        timeout,
     };
     verdict((matcher, Arc::new(compiled)), problems)
 }
