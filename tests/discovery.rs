@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    assert_gateway_error, eventually, free_port, render_config, run_portcullis, Dnsmasq, Gateway, TestDir,
-    Traffic, BASE_CONFIG,
+    assert_gateway_error, eventually, free_port, render_config, run_portcullis, Dnsmasq, Gateway,
+    TestDir, Traffic, BASE_CONFIG,
 };
 
 /// An HTTP server on `IP:PORT` answering 200 with its IP, counting requests.
@@ -187,12 +187,18 @@ fn a_dead_dns_server_leaves_the_last_good_set_serving() {
     let status = gateway.status_json();
     let name = &status["upstreams"]["app"]["discovery"]["names"]["api.test"];
     assert!(name["error"].is_string(), "{status}");
-    assert_eq!(name["addresses"].as_array().map(Vec::len), Some(2), "{status}");
-    let warnings = gateway
-        .stderr()
-        .matches("cannot resolve api.test")
-        .count();
-    assert_eq!(warnings, 1, "one warning per failing spell: {}", gateway.stderr());
+    assert_eq!(
+        name["addresses"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    let warnings = gateway.stderr().matches("cannot resolve api.test").count();
+    assert_eq!(
+        warnings,
+        1,
+        "one warning per failing spell: {}",
+        gateway.stderr()
+    );
 }
 
 #[test]
@@ -285,6 +291,9 @@ routes:
         "upstreams.app.discovery.max_addresses",
         "upstreams.app.healthy_panic_threshold",
     ] {
-        assert!(text.contains(&format!(": {path}: ")), "{path} not reported:\n{text}");
+        assert!(
+            text.contains(&format!(": {path}: ")),
+            "{path} not reported:\n{text}"
+        );
     }
 }

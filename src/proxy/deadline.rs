@@ -1,8 +1,9 @@
 //! `routes[].timeout`: one deadline for the whole request, counted from its head's
-//! arrival, retries and backoff included. Each attempt's connect, write and read
-//! timeouts are cut to the time left; an attempt is not started, and response headers
-//! or body bytes are not taken, past the deadline. The client gets 504 UPSTREAM_TIMEOUT
-//! (or, once the response has begun, a cut connection).
+//! arrival, retries and backoff included. It replaces the pool's read and write
+//! timeouts with the time left at each attempt and caps its connect timeout; an attempt
+//! is not started, and response headers or body bytes are not taken, past the deadline.
+//! The client gets 504 UPSTREAM_TIMEOUT (or, once the response has begun, a cut
+//! connection).
 
 use std::time::Duration;
 
@@ -22,17 +23,19 @@ pub(super) fn passed(ctx: &RequestCtx) -> bool {
     remaining(ctx).is_some_and(|left| left.is_zero())
 }
 
-/// Cuts `peer`'s timeouts to the time `left`.
+/// Gives `peer` the time `left`: it replaces the pool's read and write timeouts (a
+/// route may wait longer than its pool's default) and caps its connect timeout (a
+/// per-target liveness bound that retries rely on).
 pub(super) fn limit(peer: &mut HttpPeer, left: Duration) {
     let options = &mut peer.options;
-    for timeout in [
+    for connect in [
         &mut options.connection_timeout,
         &mut options.total_connection_timeout,
-        &mut options.read_timeout,
-        &mut options.write_timeout,
     ] {
-        *timeout = Some(timeout.map_or(left, |own| own.min(left)));
+        *connect = Some(connect.map_or(left, |own| own.min(left)));
     }
+    options.read_timeout = Some(left);
+    options.write_timeout = Some(left);
 }
 
 /// The error of a request past its route's deadline (answered 504 UPSTREAM_TIMEOUT).

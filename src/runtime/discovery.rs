@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
-};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{Resolver, TokioResolver};
@@ -96,16 +94,13 @@ async fn apply(upstream: &Upstream, metrics: &Metrics) {
     if let Err(e) = upstream.refresh_members().await {
         log::warn!("upstream {}: cannot update the targets: {e}", upstream.name);
     }
-    let discovered = upstream
-        .discovery
-        .as_ref()
-        .map_or(0, |discovery| {
-            discovery
-                .names
-                .iter()
-                .map(|name| discovery.set.addresses(name).len())
-                .sum::<usize>()
-        });
+    let discovered = upstream.discovery.as_ref().map_or(0, |discovery| {
+        discovery
+            .names
+            .iter()
+            .map(|name| discovery.set.addresses(name).len())
+            .sum::<usize>()
+    });
     metrics
         .discovered_targets
         .with_label_values(&[&upstream.name])
@@ -171,10 +166,7 @@ async fn resolve_pool(
 }
 
 /// The sorted, distinct A and AAAA addresses of `host`, and when the records expire.
-async fn lookup(
-    resolver: &TokioResolver,
-    host: &str,
-) -> Result<(Vec<IpAddr>, Instant), String> {
+async fn lookup(resolver: &TokioResolver, host: &str) -> Result<(Vec<IpAddr>, Instant), String> {
     let answer = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
     let mut addresses: Vec<IpAddr> = answer.iter().collect();
     addresses.sort();

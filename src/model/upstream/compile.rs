@@ -155,7 +155,9 @@ pub fn compile_upstream(
     let members = PoolMembers::new(
         literals,
         names,
-        discovery.as_ref().map(|discovery| Arc::clone(&discovery.set)),
+        discovery
+            .as_ref()
+            .map(|discovery| Arc::clone(&discovery.set)),
         factory,
     );
 
@@ -252,7 +254,10 @@ fn compile_discovery(
     if let Err(problem) = within(&at("max_addresses"), config.max_addresses, 1, 1024) {
         problems.push(problem);
     }
-    let mut hosts: Vec<Arc<str>> = names.iter().map(|(name, _)| Arc::clone(&name.host)).collect();
+    let mut hosts: Vec<Arc<str>> = names
+        .iter()
+        .map(|(name, _)| Arc::clone(&name.host))
+        .collect();
     hosts.sort();
     hosts.dedup();
     let key = format!("upstream/{name}/discovery/{}", hosts.join(","));

@@ -66,7 +66,10 @@ pub fn parse_target_address(text: &str) -> Result<TargetAddress, String> {
         return Err(invalid());
     }
     // `300.1.1.1:80` is a mistyped IP, not a name to look up.
-    if host.split('.').all(|label| label.bytes().all(|b| b.is_ascii_digit())) {
+    if host
+        .split('.')
+        .all(|label| label.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(format!("{text:?} is not a valid IP address"));
     }
     Ok(TargetAddress::Name(HostPort {
@@ -246,7 +249,12 @@ pub(super) struct TargetFactory {
 
 impl TargetFactory {
     /// A target at `address`.
-    pub(super) fn target(&self, address: SocketAddr, weight: u32, state: Arc<TargetState>) -> Target {
+    pub(super) fn target(
+        &self,
+        address: SocketAddr,
+        weight: u32,
+        state: Arc<TargetState>,
+    ) -> Target {
         let mut peer = self.peer.clone();
         peer._address = PeerAddr::Inet(address);
         let label: Arc<str> = address.to_string().into();
@@ -366,7 +374,10 @@ mod tests {
             "a..b:80",
             "sp ace:80",
         ] {
-            assert!(parse_target_address(bad).is_err(), "{bad} should be refused");
+            assert!(
+                parse_target_address(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 

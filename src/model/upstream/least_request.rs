@@ -65,12 +65,9 @@ impl<C: Cost> PowerOfTwoChoices<C> {
     }
 
     fn price(&self, backend: &Backend, now_ms: u64) -> f64 {
-        backend
-            .ext
-            .get::<Arc<Target>>()
-            .map_or(f64::MAX, |target| {
-                self.cost.cost(&target.state, backend.weight, now_ms)
-            })
+        backend.ext.get::<Arc<Target>>().map_or(f64::MAX, |target| {
+            self.cost.cost(&target.state, backend.weight, now_ms)
+        })
     }
 }
 

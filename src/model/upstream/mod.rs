@@ -23,7 +23,8 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 pub use balancer::Balancer;
 pub use compile::compile_upstream;
 pub use discovery::{
-    compile_dns, parse_target_address, DiscoveredSet, Discovery, HostPort, NameRecord, TargetAddress,
+    compile_dns, parse_target_address, DiscoveredSet, Discovery, HostPort, NameRecord,
+    TargetAddress,
 };
 pub use health::ActiveHealth;
 pub use outlier::{Availability, Outcome, OutlierPolicy, OutlierState};
@@ -341,8 +342,8 @@ impl Upstream {
             })
             .count();
         // An empty pool has nothing to balance across.
-        let panic = !targets.is_empty()
-            && healthy * 100 < targets.len() * self.panic_threshold as usize;
+        let panic =
+            !targets.is_empty() && healthy * 100 < targets.len() * self.panic_threshold as usize;
         if self.panic.swap(panic, Ordering::Relaxed) == panic {
             return;
         }
