@@ -297,3 +297,34 @@ routes:
         );
     }
 }
+
+#[test]
+fn a_reload_keeps_the_discovered_set_even_with_dns_down() {
+    let (port, hosts) = hosts();
+    let mut dns = Dnsmasq::start(&[("127.0.0.2", "api.test"), ("127.0.0.3", "api.test")]);
+    let sections = config(&dns, &format!("api.test:{port}"));
+    let gateway = Gateway::start(&sections);
+    eventually!(
+        {
+            gateway.get("/");
+            hosts[0].requests() > 0 && hosts[1].requests() > 0
+        },
+        "both records should serve"
+    );
+    dns.kill();
+    // An unrelated change: the pool keeps its names, so it keeps what they resolved to.
+    gateway.rewrite_config(&sections.replace("name: all", "name: everything"));
+    gateway.reload();
+    eventually!(
+        gateway.status_json()["version"] == 2,
+        "the reload was not applied"
+    );
+    let before = (hosts[0].requests(), hosts[1].requests());
+    for _ in 0..20 {
+        assert_eq!(gateway.get("/").status, 200);
+    }
+    assert!(
+        hosts[0].requests() > before.0 && hosts[1].requests() > before.1,
+        "the reloaded pool should serve the last good set"
+    );
+}
