@@ -134,6 +134,10 @@ fn the_target_set_follows_the_records_under_load_without_a_failed_request() {
     let report = traffic.stop();
     assert!(report.sent > 100, "too little traffic: {report:?}");
     assert!(report.failures.is_empty(), "failed requests: {report:?}");
+    assert!(
+        !gateway.metrics().contains(&format!("127.0.0.2:{port}")),
+        "the removed target's series should be gone"
+    );
 
     let status = gateway.status_json();
     let name = &status["upstreams"]["app"]["discovery"]["names"]["api.test"];

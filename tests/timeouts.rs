@@ -80,3 +80,35 @@ fn a_fast_answer_is_untouched_by_the_route_timeout() {
         assert_eq!(response.body, "app");
     }
 }
+
+#[test]
+fn check_names_a_bad_route_timeout() {
+    let dir = common::TestDir::new();
+    let config = common::render_config(
+        &format!(
+            "{}{}",
+            common::BASE_CONFIG,
+            r#"
+upstreams:
+  app: { targets: [{ address: "127.0.0.1:9" }] }
+routes:
+  - { name: zero, match: { path: /a }, upstream: app, timeout: 0s }
+  - { name: local, match: { path: /b }, respond: { status: 200 }, timeout: 1s }
+"#
+        ),
+        dir.path(),
+        1,
+        2,
+    );
+    let file = dir.write("portcullis.yaml", &config).display().to_string();
+    let output = common::run_portcullis(&["check", "-c", &file]);
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    for path in ["routes[0].timeout", "routes[1].timeout"] {
+        assert!(
+            text.contains(&format!(": {path}: ")),
+            "{path} not reported:\n{text}"
+        );
+    }
+}

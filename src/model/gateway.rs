@@ -512,18 +512,11 @@ fn compile_route(
     let timeout = route.timeout.and_then(|timeout| {
         let at = format!("{path}.timeout");
         if route.respond.is_some() {
-            problems.push(Problem::new(
-                &at,
-                "only for routes with an upstream (respond routes are answered at once)",
-            ));
+            problems.push(Problem::new(&at, "only for routes with an upstream"));
         }
-        let longest = portcullis_plugins::units::LONGEST;
-        noted(
-            timeout
-                .within(&at, std::time::Duration::from_millis(1), longest)
-                .map_err(|problem| vec![problem]),
-            &mut problems,
-        )
+        let shortest = std::time::Duration::from_millis(1);
+        let checked = timeout.within(&at, shortest, portcullis_plugins::units::LONGEST);
+        checked.map_err(|problem| problems.push(problem)).ok()
     });
     let (Some(matcher), Some(action)) = (matcher, action) else {
         return Err(problems);

@@ -104,6 +104,7 @@ pub fn compile_upstream(
         duration: metrics.upstream_duration.clone(),
         ejected: metrics.target_ejected.clone(),
         ejections: metrics.ejections.clone(),
+        healthy: metrics.target_healthy.clone(),
         next_slot: AtomicUsize::new(0),
     };
     let mut seen = BTreeSet::new();
@@ -141,7 +142,12 @@ pub fn compile_upstream(
                     &format!("upstream/{name}/target/{address}"),
                     TargetState::default,
                 );
-                literals.push(Arc::new(factory.target(address, target.weight, state)));
+                literals.push(Arc::new(factory.target(
+                    address,
+                    target.weight,
+                    state,
+                    None,
+                )));
             }
             TargetAddress::Name(host) => names.push((host, target.weight)),
         }

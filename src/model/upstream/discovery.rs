@@ -244,19 +244,25 @@ pub(super) struct TargetFactory {
     pub(super) duration: HistogramVec,
     pub(super) ejected: IntGaugeVec,
     pub(super) ejections: IntCounterVec,
+    pub(super) healthy: IntGaugeVec,
     pub(super) next_slot: AtomicUsize,
 }
 
 impl TargetFactory {
-    /// A target at `address`.
+    /// A target at `address`; `host` is the name it was discovered under, the TLS server
+    /// name when `tls.sni` does not set one.
     pub(super) fn target(
         &self,
         address: SocketAddr,
         weight: u32,
         state: Arc<TargetState>,
+        host: Option<&str>,
     ) -> Target {
         let mut peer = self.peer.clone();
         peer._address = PeerAddr::Inet(address);
+        if let Some(host) = host.filter(|_| peer.is_tls() && peer.sni.is_empty()) {
+            peer.sni = host.to_string();
+        }
         let label: Arc<str> = address.to_string().into();
         let upstream = &*self.upstream;
         Target {
@@ -275,6 +281,16 @@ impl TargetFactory {
             },
             peer,
         }
+    }
+
+    /// Drops the metric series of a target that left the set, so DNS churn does not
+    /// grow the exposition (a request still draining on it observes into nothing).
+    fn forget(&self, target: &Target) {
+        let labels = [&*self.upstream, &*target.label];
+        let _ = self.duration.remove_label_values(&labels);
+        let _ = self.ejected.remove_label_values(&labels);
+        let _ = self.ejections.remove_label_values(&labels);
+        let _ = self.healthy.remove_label_values(&labels);
     }
 }
 
@@ -321,26 +337,30 @@ impl ServiceDiscovery for PoolMembers {
             for ip in set.addresses(&name.host) {
                 let address = SocketAddr::new(ip, name.port);
                 if seen.insert(address) {
-                    wanted.push((address, *weight));
+                    wanted.push((address, *weight, &name.host));
                 }
             }
         }
-        let addresses: Vec<SocketAddr> = wanted.iter().map(|(address, _)| *address).collect();
+        let addresses: Vec<SocketAddr> = wanted.iter().map(|(address, ..)| *address).collect();
         let states = set.states_for(&addresses);
         let mut discovered = self
             .discovered
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut next = HashMap::with_capacity(wanted.len());
-        for ((address, weight), state) in wanted.into_iter().zip(states) {
+        for ((address, weight, host), state) in wanted.into_iter().zip(states) {
             let target = discovered
                 .remove(&address)
                 .filter(|target| target.weight == weight)
-                .unwrap_or_else(|| Arc::new(self.factory.target(address, weight, state)));
+                .unwrap_or_else(|| {
+                    Arc::new(self.factory.target(address, weight, state, Some(host)))
+                });
             backends.insert(Target::selectable(&target));
             next.insert(address, target);
         }
-        *discovered = next;
+        for gone in std::mem::replace(&mut *discovered, next).values() {
+            self.factory.forget(gone);
+        }
         Ok((backends, HashMap::new()))
     }
 }
