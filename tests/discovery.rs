@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     assert_gateway_error, eventually, free_port, render_config, run_portcullis, Dnsmasq, Gateway,
@@ -109,12 +109,14 @@ fn the_target_set_follows_the_records_under_load_without_a_failed_request() {
 
     let traffic = Traffic::start(&gateway.url("/"), 4);
     // Added: 127.0.0.3 takes traffic within one TTL.
+    let added = Instant::now();
     dns.set_records(&[("127.0.0.2", "api.test"), ("127.0.0.3", "api.test")]);
     eventually!(
         within(WITHIN_A_TTL),
         hosts[1].requests() > 0,
         "the added record got no traffic"
     );
+    eprintln!("an added record took traffic after {:?}", added.elapsed());
     // Replaced: 127.0.0.4 in, 127.0.0.2 out (it drains: no new requests).
     dns.set_records(&[("127.0.0.3", "api.test"), ("127.0.0.4", "api.test")]);
     eventually!(
@@ -331,4 +333,27 @@ fn a_reload_keeps_the_discovered_set_even_with_dns_down() {
         hosts[0].requests() > before.0 && hosts[1].requests() > before.1,
         "the reloaded pool should serve the last good set"
     );
+}
+
+#[test]
+fn a_large_answer_is_capped_at_max_addresses() {
+    // 70 A records: more than a 512-byte UDP answer holds, so the resolver goes on over
+    // TCP; the pool takes the first 5 and says so once.
+    let names: Vec<String> = (1..=70).map(|i| format!("127.0.1.{i}")).collect();
+    let records: Vec<(&str, &str)> = names.iter().map(|ip| (ip.as_str(), "big.test")).collect();
+    let dns = Dnsmasq::start(&records);
+    let sections = config(&dns, "big.test:9").replace(
+        "discovery: { min_interval: 500ms, max_interval: 2s }",
+        "discovery: { min_interval: 500ms, max_interval: 2s, max_addresses: 5 }",
+    );
+    let gateway = Gateway::start(&sections);
+    let targets = eventually!(
+        let targets = gateway.status_json()["upstreams"]["app"]["targets"].clone();
+        targets.as_array().map(Vec::len) == Some(5),
+        "not capped at 5: {targets}"
+    );
+    assert_eq!(targets[0]["address"], "127.0.1.1:9", "{targets}");
+    thread::sleep(Duration::from_millis(1500));
+    let warnings = gateway.stderr().matches("resolves to 70 addresses").count();
+    assert_eq!(warnings, 1, "one warning: {}", gateway.stderr());
 }
