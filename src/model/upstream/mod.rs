@@ -271,9 +271,8 @@ impl Upstream {
             return self.select_in_panic(key, tried);
         }
         let mut skip = tried;
-        // Each pass either succeeds or adds a target to `skip` (a probe taken by a
-        // concurrent request); a pool holds at most MAX_ITERATIONS distinct candidates
-        // per selection, so this ends.
+        // Each pass either succeeds or adds a bit to `skip` (a probe taken by a
+        // concurrent request): 65 passes cover every bit, so this ends.
         for _ in 0..=64 {
             let accept = |backend: &Backend, healthy: bool| {
                 healthy
