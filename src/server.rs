@@ -18,6 +18,7 @@ use crate::model::gateway::{CompileContext, Gateway, ProcessSettings};
 use crate::proxy::Proxy;
 use crate::runtime::admin::Admin;
 use crate::runtime::connections::{raise_open_file_limit, Admission, Gate};
+use crate::runtime::discovery::TargetDiscovery;
 use crate::runtime::health_checker::HealthChecker;
 use crate::runtime::lifecycle::{self, Lifecycle, Signals};
 use crate::runtime::reload::{ConfigWatcher, SighupReloader};
@@ -175,6 +176,10 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(Arc::clone(&state)),
+    ));
+    server.add_service(background_service(
+        "DNS discovery",
+        TargetDiscovery::new(Arc::clone(&state)),
     ));
     server.add_service(background_service("access log", access_log.writer()));
     server.add_service(background_service(
