@@ -143,6 +143,9 @@ impl Exchanges {
             "target": path,
             "fields": fields,
             "response": base64::engine::general_purpose::STANDARD.encode(&raw),
+            "time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
         }));
         parse(&raw)
     }

@@ -149,8 +149,10 @@ impl CompressionPolicy {
     /// not name. `q=0` refuses a coding; items that do not parse are ignored. `None`:
     /// identity (also when no Accept-Encoding was sent).
     pub fn negotiate(&self, req: &RequestHeader) -> Option<Algorithm> {
-        let mut named = [None::<u16>; 3];
-        let mut any = None::<u16>;
+        // (weight, position in the client's list) per offered coding, and for `*`.
+        let mut named = [None::<(u16, usize)>; 3];
+        let mut any = None::<(u16, usize)>;
+        let mut position = 0;
         for value in req.headers.get_all(http::header::ACCEPT_ENCODING) {
             for item in value.as_bytes().split(|b| *b == b',') {
                 let mut parts = item.split(|b| *b == b';');
@@ -168,14 +170,20 @@ impl CompressionPolicy {
                     }
                 };
                 // A repeated coding keeps its first weight.
-                slot.get_or_insert(weight);
+                slot.get_or_insert((weight, position));
+                position += 1;
             }
         }
-        let mut best: Option<(Algorithm, u16)> = None;
+        let mut best: Option<(Algorithm, (u16, usize))> = None;
         for (i, (algorithm, level)) in self.levels.iter().enumerate() {
-            let weight = named[i].or(any).unwrap_or(0);
-            if *level > 0 && weight > 0 && best.is_none_or(|(_, top)| weight > top) {
-                best = Some((*algorithm, weight));
+            let Some((weight, position)) = named[i].or(any) else {
+                continue;
+            };
+            let better = best.is_none_or(|(_, (top, first))| {
+                weight > top || (weight == top && position < first)
+            });
+            if *level > 0 && weight > 0 && better {
+                best = Some((*algorithm, (weight, position)));
             }
         }
         best.map(|(algorithm, _)| algorithm)
