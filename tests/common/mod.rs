@@ -27,6 +27,7 @@ mod gateway;
 mod haproxy;
 mod http;
 mod listeners;
+mod lint;
 mod metrics;
 mod recorder;
 mod redis;
@@ -46,6 +47,7 @@ pub use self::{
         HttpResponse,
     },
     listeners::edge_config,
+    lint::{Answer, Exchanges},
     metrics::{metric_value, sample_names},
     recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},
     redis::{RedisCluster, RedisServer},
