@@ -318,7 +318,7 @@ fn add_vary_accept_encoding(resp: &mut ResponseHeader) {
 }
 
 /// As the module does: a strong ETag gets `W/`, an unquoted (invalid) one goes.
-fn weaken_etag(resp: &mut ResponseHeader) {
+pub fn weaken_etag(resp: &mut ResponseHeader) {
     let Some(etag) = resp.headers.get(ETAG) else {
         return;
     };

@@ -23,7 +23,7 @@ use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
 use pingora::proxy::Session;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::model::compression::CompressionPolicy;
+use crate::model::compression::{weaken_etag, CompressionPolicy};
 
 /// The level the module reads Accept-Encoding with; every request then sets its own.
 const MODULE_LEVEL: u32 = 6;
@@ -186,6 +186,19 @@ pub fn filter_stored_response(
         return;
     }
     policy.derive(encoding, session.req_header(), resp, None);
+}
+
+/// An upstream 304 revalidating a stored compressed variant: its ETag is weakened as the
+/// 200's was, before pingora-cache copies it into the stored header (a strong tag must
+/// never describe the compressed bytes).
+pub fn filter_revalidation(session: &Session, resp: &mut ResponseHeader) {
+    let compressed = session
+        .cache
+        .maybe_cache_meta()
+        .is_some_and(|meta| meta.headers().contains_key(CONTENT_ENCODING));
+    if resp.status == StatusCode::NOT_MODIFIED && compressed {
+        weaken_etag(resp);
+    }
 }
 
 fn is_derived(session: &Session, resp: &ResponseHeader) -> bool {

@@ -452,6 +452,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if ctx.route.as_ref().is_some_and(|r| r.stored_compression().is_some()) {
+            compression::filter_revalidation(session, upstream_response);
+        }
         if let Some(target) = &mut ctx.target {
             if let Some(sent) = ctx.upstream_sent_at {
                 let elapsed = sent.elapsed();
