@@ -88,7 +88,10 @@ impl Origin {
     fn fields(&self, path: &str, which: usize) -> Vec<Option<String>> {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let requests = seen.get(path).map(Vec::as_slice).unwrap_or_default();
-        requests.iter().map(|fields| fields[which].clone()).collect()
+        requests
+            .iter()
+            .map(|fields| fields[which].clone())
+            .collect()
     }
 
     fn serve(&self, listener: &TcpListener) {
@@ -128,7 +131,8 @@ impl Origin {
             "/logo.png" => ("image/png", "\"png-1\"", picture()),
             _ => ("text/plain", "\"none\"", b"not here".to_vec()),
         };
-        let fresh = field("if-none-match").is_some_and(|tags| tags.contains(&etag[1..etag.len() - 1]));
+        let fresh =
+            field("if-none-match").is_some_and(|tags| tags.contains(&etag[1..etag.len() - 1]));
         let mut response = if fresh {
             "HTTP/1.1 304 Not Modified\r\n".to_string()
         } else {
@@ -211,7 +215,11 @@ fn a_gzip_variant_is_compressed_once_and_served_as_stored() {
     assert_eq!(hit.field("content-encoding"), Some("gzip"));
     assert!(hit.vary().contains("accept-encoding"), "{hit:?}");
     assert_eq!(hit.field("etag"), Some("W/\"doc-1\""), "weak: other bytes");
-    assert_eq!(hit.field("accept-ranges"), None, "no ranges of a compressed stream");
+    assert_eq!(
+        hit.field("accept-ranges"),
+        None,
+        "no ranges of a compressed stream"
+    );
     assert_eq!(hit.field("transfer-encoding"), None, "{hit:?}");
     let length = hit.field("content-length").map(str::parse::<usize>);
     assert_eq!(length, Some(Ok(hit.body.len())), "{hit:?}");
@@ -221,12 +229,19 @@ fn a_gzip_variant_is_compressed_once_and_served_as_stored() {
     let browser = get(&[("Accept-Encoding", "gzip, deflate, br")]);
     assert_eq!(x_cache(&browser), "HIT", "{browser:?}");
     assert_eq!(browser.body, hit.body);
-    assert_eq!(origin.requests("/doc.json"), 1, "gzip clients share one variant");
+    assert_eq!(
+        origin.requests("/doc.json"),
+        1,
+        "gzip clients share one variant"
+    );
 
     // Conditional requests with the weak tag, or its strong form (weak comparison).
     for tag in ["W/\"doc-1\"", "\"doc-1\"", "\"other\", W/\"doc-1\""] {
         let revalidated = get(&[gzip, ("If-None-Match", tag)]);
-        assert_eq!(revalidated.status, 304, "If-None-Match: {tag}: {revalidated:?}");
+        assert_eq!(
+            revalidated.status, 304,
+            "If-None-Match: {tag}: {revalidated:?}"
+        );
         assert_eq!(revalidated.field("etag"), Some("W/\"doc-1\""));
         assert!(revalidated.body.is_empty());
     }
@@ -238,7 +253,11 @@ fn a_gzip_variant_is_compressed_once_and_served_as_stored() {
     assert_eq!((head.status, x_cache(&head)), (200, "HIT"), "{head:?}");
     assert_eq!(representation(&head), representation(&hit));
     assert!(head.body.is_empty());
-    assert_eq!(origin.requests("/doc.json"), 1, "all of it from the one variant");
+    assert_eq!(
+        origin.requests("/doc.json"),
+        1,
+        "all of it from the one variant"
+    );
 
     let hits = gateway.metric(
         "portcullis_cache_requests_total",
@@ -268,7 +287,11 @@ fn identity_clients_get_an_identity_variant_and_ranges_come_from_it() {
         assert_eq!((hit.status, x_cache(&hit)), (200, "HIT"), "{hit:?}");
         assert_eq!(hit.field("content-encoding"), None);
         assert_eq!(hit.body, document());
-        assert_eq!(hit.field("etag"), Some("\"doc-1\""), "identity bytes: strong");
+        assert_eq!(
+            hit.field("etag"),
+            Some("\"doc-1\""),
+            "identity bytes: strong"
+        );
         assert!(hit.vary().contains("accept-encoding"), "{hit:?}");
         assert_eq!(hit.field("accept-ranges"), Some("bytes"));
     }
@@ -281,7 +304,11 @@ fn identity_clients_get_an_identity_variant_and_ranges_come_from_it() {
     let resumed = get(&[("Range", "bytes=100-199"), ("If-Range", "\"doc-1\"")]);
     assert_eq!(resumed.status, 206, "{resumed:?}");
     assert_eq!(resumed.body, document()[100..200]);
-    assert_eq!(origin.requests("/doc.json"), 2, "two variants, fetched once each");
+    assert_eq!(
+        origin.requests("/doc.json"),
+        2,
+        "two variants, fetched once each"
+    );
 }
 
 #[test]
@@ -312,7 +339,11 @@ fn what_the_policy_does_not_compress_is_stored_identity_for_everyone() {
     let exchanges = Exchanges::default();
     for path in ["/logo.png", "/doc.json"] {
         let gzip = exchanges.ask(&gateway, "GET", path, &[("Accept-Encoding", "gzip")]);
-        assert_eq!((gzip.status, x_cache(&gzip)), (200, "MISS"), "{path}: {gzip:?}");
+        assert_eq!(
+            (gzip.status, x_cache(&gzip)),
+            (200, "MISS"),
+            "{path}: {gzip:?}"
+        );
         assert_eq!(gzip.field("content-encoding"), None, "{path}");
         let plain = exchanges.ask(&gateway, "GET", path, &[]);
         assert_eq!(x_cache(&plain), "HIT", "{path}: one entry for every client");

@@ -362,11 +362,9 @@ mod tests {
     use crate::config::CompressionConfig;
 
     fn policy(algorithms: &[&str]) -> CompressionPolicy {
-        let config: CompressionConfig = serde_yaml::from_str(&format!(
-            "{{ algorithms: [{}] }}",
-            algorithms.join(", ")
-        ))
-        .expect("valid compression config");
+        let config: CompressionConfig =
+            serde_yaml::from_str(&format!("{{ algorithms: [{}] }}", algorithms.join(", ")))
+                .expect("valid compression config");
         CompressionPolicy::compile(&config, "compression")
             .expect("valid policy")
             .expect("enabled")

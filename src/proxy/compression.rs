@@ -143,8 +143,7 @@ pub fn ask_upstream(
 /// off when the route's policy (types, `min_size`) does not want it compressed.
 pub fn adjust_upstream(session: &mut Session, policy: &CompressionPolicy, resp: &ResponseHeader) {
     let upstream = &mut session.upstream_compression;
-    if upstream.is_header_phase() && !resp.status.is_informational() && !policy.compressible(resp)
-    {
+    if upstream.is_header_phase() && !resp.status.is_informational() && !policy.compressible(resp) {
         upstream.adjust_level(0);
     }
 }

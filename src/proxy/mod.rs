@@ -236,9 +236,10 @@ impl ProxyHttp for Proxy {
         let cache = route.cache.as_ref()?;
         // On a route that compresses into the cache, the variant is the negotiated
         // coding, not the raw Accept-Encoding: at most one entry per coding.
-        let encoding = route
-            .stored_compression()
-            .map(|_| ctx.encoding.map_or("identity", |algorithm| algorithm.as_str()));
+        let encoding = route.stored_compression().map(|_| {
+            ctx.encoding
+                .map_or("identity", |algorithm| algorithm.as_str())
+        });
         policy::variance(cache, meta, req, encoding)
     }
 
@@ -452,7 +453,11 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        if ctx.route.as_ref().is_some_and(|r| r.stored_compression().is_some()) {
+        if ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.stored_compression().is_some())
+        {
             compression::filter_revalidation(session, upstream_response);
         }
         if let Some(target) = &mut ctx.target {

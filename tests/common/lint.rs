@@ -47,7 +47,13 @@ pub struct Exchanges(RefCell<Vec<serde_json::Value>>);
 impl Exchanges {
     /// Sends `method path` with `headers` on a connection of its own, keeps the raw answer
     /// for httplint, and returns it.
-    pub fn ask(&self, gateway: &Gateway, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    pub fn ask(
+        &self,
+        gateway: &Gateway,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: example.test\r\n");
         for (name, value) in headers {
             request += &format!("{name}: {value}\r\n");
@@ -156,4 +162,3 @@ fn lint(exchanges: &[serde_json::Value]) {
         "httplint finds answers BAD:\n{notes}{errors}"
     );
 }
-

@@ -26,8 +26,8 @@ mod config;
 mod gateway;
 mod haproxy;
 mod http;
-mod listeners;
 mod lint;
+mod listeners;
 mod metrics;
 mod recorder;
 mod redis;
@@ -46,8 +46,8 @@ pub use self::{
         assert_gateway_error, http_agent, raw_exchange, raw_exchange_bytes, send, send_body,
         HttpResponse,
     },
-    listeners::edge_config,
     lint::{Answer, Exchanges},
+    listeners::edge_config,
     metrics::{metric_value, sample_names},
     recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},
     redis::{RedisCluster, RedisServer},

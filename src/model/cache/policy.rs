@@ -273,7 +273,10 @@ mod tests {
         );
         let en = request(&[("accept-encoding", "gzip"), ("accept-language", "en")]);
         let fr = request(&[("accept-encoding", "gzip"), ("accept-language", "fr")]);
-        assert_eq!(variance(&cache, &plain, &en, None), variance(&cache, &plain, &fr, None));
+        assert_eq!(
+            variance(&cache, &plain, &en, None),
+            variance(&cache, &plain, &fr, None)
+        );
         assert_ne!(
             variance(&cache, &by_language, &en, None),
             variance(&cache, &by_language, &fr, None)
