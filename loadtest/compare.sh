@@ -395,6 +395,10 @@ start_row() {
 		SKIP_REASON="not built"
 		return 1
 	fi
+	if [[ $server == varnish ]] && ! command -v varnishd >/dev/null; then
+		SKIP_REASON="varnishd is not installed (Debian varnish)"
+		return 1
+	fi
 	[[ $conf == - ]] || render_conf "$LOADTEST_DIR/conf/$conf" "$rendered"
 	if [[ $needs == *redis* ]] && ! start_redis; then
 		SKIP_REASON="redis-server did not start (scripts/setup-debian.sh installs it)"
