@@ -410,3 +410,31 @@ fn revalidating_a_compressed_variant_keeps_its_weak_etag() {
     }
     assert_eq!(x_cache(&hit), "HIT", "{hit:?}");
 }
+
+#[test]
+fn uncached_compressed_routes_never_send_a_refused_coding_either() {
+    let origin = Origin::start();
+    let uncached = ROUTES.replace("    cache: { enabled: true }\n", "");
+    let gateway = gateway(&origin, &uncached);
+    let exchanges = Exchanges::default();
+    for (value, want) in [
+        ("gzip", Some("gzip")),
+        ("gzip;q=0", None),
+        ("gzip;q=0, zstd;q=0", None),
+        // Pingora's module takes the first listed coding; refused, nothing is encoded.
+        ("gzip;q=0, zstd", None),
+        // ... and ignores weights: it would pick zstd, negotiation prefers gzip; identity
+        // rather than a coding the client ranks lower (cached routes send gzip here).
+        ("zstd;q=0.5, gzip", None),
+        ("zstd, gzip", Some("zstd")),
+    ] {
+        let answer = exchanges.ask(&gateway, "GET", "/doc.json", &[("Accept-Encoding", value)]);
+        assert_eq!(answer.status, 200, "{value}: {answer:?}");
+        assert_eq!(x_cache(&answer), "<none>");
+        assert_eq!(answer.field("content-encoding"), want, "{value}");
+        assert!(
+            answer.vary().contains("accept-encoding"),
+            "{value}: {answer:?}"
+        );
+    }
+}
