@@ -41,6 +41,9 @@ fn picture() -> Vec<u8> {
         .collect()
 }
 
+/// Accept-Encoding and If-None-Match of one request the origin received.
+type Seen = [Option<String>; 2];
+
 /// An origin serving `/doc.json` (ETag `"doc-1"`) and `/logo.png` (ETag `"png-1"`), both
 /// fresh for 10 minutes, in identity only; it answers `If-None-Match` with 304 and HEAD
 /// without a body, and records the Accept-Encoding of every request by path.
@@ -49,7 +52,7 @@ struct Origin {
     addr: String,
     max_age: u32,
     /// Accept-Encoding and If-None-Match of each request, by path.
-    seen: Arc<Mutex<HashMap<String, Vec<[Option<String>; 2]>>>>,
+    seen: Arc<Mutex<HashMap<String, Vec<Seen>>>>,
 }
 
 impl Origin {
