@@ -1,7 +1,9 @@
-//! A compression policy, compiled: the encoder levels, and which responses (by type and
-//! size) are worth compressing. The proxy applies it to Pingora's compression module
-//! (`proxy/compression.rs`), and gives the answers the module leaves alone (HEAD, 304,
-//! 206) the header fields the module gives the full answer ([`CompressionPolicy::derive`]).
+//! A compression policy, compiled: the encoder levels, which responses (by type and
+//! size) are worth compressing, and which coding a request's Accept-Encoding gets
+//! ([`CompressionPolicy::negotiate`], q-values honoured). The proxy applies it to
+//! Pingora's compression contexts (`proxy/compression.rs`), and gives the answers they
+//! leave alone (HEAD, 304, 206) the header fields the full answer has
+//! ([`CompressionPolicy::derive`]).
 //!
 //! Brotli is refused: Pingora 0.9.1's brotli encoder flushes but never finishes its
 //! stream, so every `br` body lacks its final meta-block. Lenient decoders (curl) accept
@@ -190,9 +192,10 @@ impl CompressionPolicy {
     }
 
     /// Gives a derived answer (a HEAD's, a 304, a 206) the fields the full 200 of the
-    /// same request has, when that 200 is (or would be) compressed with `encoding` (RFC 9110 §9.3.2, §15.4.5, §15.3.7): `Vary:
-    /// accept-encoding` when the representation is compressible, and, when this request's
-    /// 200 would be compressed, its weak ETag (and for HEAD its Content-Encoding, without
+    /// same request has (RFC 9110 §9.3.2, §15.4.5, §15.3.7), that 200 being compressed
+    /// with `encoding` when it is compressible: `Vary: accept-encoding` when the
+    /// representation is compressible, and, when this request's 200 would be
+    /// compressed, its weak ETag (and for HEAD its Content-Encoding, without
     /// Content-Length or Accept-Ranges). A 206 keeps its ETag: its bytes are the identity
     /// representation's. `stored` is the cached 200 a 304 or 206 was made from, if any;
     /// a 304 without it (passed through from the upstream, which leaves Content-Type out)
