@@ -59,7 +59,11 @@ fn cache(c: &mut Criterion) {
         b.iter(|| policy::response_cacheable(&route, black_box(&resp)))
     });
     group.bench_function("variance", |b| {
-        b.iter(|| policy::variance(&route, &meta, black_box(&req)))
+        b.iter(|| policy::variance(&route, &meta, black_box(&req), None))
+    });
+    // A route with cache and compression: the negotiated coding stands for Accept-Encoding.
+    group.bench_function("variance_negotiated", |b| {
+        b.iter(|| policy::variance(&route, &meta, black_box(&req), Some("gzip")))
     });
     group.finish();
 }

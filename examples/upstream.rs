@@ -12,6 +12,8 @@
 //! * `/echo`, `/echo/...` or any path with an `echo` query parameter answers 200 with a JSON
 //!   description of the request as received: upstream name, listen address, method, path,
 //!   query, headers (lower-case names, repeated headers joined with ", ") and body size.
+//! * `GET /doc.json` answers 200 with a fixed 16 KiB `application/json` document (a
+//!   compressible representation, for the compressed-cache rows of `loadtest/compare.sh`).
 //! * Every other request waits `--latency`, then fails with 500 with probability
 //!   `--error-rate`, else answers 200 with a fixed `text/plain` body of `--body-size` bytes.
 //! * The failure switch, for chaos tests: any request to `/_chaos/fail` makes the listener
@@ -83,6 +85,9 @@ struct Upstream {
     error_rate: f64,
     body: Bytes,
     body_len: HeaderValue,
+    /// The 16 KiB JSON document of `/doc.json`.
+    document: Bytes,
+    document_len: HeaderValue,
     error_body: &'static [u8],
     error_len: HeaderValue,
     /// Listen addresses whose failure switch is on.
@@ -103,7 +108,10 @@ impl Upstream {
             .take(args.body_size)
             .collect();
         let error_body: &'static [u8] = b"upstream error (injected)\n";
+        let document = json_document(16 * 1024);
         Upstream {
+            document_len: HeaderValue::from(document.len()),
+            document: Bytes::from(document),
             name: args.name.clone().unwrap_or_else(|| args.listen[0].clone()),
             latency: args.latency,
             error_rate: args.error_rate,
@@ -183,6 +191,30 @@ impl Upstream {
     }
 }
 
+/// A JSON document of exactly `size` bytes: a list of small records, as an API returns.
+fn json_document(size: usize) -> Vec<u8> {
+    let mut doc = String::from("{\"items\":[");
+    let mut i = 0;
+    loop {
+        let item = format!(
+            "{}{{\"id\":{i},\"name\":\"item {i}\",\"price\":{}.{:02},\"tags\":[\"edge\",\"cache\"]}}",
+            if i == 0 { "" } else { "," },
+            i * 7 % 100,
+            i * 13 % 100
+        );
+        if doc.len() + item.len() + 2 > size {
+            break;
+        }
+        doc += &item;
+        i += 1;
+    }
+    doc += "]}";
+    // Pad inside the document (whitespace before the closing brace) to the exact size.
+    let pad = size.saturating_sub(doc.len());
+    doc.insert_str(doc.len() - 1, &" ".repeat(pad));
+    doc.into_bytes()
+}
+
 fn wants_echo(path: &str, query: Option<&str>) -> bool {
     let echo_path = path == "/echo" || path.starts_with("/echo/");
     let echo_query = query.is_some_and(|q| {
@@ -226,6 +258,14 @@ impl ServeHttp for Upstream {
                 TEXT_PLAIN,
                 &self.error_len,
                 self.error_body.to_vec(),
+            );
+        }
+        if path == "/doc.json" {
+            return Self::fixed(
+                StatusCode::OK,
+                APPLICATION_JSON,
+                &self.document_len,
+                self.document.to_vec(),
             );
         }
         if wants_echo(path, uri.query()) {

@@ -47,6 +47,10 @@ EDGE_PATH=/api/v1/items/42
 #               writes the JWKS the config names ({dir}/NAME-jwks.json for conf/NAME.yaml)
 #   redis       a redis-server of the run's own on the config's {redis} port
 #   access-log  the config's access log ({dir}/NAME-access.log) must have lines after the run
+#   gzip        every request carries Accept-Encoding: gzip (the answer must be gzip)
+# /doc.json is the example upstream's 16 KiB JSON document (compressible); / its 64-byte text.
+# The varnish rows cache every answer for 1 h; varnish-gzip also sets beresp.do_gzip (Varnish
+# compresses on insert, as Portcullis does on a route with cache and compression).
 # A row whose name ends in -tls is measured over HTTPS (nginx and portcullis with the same
 # certificate). Every port is chosen free at run time. By default ROWS is every row, in order.
 ROW_TABLE="
@@ -62,6 +66,10 @@ portcullis-ratelimit-local  portcullis  ratelimit-local.yaml  /
 portcullis-ratelimit-redis  portcullis  ratelimit-redis.yaml  /           redis
 portcullis-full             portcullis  full.yaml             $EDGE_PATH  token
 portcullis-cache            portcullis  cache.yaml            /
+portcullis-cache-json       portcullis  cache-gzip.yaml       /doc.json
+portcullis-cache-gzip       portcullis  cache-gzip.yaml       /doc.json   gzip
+varnish                     varnish     -                     /
+varnish-gzip                varnish     -                     /doc.json   gzip
 nginx-tls                   nginx       -                     /
 portcullis-tls              portcullis  tls.yaml              /
 "
@@ -245,6 +253,31 @@ start_portcullis() {
 	wait_http "http://127.0.0.1:${PORT[admin]}/readyz" "$PROXY_PID" 30
 }
 
+# Varnish (Debian varnish) caching every answer for an hour, one worker pool, in memory;
+# the -gzip row compresses on insert (beresp.do_gzip) and serves gzip hits as stored.
+start_varnish() {
+	local row="$1" dir="$WORK/$1" gzip=""
+	command -v varnishd >/dev/null || return 1
+	reserve_port PROXY_PORT
+	mkdir -p "$dir"
+	[[ $row == *-gzip ]] && gzip="set beresp.do_gzip = true;"
+	cat >"$dir/bench.vcl" <<EOF
+vcl 4.1;
+backend app { .host = "127.0.0.1"; .port = "${PORT[upstream]}"; }
+sub vcl_backend_response {
+    set beresp.ttl = 1h;
+    $gzip
+}
+EOF
+	local jail=()
+	# As root, varnishd would switch to its own users; keep the current one.
+	[[ $EUID -eq 0 ]] && jail=(-j none)
+	start_bg "$row" "$PROXY_CPU" TERM "$WORK/$row.log" varnishd -F "${jail[@]}" -n "$dir/state" \
+		-a "127.0.0.1:$PROXY_PORT" -f "$dir/bench.vcl" -s malloc,256m -p thread_pools=1
+	PROXY_PID=$STARTED_PID
+	wait_http "$(row_url "$row" /)" "$PROXY_PID" 20
+}
+
 # start_redis — a redis-server of the run's own (no persistence) on PORT[redis], on the
 # load CPU like the upstream: it is a dependency of the gateway, not the gateway.
 start_redis() {
@@ -279,14 +312,23 @@ to_ms() {
 	}'
 }
 
-# check_proxy NAME URL — one request must come back 200 with the upstream's 64-byte body.
+# check_proxy NAME URL — one request must come back 200 with the upstream's body: 64 bytes,
+# or the 16 KiB document at /doc.json; gzip-encoded when the row asks for gzip.
 check_proxy() {
-	local name="$1" url="$2" out
+	local name="$1" url="$2" out size want=64 encoding=""
 	local header=()
 	[[ -n $REQUEST_HEADER ]] && header=(-H "$REQUEST_HEADER")
-	out="$(curl -sk "${header[@]}" -o "$WORK/check.body" -w '%{http_code} %{size_download}' --max-time 2 "$url")" || true
-	if [[ $out != "200 64" ]]; then
-		note "$name: sanity request to $url gave '$out' (want '200 64')"
+	[[ $url == */doc.json ]] && want=16384
+	out="$(curl -sk "${header[@]}" -D "$WORK/check.head" -o "$WORK/check.body" -w '%{http_code}' --max-time 2 "$url")" || true
+	encoding="$(awk -F': *' 'tolower($1) == "content-encoding" { gsub(/\r/, "", $2); print $2 }' "$WORK/check.head")"
+	if [[ $REQUEST_HEADER == Accept-Encoding:*gzip* ]]; then
+		size="$(gzip -dc "$WORK/check.body" 2>/dev/null | wc -c)"
+		[[ $encoding == gzip ]] || out+=" (Content-Encoding '$encoding', want gzip)"
+	else
+		size="$(wc -c <"$WORK/check.body")"
+	fi
+	if [[ "$out $size" != "200 $want" ]]; then
+		note "$name: sanity request to $url gave '$out $size' (want '200 $want')"
 		return 1
 	fi
 }
@@ -353,11 +395,16 @@ start_row() {
 		SKIP_REASON="not built"
 		return 1
 	fi
+	if [[ $server == varnish ]] && ! command -v varnishd >/dev/null; then
+		SKIP_REASON="varnishd is not installed (Debian varnish)"
+		return 1
+	fi
 	[[ $conf == - ]] || render_conf "$LOADTEST_DIR/conf/$conf" "$rendered"
 	if [[ $needs == *redis* ]] && ! start_redis; then
 		SKIP_REASON="redis-server did not start (scripts/setup-debian.sh installs it)"
 		return 1
 	fi
+	[[ $needs == *gzip* ]] && REQUEST_HEADER="Accept-Encoding: gzip"
 	if [[ $needs == *token* ]]; then
 		local token
 		if ! token="$("$FIXTURE_BIN" "$WORK/${conf%.yaml}-jwks.json")"; then
@@ -425,6 +472,7 @@ render_report() {
 	echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -n1 | awk '{print "HAProxy " $3}'), portcullis $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo "(no commit)")"
 	echo "- direct: CPU and RSS columns are the upstream's own; edge row: $EDGE_PATH with routing, metrics, JSON access log to a file; cache row: the plain route with its edge cache on, every measured request a hit (target: ≥ 2× portcullis-plain); tls rows: HTTP/1.1 keep-alive over TLS with the same certificate; pingora-bare: Pingora with no logic (examples/bare_proxy), the ceiling for a Pingora-based gateway"
 	echo "- auth row: the edge row's route with key_auth + jwt (RS256 JWKS file); requests carry one bearer token and no API key"
+	echo "- compressed cache rows (/doc.json, the upstream's 16 KiB JSON): portcullis-cache-json an identity hit, portcullis-cache-gzip a gzip hit (Accept-Encoding: gzip; compressed once on insert), varnish / varnish-gzip the same with Varnish (beresp.do_gzip on the -gzip row); targets: gzip hit ≥ 0.9× identity hit, cache hit ≥ 1.2× Varnish"
 	echo
 	render_table
 	if ((${#NOTES[@]})); then

@@ -1,7 +1,9 @@
-//! A compression policy, compiled: the encoder levels, and which responses (by type and
-//! size) are worth compressing. The proxy applies it to Pingora's compression module
-//! (`proxy/compression.rs`), and gives the answers the module leaves alone (HEAD, 304,
-//! 206) the header fields the module gives the full answer ([`CompressionPolicy::derive`]).
+//! A compression policy, compiled: the encoder levels, which responses (by type and
+//! size) are worth compressing, and which coding a request's Accept-Encoding gets
+//! ([`CompressionPolicy::negotiate`], q-values honoured). The proxy applies it to
+//! Pingora's compression contexts (`proxy/compression.rs`), and gives the answers they
+//! leave alone (HEAD, 304, 206) the header fields the full answer has
+//! ([`CompressionPolicy::derive`]).
 //!
 //! Brotli is refused: Pingora 0.9.1's brotli encoder flushes but never finishes its
 //! stream, so every `br` body lacks its final meta-block. Lenient decoders (curl) accept
@@ -112,10 +114,10 @@ impl CompressionPolicy {
         })
     }
 
-    /// The encoding the module picks for a request's Accept-Encoding, as Pingora 0.9.1
-    /// does: the first coding it knows, in the client's order (q-values ignored), when the
-    /// policy offers it; none when a list item does not parse.
-    fn encoding_for(&self, req: &RequestHeader) -> Option<Algorithm> {
+    /// The encoding Pingora's module would pick for a request's Accept-Encoding: the first
+    /// coding it knows, in the client's order (q-values ignored), when the policy offers
+    /// it; none when a list item does not parse.
+    pub fn module_choice(&self, req: &RequestHeader) -> Option<Algorithm> {
         let accept = req
             .headers
             .get(http::header::ACCEPT_ENCODING)?
@@ -124,11 +126,7 @@ impl CompressionPolicy {
         let mut first = None;
         for item in accept.split(',') {
             let coding = item.split(';').next().unwrap_or_default().trim();
-            let token = coding.bytes().enumerate().all(|(i, b)| {
-                (i > 0 || b.is_ascii_alphabetic() || b == b'*')
-                    && (b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
-            });
-            if coding.is_empty() || !token {
+            if coding.is_empty() || !is_token(coding) {
                 return None;
             }
             let algorithm = Algorithm::from(coding);
@@ -136,17 +134,68 @@ impl CompressionPolicy {
                 first = Some(algorithm);
             }
         }
-        let algorithm = first?;
-        self.levels
-            .iter()
-            .any(|(offered, level)| *offered == algorithm && *level > 0)
-            .then_some(algorithm)
+        first.filter(|algorithm| self.level(*algorithm) > 0)
     }
 
-    /// Gives a derived answer (a HEAD's, a 304, a 206) the fields the module gives the full
-    /// 200 of the same request (RFC 9110 §9.3.2, §15.4.5, §15.3.7): `Vary:
-    /// accept-encoding` when the representation is compressible, and, when this request's
-    /// 200 would be compressed, its weak ETag (and for HEAD its Content-Encoding, without
+    /// The encoder level of `algorithm` (0: not offered).
+    pub fn level(&self, algorithm: Algorithm) -> u32 {
+        self.levels
+            .iter()
+            .find(|(offered, _)| *offered == algorithm)
+            .map_or(0, |(_, level)| *level)
+    }
+
+    /// The coding this route answers a request with (RFC 9110 §12.5.3): of the codings
+    /// the policy offers, the one the client's Accept-Encoding weighs highest (the
+    /// client's order breaks ties); `*` stands for every offered coding the client does
+    /// not name. `q=0` refuses a coding; items that do not parse are ignored. `None`:
+    /// identity (also when no Accept-Encoding was sent).
+    pub fn negotiate(&self, req: &RequestHeader) -> Option<Algorithm> {
+        // (weight, position in the client's list) per offered coding, and for `*`.
+        let mut named = [None::<(u16, usize)>; 3];
+        let mut any = None::<(u16, usize)>;
+        let mut position = 0;
+        for value in req.headers.get_all(http::header::ACCEPT_ENCODING) {
+            for item in value.as_bytes().split(|b| *b == b',') {
+                let mut parts = item.split(|b| *b == b';');
+                let coding = parts.next().unwrap_or_default().trim_ascii();
+                let Some(weight) = weight(parts) else {
+                    continue;
+                };
+                let slot = if coding == b"*" {
+                    &mut any
+                } else {
+                    match std::str::from_utf8(coding).map(Algorithm::from) {
+                        Ok(Algorithm::Gzip) => &mut named[0],
+                        Ok(Algorithm::Zstd) => &mut named[2],
+                        _ => continue,
+                    }
+                };
+                // A repeated coding keeps its first weight.
+                slot.get_or_insert((weight, position));
+                position += 1;
+            }
+        }
+        let mut best: Option<(Algorithm, (u16, usize))> = None;
+        for (i, (algorithm, level)) in self.levels.iter().enumerate() {
+            let Some((weight, position)) = named[i].or(any) else {
+                continue;
+            };
+            let better = best.is_none_or(|(_, (top, first))| {
+                weight > top || (weight == top && position < first)
+            });
+            if *level > 0 && weight > 0 && better {
+                best = Some((*algorithm, (weight, position)));
+            }
+        }
+        best.map(|(algorithm, _)| algorithm)
+    }
+
+    /// Gives a derived answer (a HEAD's, a 304, a 206) the fields the full 200 of the
+    /// same request has (RFC 9110 §9.3.2, §15.4.5, §15.3.7), that 200 being compressed
+    /// with `encoding` when it is compressible: `Vary: accept-encoding` when the
+    /// representation is compressible, and, when this request's 200 would be
+    /// compressed, its weak ETag (and for HEAD its Content-Encoding, without
     /// Content-Length or Accept-Ranges). A 206 keeps its ETag: its bytes are the identity
     /// representation's. `stored` is the cached 200 a 304 or 206 was made from, if any;
     /// a 304 without it (passed through from the upstream, which leaves Content-Type out)
@@ -154,6 +203,7 @@ impl CompressionPolicy {
     /// holds the weak form (which only a compressed 200 gave it).
     pub fn derive(
         &self,
+        encoding: Option<Algorithm>,
         req: &RequestHeader,
         resp: &mut ResponseHeader,
         stored: Option<&ResponseHeader>,
@@ -170,7 +220,7 @@ impl CompressionPolicy {
             return;
         }
         add_vary_accept_encoding(resp);
-        let Some(algorithm) = self.encoding_for(req) else {
+        let Some(algorithm) = encoding else {
             return;
         };
         if resp.status == StatusCode::NOT_MODIFIED {
@@ -205,6 +255,44 @@ fn pingora_compresses(content_type: &str) -> bool {
     !content_type.contains("zip") && PREFIXES.iter().any(|p| content_type.starts_with(p))
 }
 
+fn is_token(coding: &str) -> bool {
+    coding.bytes().enumerate().all(|(i, b)| {
+        (i > 0 || b.is_ascii_alphabetic() || b == b'*')
+            && (b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+    })
+}
+
+/// The weight (`q`, in thousandths) of an Accept-Encoding item from its parameters; 1000
+/// without one; `None` when a `q` does not parse (RFC 9110 §12.4.2: `0` to `1` with up
+/// to three decimals).
+fn weight<'a>(parameters: impl Iterator<Item = &'a [u8]>) -> Option<u16> {
+    for parameter in parameters {
+        let parameter = parameter.trim_ascii();
+        let Some(value) = parameter
+            .strip_prefix(b"q=")
+            .or_else(|| parameter.strip_prefix(b"Q="))
+        else {
+            continue;
+        };
+        let (whole, fraction) = match value.iter().position(|b| *b == b'.') {
+            Some(dot) => (&value[..dot], &value[dot + 1..]),
+            None => (value, &b""[..]),
+        };
+        if !matches!(whole, b"0" | b"1")
+            || fraction.len() > 3
+            || !fraction.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        let mut thousandths = u16::from(whole[0] - b'0') * 1000;
+        for (digit, scale) in fraction.iter().zip([100, 10, 1]) {
+            thousandths += u16::from(digit - b'0') * scale;
+        }
+        return (thousandths <= 1000).then_some(thousandths);
+    }
+    Some(1000)
+}
+
 fn header_text(resp: &ResponseHeader, name: http::HeaderName) -> Option<&str> {
     resp.headers.get(name).and_then(|value| value.to_str().ok())
 }
@@ -233,7 +321,7 @@ fn add_vary_accept_encoding(resp: &mut ResponseHeader) {
 }
 
 /// As the module does: a strong ETag gets `W/`, an unquoted (invalid) one goes.
-fn weaken_etag(resp: &mut ResponseHeader) {
+pub fn weaken_etag(resp: &mut ResponseHeader) {
     let Some(etag) = resp.headers.get(ETAG) else {
         return;
     };
@@ -269,4 +357,59 @@ fn holds_weak_form(req: &RequestHeader, resp: &ResponseHeader) -> bool {
         .flat_map(|value| value.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
         .any(|tag| tag.strip_prefix(b"W/") == Some(etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CompressionConfig;
+
+    fn policy(algorithms: &[&str]) -> CompressionPolicy {
+        let config: CompressionConfig =
+            serde_yaml::from_str(&format!("{{ algorithms: [{}] }}", algorithms.join(", ")))
+                .expect("valid compression config");
+        CompressionPolicy::compile(&config, "compression")
+            .expect("valid policy")
+            .expect("enabled")
+    }
+
+    fn negotiate(policy: &CompressionPolicy, accept: &[u8]) -> Option<&'static str> {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("valid request");
+        req.insert_header("accept-encoding", accept)
+            .expect("valid header");
+        policy.negotiate(&req).map(|algorithm| algorithm.as_str())
+    }
+
+    #[test]
+    fn negotiation_honours_weights_and_refusals() {
+        let both = policy(&["gzip", "zstd"]);
+        let gzip_only = policy(&["gzip"]);
+        for (accept, want) in [
+            (&b"gzip"[..], Some("gzip")),
+            (b"gzip, deflate, br", Some("gzip")),
+            (b"br, zstd, gzip", Some("zstd")),
+            (b"gzip;q=0.5, zstd", Some("zstd")),
+            (b"gzip;q=0, zstd;q=0", None),
+            (b"gzip;q=0", None),
+            (b"*", Some("gzip")),
+            (b"*;q=0", None),
+            (b"gzip;q=0, *", Some("zstd")),
+            (b"identity", None),
+            (b"GZIP;Q=1.000", Some("gzip")),
+            (b"gzip;q=2, zstd;q=0.x", None),
+            (b";;;,,,\"gzip\", g z i p", None),
+            (b"", None),
+        ] {
+            assert_eq!(
+                negotiate(&both, accept),
+                want,
+                "{}",
+                String::from_utf8_lossy(accept)
+            );
+        }
+        assert_eq!(negotiate(&gzip_only, b"zstd"), None);
+        assert_eq!(negotiate(&gzip_only, b"zstd, *;q=0.1"), Some("gzip"));
+        let huge = "x-unknown, ".repeat(800) + "gzip;q=0";
+        assert_eq!(negotiate(&both, huge.as_bytes()), None);
+    }
 }

@@ -54,6 +54,15 @@ pub struct Route {
     pub timeout: Option<std::time::Duration>,
 }
 
+impl Route {
+    /// The compression policy of a route that compresses into its cache (both enabled):
+    /// each variant is stored compressed once and served as stored.
+    pub fn stored_compression(&self) -> Option<&CompressionPolicy> {
+        self.cache.as_ref()?;
+        self.compression.as_deref()
+    }
+}
+
 /// What a route does.
 pub enum RouteAction {
     /// Proxy to a pool (or the canary's), or to the fallback pool when the chosen one

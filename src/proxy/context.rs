@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use pingora::protocols::http::compression::Algorithm;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
@@ -70,6 +71,9 @@ pub struct RequestCtx {
     pub rejection: Option<Rejection>,
     /// The error code the gateway answered with, if any.
     pub error: Option<ErrorCode>,
+    /// On a route that compresses into its cache: the coding this request is answered
+    /// with and stored under (`None`: identity), negotiated once in `request_filter`.
+    pub encoding: Option<Algorithm>,
     /// On a route with a cache: what the cache did (`Miss` until the response says more).
     pub cache: Option<CacheStatus>,
 }
@@ -102,6 +106,7 @@ impl RequestCtx {
             body_bytes: 0,
             rejection: None,
             error: None,
+            encoding: None,
             cache: None,
         }
     }

@@ -25,7 +25,9 @@ use bytes::Bytes;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::proxy::{
+    range_header_filter, FailToProxy, ProxyHttp, ProxyWarnLogContext, RangeType, Session,
+};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use portcullis_plugins::{ErrorCode, Rejection};
@@ -42,6 +44,9 @@ use crate::runtime::state::State;
 use choice::choose_target;
 use connection::Connection;
 use retry::Failure;
+
+/// Most ranges a multi-range request may ask for (Pingora's default).
+const MAX_RANGES: Option<usize> = Some(200);
 
 /// The proxy service logic.
 pub struct Proxy {
@@ -122,7 +127,10 @@ impl ProxyHttp for Proxy {
             return respond::reject(session, ctx, Rejection::new(ErrorCode::BadRequest, message))
                 .await;
         }
-        if route.compression.is_some() {
+        if let Some(policy) = route.stored_compression() {
+            // Compressed once, on insert: the downstream module stays off.
+            ctx.encoding = compression::negotiate_stored(policy, session.req_header());
+        } else if route.compression.is_some() {
             compression::start(session, route.compression.as_deref());
         }
         ctx.strip_len = route
@@ -198,6 +206,12 @@ impl ProxyHttp for Proxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
+        let stored_compression = ctx.route.as_ref().and_then(|r| r.stored_compression());
+        if stored_compression.is_some() && !compression::storable_under(resp, ctx.encoding) {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "encoded in another coding than the variant's",
+            )));
+        }
         // A canary request the stable pool answered (no canary target was available)
         // must not be stored under the canary's key.
         if ctx.variant != ctx.split && ctx.split.is_some() {
@@ -219,8 +233,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        let cache = ctx.route.as_ref()?.cache.as_ref()?;
-        policy::variance(cache, meta, req)
+        let route = ctx.route.as_ref()?;
+        let cache = route.cache.as_ref()?;
+        // On a route that compresses into the cache, the variant is the negotiated
+        // coding, not the raw Accept-Encoding: at most one entry per coding.
+        let encoding = route.stored_compression().map(|_| {
+            ctx.encoding
+                .map_or("identity", |algorithm| algorithm.as_str())
+        });
+        policy::variance(cache, meta, req, encoding)
     }
 
     /// Stale answers: always while revalidating (the stored `stale-while-revalidate`
@@ -392,9 +413,42 @@ impl ProxyHttp for Proxy {
             route
                 .plugins
                 .upstream_request(upstream_request, &ctx.plugins);
+            if let Some(policy) = route.stored_compression() {
+                compression::ask_upstream(session, upstream_request, policy, ctx.encoding);
+            }
         }
         ctx.upstream_sent_at = Some(Instant::now());
         Ok(())
+    }
+
+    /// On a route that compresses into the cache: the route's types and `min_size` decide,
+    /// before the upstream compression context reads the response header.
+    async fn adjust_upstream_modules(
+        &self,
+        session: &mut Session,
+        upstream_response: &ResponseHeader,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.stored_compression()) {
+            compression::adjust_upstream(session, policy, upstream_response);
+        }
+        Ok(())
+    }
+
+    /// Byte ranges are served from identity bytes only: a stored compressed variant
+    /// (which a range request never selects, see `compression::negotiate_stored`)
+    /// answers a range request whole.
+    fn range_header_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> RangeType {
+        if resp.headers.contains_key(http::header::CONTENT_ENCODING) {
+            return RangeType::None;
+        }
+        range_header_filter(session.req_header(), resp, MAX_RANGES)
     }
 
     /// Timing, the target's outcome for outlier detection and peak EWMA, and status
@@ -410,6 +464,13 @@ impl ProxyHttp for Proxy {
             return Err(deadline::expired());
         }
         let status = upstream_response.status.as_u16();
+        if ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.stored_compression().is_some())
+        {
+            compression::filter_revalidation(session, upstream_response);
+        }
         if let Some(target) = &mut ctx.target {
             if let Some(sent) = ctx.upstream_sent_at {
                 let elapsed = sent.elapsed();
@@ -447,7 +508,19 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(route) = &ctx.route {
-            compression::filter_response(session, route.compression.as_deref(), upstream_response);
+            match route.stored_compression() {
+                Some(policy) => compression::filter_stored_response(
+                    session,
+                    policy,
+                    ctx.encoding,
+                    upstream_response,
+                ),
+                None => compression::filter_response(
+                    session,
+                    route.compression.as_deref(),
+                    upstream_response,
+                ),
+            }
         }
         if ctx.cache == Some(CacheStatus::Miss) {
             ctx.cache = Some(CacheStatus::from_phase(session.cache.phase()));

@@ -27,6 +27,7 @@ mod dns;
 mod gateway;
 mod haproxy;
 mod http;
+mod lint;
 mod listeners;
 mod metrics;
 mod recorder;
@@ -47,6 +48,7 @@ pub use self::{
         assert_gateway_error, http_agent, raw_exchange, raw_exchange_bytes, send, send_body,
         HttpResponse,
     },
+    lint::{Answer, Exchanges},
     listeners::edge_config,
     metrics::{metric_value, sample_names},
     recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},

@@ -107,7 +107,14 @@ pub fn response_cacheable(cache: &RouteCache, resp: &ResponseHeader) -> RespCach
 
 /// The variant a request selects: the values of the route's `vary` headers and of the
 /// headers the stored response's own `Vary` names. `None` when nothing varies.
-pub fn variance(cache: &RouteCache, meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+/// `encoding`, on a route that compresses into the cache, stands for Accept-Encoding's
+/// value: the coding negotiated from it, so that "gzip, br" and "gzip" share a variant.
+pub fn variance(
+    cache: &RouteCache,
+    meta: &CacheMeta,
+    req: &RequestHeader,
+    encoding: Option<&str>,
+) -> Option<HashBinary> {
     let mut names: Vec<String> = vary_names(meta.response_header())
         .map(str::to_ascii_lowercase)
         .chain(cache.vary.iter().cloned())
@@ -119,11 +126,14 @@ pub fn variance(cache: &RouteCache, meta: &CacheMeta, req: &RequestHeader) -> Op
     names.dedup();
     let mut builder = VarianceBuilder::new();
     for name in names {
-        let value = req
-            .headers
-            .get(name.as_str())
-            .map(|value| value.as_bytes().to_vec())
-            .unwrap_or_default();
+        let value = match encoding.filter(|_| name == "accept-encoding") {
+            Some(coding) => coding.as_bytes().to_vec(),
+            None => req
+                .headers
+                .get(name.as_str())
+                .map(|value| value.as_bytes().to_vec())
+                .unwrap_or_default(),
+        };
         builder.add_owned_name_value(name, value);
     }
     builder.finalize()
@@ -258,15 +268,27 @@ mod tests {
         let gzip = request(&[("accept-encoding", "gzip")]);
         let br = request(&[("accept-encoding", "br")]);
         assert_ne!(
-            variance(&cache, &plain, &gzip),
-            variance(&cache, &plain, &br)
+            variance(&cache, &plain, &gzip, None),
+            variance(&cache, &plain, &br, None)
         );
         let en = request(&[("accept-encoding", "gzip"), ("accept-language", "en")]);
         let fr = request(&[("accept-encoding", "gzip"), ("accept-language", "fr")]);
-        assert_eq!(variance(&cache, &plain, &en), variance(&cache, &plain, &fr));
+        assert_eq!(
+            variance(&cache, &plain, &en, None),
+            variance(&cache, &plain, &fr, None)
+        );
         assert_ne!(
-            variance(&cache, &by_language, &en),
-            variance(&cache, &by_language, &fr)
+            variance(&cache, &by_language, &en, None),
+            variance(&cache, &by_language, &fr, None)
+        );
+        // Negotiated codings: one variant per coding, whatever the raw header says.
+        assert_eq!(
+            variance(&cache, &plain, &gzip, Some("gzip")),
+            variance(&cache, &plain, &br, Some("gzip"))
+        );
+        assert_ne!(
+            variance(&cache, &plain, &gzip, Some("gzip")),
+            variance(&cache, &plain, &gzip, Some("identity"))
         );
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::cache::eviction::{lru, EvictionManager};
 use pingora::cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
@@ -246,7 +247,13 @@ impl Storage for Store {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let (host, path) = coordinates(key);
+        let header = meta.response_header();
+        // An encoded (streamed) response arrives without a length; the stored copy gets
+        // one back once the body is complete, so hits (and HEADs) carry Content-Length.
+        let restore_length = !header.headers.contains_key(CONTENT_LENGTH)
+            && !matches!(header.status.as_u16(), 100..=199 | 204 | 304);
         Ok(Box::new(Fill {
+            restore_length,
             store: self,
             primary: key.primary_bin(),
             variance: key.variance_bin(),
@@ -368,6 +375,19 @@ struct Fill {
     path: Box<str>,
     meta: (Vec<u8>, Vec<u8>),
     body: Vec<u8>,
+    /// The stored header lacks Content-Length: `finish` puts the body's in.
+    restore_length: bool,
+}
+
+impl Fill {
+    /// The serialized meta with Content-Length set to `length` and no Transfer-Encoding.
+    fn meta_with_length(&self, length: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut meta = CacheMeta::deserialize(&self.meta.0, &self.meta.1)?;
+        let header = meta.response_header_mut();
+        header.remove_header(&TRANSFER_ENCODING);
+        header.insert_header(CONTENT_LENGTH, length)?;
+        meta.serialize()
+    }
 }
 
 #[async_trait]
@@ -378,7 +398,10 @@ impl HandleMiss for Fill {
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let fill = *self;
+        let mut fill = *self;
+        if fill.restore_length {
+            fill.meta = fill.meta_with_length(fill.body.len())?;
+        }
         let size = fill.body.len() + fill.meta.0.len() + fill.meta.1.len();
         let mut families = write(fill.store.shard(&fill.primary));
         let family = families.entry(fill.primary).or_insert_with(|| Family {
