@@ -6,6 +6,7 @@ use std::time::Instant;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
+use super::spans::RequestSpans;
 use super::trace::TraceContext;
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;
@@ -35,6 +36,8 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The W3C trace context.
     pub trace: Option<TraceContext>,
+    /// When the phases ran, for an exported trace only (boxed: most requests have none).
+    pub spans: Option<Box<RequestSpans>>,
     /// The state plugins share.
     pub plugins: PluginCtx,
     /// The canary split's choice, made once the plugins accepted the request and before
@@ -87,6 +90,7 @@ impl RequestCtx {
             peer_trusted: false,
             request_id: String::new(),
             trace: None,
+            spans: None,
             plugins: PluginCtx::default(),
             split: None,
             variant: None,

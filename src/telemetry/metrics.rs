@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use portcullis_plugins::Telemetry;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -55,6 +55,9 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `portcullis_tls_certificate_expiry_seconds{listener,name}`: notAfter as a Unix time.
     pub tls_certificate_expiry: IntGaugeVec,
+    /// `portcullis_trace_spans_dropped_total`: spans not exported (queue full, export
+    /// failed or timed out).
+    pub trace_spans_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -157,6 +160,10 @@ impl Metrics {
                 "When the listener's certificate expires (its notAfter), as a Unix time.",
                 &["listener", "name"],
             ),
+            trace_spans_dropped: define.counter(
+                "portcullis_trace_spans_dropped_total",
+                "Trace spans not exported: the export queue was full, or the collector failed or timed out.",
+            ),
             names: define.names.take(),
             registry,
         }
@@ -246,6 +253,10 @@ impl Definitions<'_> {
 
     fn counters(&self, name: &'static str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.register(name, IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn counter(&self, name: &'static str, help: &str) -> IntCounter {
+        self.register(name, IntCounter::new(name, help))
     }
 
     fn gauges(&self, name: &'static str, help: &str, labels: &[&str]) -> IntGaugeVec {
