@@ -26,7 +26,6 @@ use common::{Upstream, BASE_CONFIG};
 
 /// `sha256("s3cret")`: the API key of consumer `acme`.
 const KEY_DIGEST: &str = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0";
-const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 /// A span as the collector received it, with its resource's `service.name`.
@@ -365,7 +364,7 @@ fn refusals_and_upstream_errors_are_marked() {
     assert_eq!(server.parent, CLIENT_SPAN, "the client's span is the server span's parent");
     assert_eq!(server.attribute("http.response.status_code"), "401");
     assert!(!server.error, "a 4xx is not a server error");
-    assert_eq!(named(&refused, "auth").attribute("portcullis.auth.outcome"), "invalid");
+    assert_eq!(named(&refused, "auth").attribute("portcullis.auth.outcome"), "unknown_key");
     assert_eq!(refused.len(), 2, "nothing after the refusal: {refused:#?}");
 
     let failed = collector.spans.of_trace(failed_trace, 6);

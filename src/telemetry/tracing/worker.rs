@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 
-use opentelemetry_otlp::tonic_types::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use opentelemetry_sdk::Resource;
@@ -58,6 +59,7 @@ impl Worker {
         let mut tick = tokio::time::interval(BATCH_DELAY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let room = most - batch.len();
             tokio::select! {
                 _ = &mut self.stop => break,
                 _ = tick.tick() => {
@@ -65,7 +67,7 @@ impl Worker {
                         self.export(exporter, &mut batch).await;
                     }
                 }
-                received = self.spans.recv_many(&mut batch, most - batch.len()), if batch.len() < most => {
+                received = self.spans.recv_many(&mut batch, room), if room > 0 => {
                     if received == 0 {
                         break;
                     }
@@ -118,14 +120,15 @@ fn build_exporter(settings: &ExportSettings) -> Result<opentelemetry_otlp::SpanE
                 .build()
         }
         OtlpProtocol::Grpc => {
-            let mut metadata = MetadataMap::new();
+            let mut headers = HeaderMap::new();
             for (name, value) in &settings.headers {
-                let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| format!("header {name:?} is not a valid gRPC metadata name"))?;
-                let value = MetadataValue::try_from(value.as_str())
-                    .map_err(|_| format!("header {name:?} has a value gRPC cannot send"))?;
-                metadata.insert(key, value);
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("header {name:?} is not a valid name"))?;
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| format!("header {name:?} has a value that cannot be sent"))?;
+                headers.insert(name, value);
             }
+            let metadata = MetadataMap::from_headers(headers);
             builder
                 .with_tonic()
                 .with_endpoint(settings.endpoint.clone())
