@@ -145,8 +145,8 @@ impl HttpCollector {
             for mut request in server.incoming_requests() {
                 let mut body = Vec::new();
                 let _ = request.as_reader().read_to_end(&mut body);
-                let ok = request.url() == "/v1/traces"
-                    && request.method() == &tiny_http::Method::Post;
+                let ok =
+                    request.url() == "/v1/traces" && request.method() == &tiny_http::Method::Post;
                 for header in request.headers() {
                     seen.lock().unwrap().push((
                         header.field.as_str().as_str().to_ascii_lowercase(),
@@ -217,7 +217,10 @@ impl GrpcCollector {
         });
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the gRPC collector did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the gRPC collector did not start"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         GrpcCollector { port, spans }
@@ -286,7 +289,10 @@ fn a_request_through_auth_rate_limit_and_upstream_is_one_span_tree() {
 
     let server = named(&spans, "GET api");
     assert_eq!(server.kind, SpanKind::Server as i32);
-    assert_eq!(server.parent, "", "a new trace: the server span is the root");
+    assert_eq!(
+        server.parent, "",
+        "a new trace: the server span is the root"
+    );
     assert_eq!(server.service, "edge-test");
     assert_eq!(server.attribute("http.request.method"), "GET");
     assert_eq!(server.attribute("url.path"), "/items");
@@ -294,7 +300,10 @@ fn a_request_through_auth_rate_limit_and_upstream_is_one_span_tree() {
     assert_eq!(server.attribute("http.response.status_code"), "200");
     assert_eq!(server.attribute("server.address"), "127.0.0.1");
     assert_eq!(server.attribute("client.address"), "127.0.0.1");
-    assert_eq!(server.attribute("portcullis.request_id"), response.request_id());
+    assert_eq!(
+        server.attribute("portcullis.request_id"),
+        response.request_id()
+    );
     assert!(!server.error);
 
     let auth = named(&spans, "auth");
@@ -303,9 +312,15 @@ fn a_request_through_auth_rate_limit_and_upstream_is_one_span_tree() {
     assert_eq!(auth.attribute("portcullis.auth.outcome"), "accepted");
     let rate_limit = named(&spans, "rate_limit");
     assert_eq!(rate_limit.parent, server.id);
-    assert_eq!(rate_limit.attribute("portcullis.rate_limit.outcome"), "allowed");
+    assert_eq!(
+        rate_limit.attribute("portcullis.rate_limit.outcome"),
+        "allowed"
+    );
     let redis_call = named(&spans, "rate_limit redis");
-    assert_eq!(redis_call.parent, rate_limit.id, "the Redis round trip is under the rate limit");
+    assert_eq!(
+        redis_call.parent, rate_limit.id,
+        "the Redis round trip is under the rate limit"
+    );
     assert_eq!(redis_call.kind, SpanKind::Client as i32);
     assert_eq!(redis_call.attribute("db.system.name"), "redis");
     let connect = named(&spans, "upstream connect");
@@ -328,8 +343,14 @@ fn a_request_through_auth_rate_limit_and_upstream_is_one_span_tree() {
             child.name
         );
     }
-    assert!(auth.end <= rate_limit.start, "auth runs before the rate limit");
-    assert!(rate_limit.end <= upstream.start, "the rate limit runs before the upstream");
+    assert!(
+        auth.end <= rate_limit.start,
+        "auth runs before the rate limit"
+    );
+    assert!(
+        rate_limit.end <= upstream.start,
+        "the rate limit runs before the upstream"
+    );
     assert!(
         collector
             .headers
@@ -361,10 +382,16 @@ fn refusals_and_upstream_errors_are_marked() {
 
     let refused = collector.spans.of_trace(refused_trace, 2);
     let server = named(&refused, "GET api");
-    assert_eq!(server.parent, CLIENT_SPAN, "the client's span is the server span's parent");
+    assert_eq!(
+        server.parent, CLIENT_SPAN,
+        "the client's span is the server span's parent"
+    );
     assert_eq!(server.attribute("http.response.status_code"), "401");
     assert!(!server.error, "a 4xx is not a server error");
-    assert_eq!(named(&refused, "auth").attribute("portcullis.auth.outcome"), "unknown_key");
+    assert_eq!(
+        named(&refused, "auth").attribute("portcullis.auth.outcome"),
+        "unknown_key"
+    );
     assert_eq!(refused.len(), 2, "nothing after the refusal: {refused:#?}");
 
     let failed = collector.spans.of_trace(failed_trace, 6);
@@ -401,10 +428,15 @@ fn an_incoming_sampled_flag_decides_over_the_ratio() {
     let sampled = "44444444444444444444444444444444";
     let (_, _, flags) = send(&none, sampled, "01");
     assert_eq!(flags, "01");
-    assert_eq!(none.get("/items").status, 401, "(unauthenticated, unsampled)");
+    assert_eq!(
+        none.get("/items").status,
+        401,
+        "(unauthenticated, unsampled)"
+    );
     let (new_trace, _, new_flags) = {
         assert_eq!(
-            none.request("GET", "/items", &[("X-Api-Key", "s3cret")]).status,
+            none.request("GET", "/items", &[("X-Api-Key", "s3cret")])
+                .status,
             200
         );
         traceparent(&app)
@@ -417,8 +449,16 @@ fn an_incoming_sampled_flag_decides_over_the_ratio() {
     // The export runs every half second: after the sampled trace arrived, anything of
     // the others would have too.
     thread::sleep(Duration::from_secs(1));
-    let traces: Vec<String> = collector.spans.all().into_iter().map(|s| s.trace_id).collect();
-    assert!(!traces.contains(&unsampled.to_string()), "sampled=0 is not exported at ratio 1");
+    let traces: Vec<String> = collector
+        .spans
+        .all()
+        .into_iter()
+        .map(|s| s.trace_id)
+        .collect();
+    assert!(
+        !traces.contains(&unsampled.to_string()),
+        "sampled=0 is not exported at ratio 1"
+    );
     assert!(!traces.contains(&new_trace), "ratio 0 exports no new trace");
 }
 
@@ -437,7 +477,9 @@ fn spans_go_over_grpc_too() {
     );
 
     assert_eq!(
-        gateway.request("GET", "/items", &[("X-Api-Key", "s3cret")]).status,
+        gateway
+            .request("GET", "/items", &[("X-Api-Key", "s3cret")])
+            .status,
         200
     );
 
@@ -525,6 +567,112 @@ routes:
         "tracing.otlp.headers.bad header",
         "tracing.otlp.max_queue",
     ] {
-        assert!(text.contains(&format!("{file}: {path}: ")), "{path} in:\n{text}");
+        assert!(
+            text.contains(&format!("{file}: {path}: ")),
+            "{path} in:\n{text}"
+        );
     }
+}
+
+/// `headers` plus a sampled `traceparent` of `trace`.
+fn sampled<'a>(trace: &'a str, parent: &'a mut String) -> [(&'a str, &'a str); 1] {
+    *parent = format!("00-{trace}-{CLIENT_SPAN}-01");
+    [("traceparent", parent.as_str())]
+}
+
+#[test]
+fn a_cache_hit_has_a_lookup_span_and_no_upstream_spans() {
+    let collector = HttpCollector::start();
+    let app = Upstream::start("app");
+    let gateway = Gateway::start(
+        &OneRoute::to(&[&app])
+            .named("cached")
+            .route("cache: { enabled: true, default_ttl: 60s }")
+            .section(&format!(
+                "tracing:\n  otlp: {{ endpoint: \"{}\" }}",
+                collector.url()
+            ))
+            .yaml(),
+    );
+    let (miss, hit) = (
+        "55555555555555555555555555555555",
+        "66666666666666666666666666666666",
+    );
+    let mut parent = String::new();
+    assert_eq!(
+        gateway
+            .request("GET", "/page", &sampled(miss, &mut parent))
+            .status,
+        200
+    );
+    let hit_response = gateway.request("GET", "/page", &sampled(hit, &mut parent));
+    assert_eq!(hit_response.status, 200);
+    assert_eq!(app.requests(), 1, "the second request is a hit");
+
+    let missed = collector.spans.of_trace(miss, 4);
+    assert_eq!(
+        named(&missed, "cache lookup").attribute("portcullis.cache.result"),
+        "miss"
+    );
+    named(&missed, "upstream response");
+    let hits = collector.spans.of_trace(hit, 2);
+    let names: Vec<&str> = hits.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let lookup = named(&hits, "cache lookup");
+    assert_eq!(lookup.attribute("portcullis.cache.result"), "hit");
+    assert_eq!(lookup.parent, named(&hits, "GET cached").id);
+}
+
+#[test]
+fn a_reload_that_changes_tracing_takes_effect_and_shutdown_flushes() {
+    let collector = HttpCollector::start();
+    let app = Upstream::start("app");
+    let config = |service: &str| {
+        OneRoute::to(&[&app])
+            .section(&format!(
+                "tracing:\n  otlp: {{ endpoint: \"{}\", service_name: {service} }}",
+                collector.url()
+            ))
+            .yaml()
+    };
+    let mut gateway = Gateway::start(&config("before"));
+    let mut parent = String::new();
+    let first = "77777777777777777777777777777777";
+    assert_eq!(
+        gateway
+            .request("GET", "/", &sampled(first, &mut parent))
+            .status,
+        200
+    );
+
+    gateway.rewrite_config(&config("after"));
+    gateway.reload();
+    let second = "88888888888888888888888888888888";
+    assert_eq!(
+        gateway
+            .request("GET", "/", &sampled(second, &mut parent))
+            .status,
+        200
+    );
+    let last = "99999999999999999999999999999999";
+    assert_eq!(
+        gateway
+            .request("GET", "/", &sampled(last, &mut parent))
+            .status,
+        200
+    );
+    gateway.signal("TERM");
+    assert!(
+        gateway.wait_for_exit(Duration::from_secs(20)).is_some(),
+        "exits"
+    );
+
+    assert_eq!(collector.spans.of_trace(first, 3)[0].service, "before");
+    assert_eq!(collector.spans.of_trace(second, 3)[0].service, "after");
+    let flushed = collector.spans.of_trace(last, 3);
+    assert_eq!(
+        flushed.len(),
+        3,
+        "the last request's spans go out at shutdown"
+    );
 }

@@ -200,7 +200,10 @@ impl Gateway {
             retained: &plugin_env.retained,
             background: context.background,
         };
-        let tracing = noted(compile_tracing(&config.tracing, &otlp_context), &mut problems);
+        let tracing = noted(
+            compile_tracing(&config.tracing, &otlp_context),
+            &mut problems,
+        );
         let requests = noted(RequestLimits::compile(&config.server), &mut problems);
         let global_plugins = CompiledPlugins::compile(&config.plugins, Level::Global, &plugin_env)
             .unwrap_or_else(|more| {
@@ -382,8 +385,8 @@ fn compile_tracing(
         .otlp
         .as_ref()
         .and_then(|otlp| noted(Otlp::compile(otlp, context), &mut problems));
-    let request_id_header = HeaderName::from_bytes(config.request_id_header.as_bytes())
-        .map_err(|_| {
+    let request_id_header =
+        HeaderName::from_bytes(config.request_id_header.as_bytes()).map_err(|_| {
             problems.push(Problem::new(
                 "tracing.request_id_header",
                 "not a valid header name",

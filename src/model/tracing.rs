@@ -163,7 +163,9 @@ fn endpoint(text: &str, protocol: OtlpProtocol) -> Result<String, String> {
         .map_err(|e| format!("not a URL ({e}); use e.g. http://collector:4318"))?;
     let scheme = uri.scheme_str().unwrap_or("");
     if uri.authority().is_none() || !matches!(scheme, "http" | "https") {
-        return Err("needs an http:// or https:// URL with a host, e.g. http://collector:4318".into());
+        return Err(
+            "needs an http:// or https:// URL with a host, e.g. http://collector:4318".into(),
+        );
     }
     if uri.query().is_some() {
         return Err("must not have a query".into());

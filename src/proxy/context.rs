@@ -6,7 +6,7 @@ use std::time::Instant;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
-use super::spans::RequestSpans;
+use super::span_times::RequestSpans;
 use super::trace::TraceContext;
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;

@@ -12,6 +12,7 @@ mod hygiene;
 mod logging;
 mod respond;
 mod retry;
+mod span_times;
 mod spans;
 mod target;
 pub mod trace;
@@ -86,7 +87,7 @@ impl ProxyHttp for Proxy {
         compression::start(session, None);
         let gateway = self.state.gateway();
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
-        spans::RequestSpans::begin(ctx);
+        spans::begin(ctx);
         ctx.plugins.client_ip = client::client_ip(session, &self.connections);
         ctx.peer_trusted = client::peer_ip(session)
             .is_some_and(|peer| self.connections.client_address.trusts(peer));

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use pingora::proxy::Session;
@@ -17,44 +19,18 @@ use portcullis_plugins::phase_times::Interval;
 use rand::Rng;
 
 use super::context::RequestCtx;
+use super::span_times::RequestSpans;
 use crate::model::cache::CacheStatus;
 use crate::model::request::{request_host, request_port};
 use crate::telemetry::tracing::SpanExport;
 
-/// When the phases of an exported request ran, besides what the plugins record.
-#[derive(Debug, Clone)]
-pub struct RequestSpans {
-    /// The wall clock at `RequestCtx::started`: span times are this plus monotonic offsets.
-    wall_start: SystemTime,
-    /// When the cache lookup began, until it ends.
-    cache_start: Option<Instant>,
-    cache: Option<Interval>,
-    /// When the last attempt's connection was asked for, until it is ready.
-    connect_start: Option<Instant>,
-    /// The last attempt's connection, and whether it was a reused one.
-    connect: Option<(Interval, bool)>,
-    /// From sending the request upstream to its response head.
-    upstream: Option<Interval>,
-    upstream_status: u16,
-}
-
-impl RequestSpans {
-    /// Recording starts for `ctx` when its trace is exported.
-    pub fn begin(ctx: &mut RequestCtx) {
-        if !ctx.trace.as_ref().is_some_and(|trace| trace.exported()) {
-            return;
-        }
-        ctx.plugins.times.recording = true;
-        ctx.spans = Some(Box::new(Self {
-            wall_start: SystemTime::now() - ctx.started.elapsed(),
-            cache_start: None,
-            cache: None,
-            connect_start: None,
-            connect: None,
-            upstream: None,
-            upstream_status: 0,
-        }));
+/// Recording starts for `ctx` when its trace is exported.
+pub fn begin(ctx: &mut RequestCtx) {
+    if !ctx.trace.as_ref().is_some_and(|trace| trace.exported()) {
+        return;
     }
+    ctx.plugins.times.recording = true;
+    ctx.spans = Some(Box::new(RequestSpans::new(ctx.started)));
 }
 
 /// The cache lookup begins (the route's cache is on for this request).
@@ -136,7 +112,10 @@ pub fn export(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duratio
         attributes.push(KeyValue::new("http.route", route.clone()));
     }
     if status != 0 {
-        attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+        attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
     }
     let host = request_host(req);
     if !host.is_empty() {
@@ -164,25 +143,40 @@ pub fn export(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duratio
         remote_parent: trace.parent_id.is_some(),
         kind: SpanKind::Server,
         name: name.into(),
-        interval: Interval { start: ctx.started, end },
+        interval: Interval {
+            start: ctx.started,
+            end,
+        },
         attributes,
         status: server_status,
     });
 
     let times = &ctx.plugins.times;
     if let Some(auth) = times.auth {
-        builder.child(server_id, "auth", auth.interval, vec![
-            KeyValue::new("portcullis.auth.plugin", auth.plugin),
-            KeyValue::new("portcullis.auth.outcome", auth.outcome),
-        ]);
+        builder.child(
+            server_id,
+            "auth",
+            auth.interval,
+            vec![
+                KeyValue::new("portcullis.auth.plugin", auth.plugin),
+                KeyValue::new("portcullis.auth.outcome", auth.outcome),
+            ],
+        );
     }
     if let Some(interval) = times.rate_limit {
         let mut attributes = vec![KeyValue::new(
             "portcullis.rate_limit.outcome",
-            if ctx.plugins.rate_limit_rule.is_some() { "refused" } else { "allowed" },
+            if ctx.plugins.rate_limit_rule.is_some() {
+                "refused"
+            } else {
+                "allowed"
+            },
         )];
         if let Some(rule) = &ctx.plugins.rate_limit_rule {
-            attributes.push(KeyValue::new("portcullis.rate_limit.rule", rule.to_string()));
+            attributes.push(KeyValue::new(
+                "portcullis.rate_limit.rule",
+                rule.to_string(),
+            ));
         }
         let rate_limit = builder.child(server_id, "rate_limit", interval, attributes);
         if let Some(redis) = times.redis {
@@ -208,10 +202,12 @@ pub fn export(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duratio
     }
     if let Some(interval) = spans.cache {
         let result = ctx.cache.map_or("", CacheStatus::label);
-        builder.child(server_id, "cache lookup", interval, vec![KeyValue::new(
-            "portcullis.cache.result",
-            result,
-        )]);
+        builder.child(
+            server_id,
+            "cache lookup",
+            interval,
+            vec![KeyValue::new("portcullis.cache.result", result)],
+        );
     }
     let target = ctx.target.as_ref().map(|slot| slot.target());
     let peer = |attributes: &mut Vec<KeyValue>| {
@@ -220,7 +216,10 @@ pub fn export(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duratio
             attributes.push(KeyValue::new("portcullis.target", target.label.to_string()));
         }
         if let Some(upstream) = &ctx.upstream {
-            attributes.push(KeyValue::new("portcullis.upstream", upstream.name.to_string()));
+            attributes.push(KeyValue::new(
+                "portcullis.upstream",
+                upstream.name.to_string(),
+            ));
         }
     };
     if let Some((interval, reused)) = spans.connect {

@@ -70,13 +70,27 @@ impl TraceContext {
         let (trace_id, flags, parent_id, exported) = match incoming.and_then(parse_traceparent) {
             Some((trace_id, parent_id, flags)) => {
                 let sampled = u8::from_str_radix(&flags, 16).is_ok_and(|flags| flags & 1 == 1);
-                (trace_id, flags, Some(parent_id), sampler.is_some() && sampled)
+                (
+                    trace_id,
+                    flags,
+                    Some(parent_id),
+                    sampler.is_some() && sampled,
+                )
             }
             None => {
                 let trace_id = rng.gen_range(1..=u128::MAX);
                 let exported = sampler.is_some_and(|sampler| sampler.samples(trace_id));
-                let flags = if exported || sampler.is_none() { "01" } else { "00" };
-                (format!("{trace_id:032x}"), flags.to_string(), None, exported)
+                let flags = if exported || sampler.is_none() {
+                    "01"
+                } else {
+                    "00"
+                };
+                (
+                    format!("{trace_id:032x}"),
+                    flags.to_string(),
+                    None,
+                    exported,
+                )
             }
         };
         Self {

@@ -126,7 +126,12 @@ impl Lifecycle {
         }
         self.state.access_log.flush(LOG_FLUSH_TIMEOUT);
         let gateway = self.state.gateway();
-        if let Some(export) = gateway.tracing.otlp.as_ref().and_then(|o| o.export.as_ref()) {
+        if let Some(export) = gateway
+            .tracing
+            .otlp
+            .as_ref()
+            .and_then(|o| o.export.as_ref())
+        {
             // Blocks this background thread only: the spans of the last requests go out.
             export.flush(LOG_FLUSH_TIMEOUT);
         }
