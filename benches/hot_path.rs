@@ -57,7 +57,7 @@ fn headers(c: &mut Criterion) {
     let mut group = c.benchmark_group("headers");
     let incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     group.bench_function("traceparent_continue", |b| {
-        b.iter(|| TraceContext::continue_or_start(Some(black_box(incoming))).header())
+        b.iter(|| TraceContext::continue_or_start(Some(black_box(incoming)), None).header())
     });
     group.bench_function("request_id_new", |b| b.iter(new_request_id));
     group.bench_function("request_id_validate", |b| {

@@ -59,6 +59,7 @@ nginx                       nginx       -                     /
 haproxy                     haproxy     -                     /
 pingora-bare                bare        -                     /
 portcullis-plain            portcullis  plain.yaml            /
+portcullis-tracing-down     portcullis  tracing-down.yaml     /
 portcullis-traffic          portcullis  traffic.yaml          /
 portcullis-edge             portcullis  edge.yaml             $EDGE_PATH  access-log
 portcullis-auth             portcullis  auth.yaml             $EDGE_PATH  token

@@ -9,6 +9,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::auth::failures::AuthFailureLimit;
 use crate::auth::MISSING;
+use crate::phase_times::{AuthTime, Interval};
 use crate::{Entry, ErrorCode, Phase, Plugin, PluginCtx, Rejection, Telemetry};
 
 /// One plugin of a chain, with the name and phase the chain orders and reports it by.
@@ -121,11 +122,36 @@ impl PluginChain {
         if group.is_empty() {
             return Ok(());
         }
-        self.check_failure_limit(ctx)?;
+        let start = ctx.times.now();
+        let verdict = self.run_auth_group(group, req, ctx).await;
+        if let Some(start) = start {
+            let (plugin, outcome) = match &verdict {
+                Ok(plugin) => (*plugin, "accepted"),
+                Err((plugin, refusal)) => (*plugin, refusal.auth_reason.unwrap_or("refused")),
+            };
+            ctx.times.auth = Some(AuthTime {
+                interval: Interval::since(start),
+                plugin,
+                outcome,
+            });
+        }
+        verdict.map(drop).map_err(|(_, refusal)| refusal)
+    }
+
+    /// The auth group's verdict with the plugin that decided it (`auth_failure_limit`
+    /// when the client's failure limit refused before any plugin ran).
+    async fn run_auth_group(
+        &self,
+        group: &[Step],
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Result<&'static str, (&'static str, Rejection)> {
+        self.check_failure_limit(ctx)
+            .map_err(|refusal| (FAILURE_LIMIT_RULE, refusal))?;
         let mut refusals = Vec::new();
         for step in group {
             match step.plugin.request(req, ctx).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(step.name),
                 // Credentials the upstream could read differently end the group: no
                 // other plugin may accept the request.
                 Err(refusal) if refusal.code == ErrorCode::BadRequest => {
@@ -151,8 +177,12 @@ impl PluginChain {
     }
 
     /// The refusal of the whole group, from the refusals of each of its (one or more)
-    /// plugins.
-    fn refusal(&self, mut refusals: Vec<(&'static str, Rejection)>, ctx: &PluginCtx) -> Rejection {
+    /// plugins, with the plugin whose refusal it is.
+    fn refusal(
+        &self,
+        mut refusals: Vec<(&'static str, Rejection)>,
+        ctx: &PluginCtx,
+    ) -> (&'static str, Rejection) {
         let chosen = refusals
             .iter()
             .position(|(_, refusal)| refusal.auth_reason != Some(MISSING))
@@ -175,7 +205,7 @@ impl PluginChain {
                 limit.record_failure(ctx.client_ip);
             }
         }
-        refusal
+        (plugin, refusal)
     }
 
     /// Runs every request-body hook; `total` counts the body bytes received so far.
@@ -212,7 +242,16 @@ async fn run_until_answered(
     ctx: &mut PluginCtx,
 ) -> Result<(), Rejection> {
     for step in steps {
-        step.plugin.request(req, ctx).await?;
+        let start = (step.phase == Phase::RateLimit)
+            .then(|| ctx.times.now())
+            .flatten();
+        let verdict = step.plugin.request(req, ctx).await;
+        if let Some(start) = start {
+            // Several rate_limit steps (global and route) make one phase.
+            let began = ctx.times.rate_limit.map_or(start, |phase| phase.start);
+            ctx.times.rate_limit = Some(Interval::since(began));
+        }
+        verdict?;
         if ctx.answer.is_some() {
             break;
         }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::phase_times::PhaseTimes;
+
 /// What a plugin may know about, and record for, the request being processed.
 ///
 /// The core fills the routing facts before the first plugin runs; plugins fill the
@@ -33,6 +35,9 @@ pub struct PluginCtx {
     pub answer: Option<Answer>,
     /// Plugin-private per-request state, keyed by type.
     pub extensions: http::Extensions,
+    /// When auth, the rate limit and its Redis round trip ran, for the request's trace
+    /// (recorded only when the core sets `times.recording`).
+    pub times: PhaseTimes,
 }
 
 /// A successful response a plugin gives itself (errors are [`crate::Rejection`]s).

@@ -13,6 +13,7 @@ mod chain;
 mod config;
 mod context;
 mod env;
+pub mod phase_times;
 mod problem;
 mod reject;
 pub mod request_key;

@@ -14,6 +14,7 @@ mod observability;
 mod parse;
 mod route;
 mod server;
+mod tracing;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ pub use parse::parse;
 pub use portcullis_plugins::Problem;
 pub use route::{CanaryConfig, MatchConfig, PathConfig, RespondConfig, RouteConfig};
 pub use server::ServerSection;
+pub use tracing::{OtlpConfig, OtlpProtocol};
 pub use upstream::{
     HealthCheckConfig, HealthCheckKind, LoadBalancing, OutlierDetectionConfig, RetriesConfig,
     RetryCondition, TargetConfig, TimeoutsConfig, UpstreamConfig, UpstreamTlsConfig,

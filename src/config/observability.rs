@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::default_true;
+use super::OtlpConfig;
 
 /// `access_log:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -44,6 +45,8 @@ pub struct TracingConfig {
     /// The request id header, kept when valid, else generated.
     #[serde(default = "TracingConfig::default_request_id_header")]
     pub request_id_header: String,
+    /// Export request spans to an OpenTelemetry collector; absent means no export.
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl TracingConfig {
@@ -57,6 +60,7 @@ impl Default for TracingConfig {
         Self {
             traceparent: true,
             request_id_header: Self::default_request_id_header(),
+            otlp: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::model::compression::CompressionPolicy;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
+use crate::model::tracing::{Otlp, OtlpContext};
 use crate::model::upstream::{compile_dns, compile_upstream, Upstream};
 use crate::telemetry::metrics::Metrics;
 
@@ -95,6 +96,8 @@ pub struct Tracing {
     pub traceparent: bool,
     /// The request id header name.
     pub request_id_header: HeaderName,
+    /// Span export (`tracing.otlp`), when configured.
+    pub otlp: Option<Otlp>,
 }
 
 /// Settings that only a restart (or graceful upgrade) can change.
@@ -205,7 +208,15 @@ impl Gateway {
             }
         }
         let process = noted(compile_process(config), &mut problems);
-        let tracing = noted(compile_tracing(&config.tracing), &mut problems);
+        let otlp_context = OtlpContext {
+            metrics,
+            retained: &plugin_env.retained,
+            background: context.background,
+        };
+        let tracing = noted(
+            compile_tracing(&config.tracing, &otlp_context),
+            &mut problems,
+        );
         let requests = noted(RequestLimits::compile(&config.server), &mut problems);
         let global_plugins = CompiledPlugins::compile(&config.plugins, Level::Global, &plugin_env)
             .unwrap_or_else(|more| {
@@ -380,16 +391,32 @@ fn compile_listeners(listeners: &[ListenerConfig]) -> Result<Listeners, Vec<Prob
     verdict(compiled, problems)
 }
 
-fn compile_tracing(config: &TracingConfig) -> Result<Tracing, Vec<Problem>> {
-    match HeaderName::from_bytes(config.request_id_header.as_bytes()) {
-        Ok(request_id_header) => Ok(Tracing {
-            traceparent: config.traceparent,
-            request_id_header,
-        }),
-        Err(_) => Err(vec![Problem::new(
-            "tracing.request_id_header",
-            "not a valid header name",
-        )]),
+fn compile_tracing(
+    config: &TracingConfig,
+    context: &OtlpContext<'_>,
+) -> Result<Tracing, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let otlp = config
+        .otlp
+        .as_ref()
+        .and_then(|otlp| noted(Otlp::compile(otlp, context), &mut problems));
+    let request_id_header =
+        HeaderName::from_bytes(config.request_id_header.as_bytes()).map_err(|_| {
+            problems.push(Problem::new(
+                "tracing.request_id_header",
+                "not a valid header name",
+            ))
+        });
+    match request_id_header {
+        Ok(request_id_header) => verdict(
+            Tracing {
+                traceparent: config.traceparent,
+                request_id_header,
+                otlp,
+            },
+            problems,
+        ),
+        Err(()) => Err(problems),
     }
 }
 

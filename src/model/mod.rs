@@ -12,4 +12,5 @@ pub mod request;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod tracing;
 pub mod upstream;

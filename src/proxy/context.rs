@@ -7,6 +7,7 @@ use pingora::protocols::http::compression::Algorithm;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
+use super::span_times::RequestSpans;
 use super::trace::TraceContext;
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The W3C trace context.
     pub trace: Option<TraceContext>,
+    /// When the phases ran, for an exported trace only (boxed: most requests have none).
+    pub spans: Option<Box<RequestSpans>>,
     /// The state plugins share.
     pub plugins: PluginCtx,
     /// The canary split's choice, made once the plugins accepted the request and before
@@ -91,6 +94,7 @@ impl RequestCtx {
             peer_trusted: false,
             request_id: String::new(),
             trace: None,
+            spans: None,
             plugins: PluginCtx::default(),
             split: None,
             variant: None,

@@ -58,7 +58,8 @@ pub(super) fn rewrite(
             ctx.request_id.as_str(),
         )?;
     }
-    if let Some(trace) = &ctx.trace {
+    let propagate = ctx.gateway.as_ref().is_some_and(|g| g.tracing.traceparent);
+    if let Some(trace) = ctx.trace.as_ref().filter(|_| propagate) {
         req.insert_header(TRACEPARENT, trace.header())?;
     }
     req.remove_header(&VARIANT);

@@ -7,6 +7,7 @@ use pingora::proxy::Session;
 use portcullis_plugins::ErrorCode;
 
 use super::context::RequestCtx;
+use super::spans;
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;
 use crate::model::request::request_host;
@@ -21,6 +22,7 @@ pub(super) fn record(session: &Session, ctx: &mut RequestCtx, state: &State) {
         .map_or(0, |resp| resp.status.as_u16());
     let elapsed = ctx.started.elapsed();
     count(session, ctx, &state.metrics, status, elapsed);
+    spans::export(session, ctx, status, elapsed);
     if state.access_log.enabled() {
         state
             .access_log

@@ -13,6 +13,8 @@ mod hygiene;
 mod logging;
 mod respond;
 mod retry;
+mod span_times;
+mod spans;
 mod target;
 pub mod trace;
 
@@ -25,6 +27,7 @@ use bytes::Bytes;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::Digest;
 use pingora::proxy::{
     range_header_filter, FailToProxy, ProxyHttp, ProxyWarnLogContext, RangeType, Session,
 };
@@ -90,6 +93,7 @@ impl ProxyHttp for Proxy {
         compression::start(session, None);
         let gateway = self.state.gateway();
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
+        spans::begin(ctx);
         ctx.plugins.client_ip = client::client_ip(session, &self.connections);
         ctx.peer_trusted = client::peer_ip(session)
             .is_some_and(|peer| self.connections.client_address.trusts(peer));
@@ -185,6 +189,7 @@ impl ProxyHttp for Proxy {
         );
         session.cache.set_max_file_size_bytes(cache.max_object_size);
         ctx.cache = Some(CacheStatus::Miss);
+        spans::cache_lookup_started(ctx);
         Ok(())
     }
 
@@ -267,6 +272,7 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        spans::cache_lookup_ended(ctx);
         let Err(rejection) = choose_target(session, ctx) else {
             return Ok(true);
         };
@@ -342,7 +348,21 @@ impl ProxyHttp for Proxy {
             }
             deadline::limit(&mut peer, left);
         }
+        spans::connect_started(ctx);
         Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        spans::connected(ctx, reused);
+        Ok(())
     }
 
     /// A refused or timed-out connect: nothing was sent, so any method may be retried
@@ -480,6 +500,7 @@ impl ProxyHttp for Proxy {
             }
             target.record(Outcome::of_status(status));
         }
+        spans::upstream_answered(ctx, status);
         if retry::decide(Failure::Status(status), session, ctx, &self.state.metrics) {
             ctx.retrying_status = true;
             return Err(retry::status_error(status));
@@ -507,6 +528,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        spans::cache_lookup_ended(ctx);
         if let Some(route) = &ctx.route {
             match route.stored_compression() {
                 Some(policy) => compression::filter_stored_response(

@@ -1,15 +1,17 @@
-//! Request ids and W3C trace context (`traceparent`).
+//! Request ids and W3C trace context (`traceparent`), and whether the request's trace is
+//! exported (parent-based sampling: a client's sampled flag decides, else the ratio).
 
 use pingora_http::RequestHeader;
 use rand::Rng;
 
 use crate::model::gateway::Tracing;
+use crate::model::tracing::Sampler;
 
 /// Longest request id accepted from a client.
 const MAX_REQUEST_ID: usize = 128;
 
 /// The request's id (the client's when valid, else a new one) and, when `tracing` asks
-/// for it, its trace context.
+/// for it (propagation or export), its trace context.
 pub(super) fn identify(req: &RequestHeader, tracing: &Tracing) -> (String, Option<TraceContext>) {
     let id = match req.headers.get(&tracing.request_id_header) {
         Some(id) if valid_request_id(id.as_bytes()) => {
@@ -17,9 +19,10 @@ pub(super) fn identify(req: &RequestHeader, tracing: &Tracing) -> (String, Optio
         }
         _ => new_request_id(),
     };
-    let trace = tracing.traceparent.then(|| {
+    let sampler = tracing.otlp.as_ref().map(|otlp| &otlp.sampler);
+    let trace = (tracing.traceparent || sampler.is_some()).then(|| {
         let incoming = req.headers.get("traceparent").map(|value| value.as_bytes());
-        TraceContext::continue_or_start(incoming)
+        TraceContext::continue_or_start(incoming, sampler)
     });
     (id, trace)
 }
@@ -48,36 +51,74 @@ pub struct TraceContext {
     pub span_id: String,
     /// The trace flags (sampled = 01).
     pub flags: String,
+    /// The client's span this hop continues (its `traceparent` parent id).
+    pub parent_id: Option<u64>,
+    /// When the trace is exported: the id of the span that sends the request upstream
+    /// (`upstream response`), which the upstream's `traceparent` names as its parent.
+    pub upstream_span: Option<u64>,
 }
 
 impl TraceContext {
     /// Continues the client's `traceparent` when it is valid (same trace id and flags,
-    /// a new span id for this hop), else starts a new sampled trace.
-    pub fn continue_or_start(incoming: Option<&[u8]>) -> Self {
+    /// a new span id for this hop), else starts a new trace. With a `sampler` (spans are
+    /// exported), a continued trace is exported when the client's sampled flag is set, a
+    /// new one when the sampler picks it (and its flags say so); without one, a new trace
+    /// is marked sampled for the upstream to decide.
+    pub fn continue_or_start(incoming: Option<&[u8]>, sampler: Option<&Sampler>) -> Self {
         let mut rng = rand::thread_rng();
         let span_id = format!("{:016x}", rng.gen_range(1..=u64::MAX));
-        match incoming.and_then(parse_traceparent) {
-            Some((trace_id, flags)) => Self {
-                trace_id,
-                span_id,
-                flags,
-            },
-            None => Self {
-                trace_id: format!("{:032x}", rng.gen_range(1..=u128::MAX)),
-                span_id,
-                flags: "01".to_string(),
-            },
+        let (trace_id, flags, parent_id, exported) = match incoming.and_then(parse_traceparent) {
+            Some((trace_id, parent_id, flags)) => {
+                let sampled = u8::from_str_radix(&flags, 16).is_ok_and(|flags| flags & 1 == 1);
+                (
+                    trace_id,
+                    flags,
+                    Some(parent_id),
+                    sampler.is_some() && sampled,
+                )
+            }
+            None => {
+                let trace_id = rng.gen_range(1..=u128::MAX);
+                let exported = sampler.is_some_and(|sampler| sampler.samples(trace_id));
+                let flags = if exported || sampler.is_none() {
+                    "01"
+                } else {
+                    "00"
+                };
+                (
+                    format!("{trace_id:032x}"),
+                    flags.to_string(),
+                    None,
+                    exported,
+                )
+            }
+        };
+        Self {
+            trace_id,
+            span_id,
+            flags,
+            parent_id,
+            upstream_span: exported.then(|| rng.gen_range(1..=u64::MAX)),
         }
     }
 
-    /// The `traceparent` header value for the upstream request.
+    /// Whether this request's spans are exported.
+    pub fn exported(&self) -> bool {
+        self.upstream_span.is_some()
+    }
+
+    /// The `traceparent` header value for the upstream request: its parent is the
+    /// `upstream response` span when the trace is exported, else this hop.
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        match self.upstream_span {
+            Some(upstream) => format!("00-{}-{upstream:016x}-{}", self.trace_id, self.flags),
+            None => format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags),
+        }
     }
 }
 
-/// `(trace_id, flags)` of a valid version-00 (or future-version) traceparent.
-fn parse_traceparent(value: &[u8]) -> Option<(String, String)> {
+/// `(trace_id, parent_id, flags)` of a valid version-00 (or future-version) traceparent.
+fn parse_traceparent(value: &[u8]) -> Option<(String, u64, String)> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let mut parts = text.split('-');
     let (version, trace_id, parent_id, flags) =
@@ -95,7 +136,8 @@ fn parse_traceparent(value: &[u8]) -> Option<(String, String)> {
         && lower_hex(parent_id, 16)
         && !all_zero(parent_id)
         && lower_hex(flags, 2);
-    valid.then(|| (trace_id.to_string(), flags.to_string()))
+    let parent_id = u64::from_str_radix(parent_id, 16).ok().filter(|_| valid)?;
+    Some((trace_id.to_string(), parent_id, flags.to_string()))
 }
 
 #[cfg(test)]
@@ -119,11 +161,32 @@ mod tests {
     #[test]
     fn valid_traceparent_is_continued_with_a_new_span() {
         let incoming = format!("00-{TRACE}-00f067aa0ba902b7-01");
-        let trace = TraceContext::continue_or_start(Some(incoming.as_bytes()));
+        let trace = TraceContext::continue_or_start(Some(incoming.as_bytes()), None);
         assert_eq!(trace.trace_id, TRACE);
         assert_eq!(trace.flags, "01");
         assert_ne!(trace.span_id, "00f067aa0ba902b7");
         assert_eq!(trace.header().len(), 55);
+        assert_eq!(trace.parent_id, Some(0x00f0_67aa_0ba9_02b7));
+        assert!(!trace.exported());
+    }
+
+    #[test]
+    fn the_clients_sampled_flag_decides_export() {
+        let all = Sampler::new(1.0);
+        let none = Sampler::new(0.0);
+        let unsampled = format!("00-{TRACE}-00f067aa0ba902b7-00");
+        let trace = TraceContext::continue_or_start(Some(unsampled.as_bytes()), Some(&all));
+        assert!(!trace.exported());
+        assert!(trace.header().ends_with("-00"));
+        let sampled = format!("00-{TRACE}-00f067aa0ba902b7-01");
+        let trace = TraceContext::continue_or_start(Some(sampled.as_bytes()), Some(&none));
+        assert!(trace.exported());
+        let upstream = format!("{:016x}", trace.upstream_span.unwrap_or_default());
+        assert_eq!(trace.header(), format!("00-{TRACE}-{upstream}-01"));
+        let fresh = TraceContext::continue_or_start(None, Some(&none));
+        assert!(!fresh.exported());
+        assert_eq!(fresh.flags, "00");
+        assert!(TraceContext::continue_or_start(None, Some(&all)).exported());
     }
 
     #[test]
@@ -136,7 +199,7 @@ mod tests {
             format!("00-{}-00f067aa0ba902b7-01", TRACE.to_uppercase()),
             format!("00-{TRACE}-00f067aa0ba902b7-01-extra"),
         ] {
-            let trace = TraceContext::continue_or_start(Some(bad.as_bytes()));
+            let trace = TraceContext::continue_or_start(Some(bad.as_bytes()), None);
             assert_ne!(trace.trace_id, TRACE, "{bad}");
             assert_eq!(trace.trace_id.len(), 32);
         }

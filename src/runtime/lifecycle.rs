@@ -125,6 +125,16 @@ impl Lifecycle {
             tokio::time::sleep(DRAIN_POLL).await;
         }
         self.state.access_log.flush(LOG_FLUSH_TIMEOUT);
+        let gateway = self.state.gateway();
+        if let Some(export) = gateway
+            .tracing
+            .otlp
+            .as_ref()
+            .and_then(|o| o.export.as_ref())
+        {
+            // Blocks this background thread only: the spans of the last requests go out.
+            export.flush(LOG_FLUSH_TIMEOUT);
+        }
         release_pid_file(&self.pid_file);
         log::debug!("drained in {:?}; exiting", started.elapsed());
         std::process::exit(0);

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use portcullis_plugins::Telemetry;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the gateway exports. Label values always come from configuration names
@@ -63,6 +63,9 @@ pub struct Metrics {
     pub panic_mode: IntGaugeVec,
     /// `portcullis_upstream_panic_mode_entered_total{upstream}`: times panic mode began.
     pub panic_mode_entered: IntCounterVec,
+    /// `portcullis_trace_spans_dropped_total`: spans not exported (queue full, export
+    /// failed or timed out).
+    pub trace_spans_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -185,6 +188,10 @@ impl Metrics {
                 "Times the pool entered panic mode.",
                 &["upstream"],
             ),
+            trace_spans_dropped: define.counter(
+                "portcullis_trace_spans_dropped_total",
+                "Trace spans not exported: the export queue was full, or the collector failed or timed out.",
+            ),
             names: define.names.take(),
             registry,
         }
@@ -274,6 +281,10 @@ impl Definitions<'_> {
 
     fn counters(&self, name: &'static str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.register(name, IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn counter(&self, name: &'static str, help: &str) -> IntCounter {
+        self.register(name, IntCounter::new(name, help))
     }
 
     fn gauges(&self, name: &'static str, help: &str, labels: &[&str]) -> IntGaugeVec {

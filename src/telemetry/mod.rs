@@ -1,4 +1,6 @@
-//! Telemetry (layer 1): the metrics and the access log, leaves every layer above writes to.
+//! Telemetry (layer 1): the metrics, the access log and the trace export, leaves every
+//! layer above writes to.
 
 pub mod access_log;
 pub mod metrics;
+pub mod tracing;

@@ -17,6 +17,7 @@ use super::redis::{CHECK, REFUND};
 use super::sliding_window::{self, WindowState};
 use super::token_bucket::BucketState;
 use super::{Limits, LocalStore, OnError, Outcome, RedisBackend, Rule, Store};
+use crate::phase_times::PhaseTimes;
 use crate::Telemetry;
 
 /// One key's state in a local store, as its rule's algorithm keeps it.
@@ -115,6 +116,7 @@ pub async fn count(
     keys: &Keys,
     tier: Option<&str>,
     telemetry: &dyn Telemetry,
+    times: &mut PhaseTimes,
 ) -> Verdict {
     let stages = Stages { rules, keys, tier };
     let mut outcomes = Vec::with_capacity(rules.len());
@@ -139,7 +141,7 @@ pub async fn count(
         return Verdict::Counted(outcomes);
     };
     match stages
-        .count_redis(backend, &in_redis, &mut outcomes, telemetry)
+        .count_redis(backend, &in_redis, &mut outcomes, telemetry, times)
         .await
     {
         Ok(()) => Verdict::Counted(outcomes),
@@ -228,6 +230,7 @@ impl<'a> Stages<'a> {
         in_redis: &[usize],
         outcomes: &mut Vec<(usize, Outcome)>,
         telemetry: &dyn Telemetry,
+        times: &mut PhaseTimes,
     ) -> Result<(), Verdict> {
         let group_size = if backend.is_cluster() {
             1
@@ -240,7 +243,10 @@ impl<'a> Stages<'a> {
             for &i in group {
                 self.check_args(i, &mut call);
             }
-            let reply = match backend.eval(&CHECK, &call.keys, &call.args).await {
+            let start = times.now();
+            let reply = backend.eval(&CHECK, &call.keys, &call.args).await;
+            times.redis_call(start, reply.is_err());
+            let reply = match reply {
                 Ok(reply) => reply,
                 Err(_) => {
                     telemetry.backend_error("redis");

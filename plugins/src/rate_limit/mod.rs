@@ -429,6 +429,7 @@ impl Plugin for RateLimit {
             &keys,
             ctx.consumer_tier.as_deref(),
             &*self.telemetry,
+            &mut ctx.times,
         )
         .await;
         match verdict {
