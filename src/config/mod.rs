@@ -11,6 +11,7 @@ mod env;
 mod listener;
 mod observability;
 mod parse;
+mod protocol;
 mod route;
 mod server;
 mod upstream;
@@ -31,6 +32,7 @@ pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsCo
 pub use observability::{AccessLogConfig, TracingConfig};
 pub use parse::parse;
 pub use portcullis_plugins::Problem;
+pub use protocol::{UpstreamProtocol, WebSocketConfig};
 pub use route::{CanaryConfig, MatchConfig, PathConfig, RespondConfig, RouteConfig};
 pub use server::ServerSection;
 pub use upstream::{

@@ -37,6 +37,8 @@ pub struct RouteConfig {
     /// How the request path reaches the upstream.
     #[serde(default)]
     pub path: PathConfig,
+    /// WebSocket upgrades on this route and their idle time.
+    pub websocket: Option<super::WebSocketConfig>,
 }
 
 /// `routes[].path`.

@@ -15,7 +15,7 @@ use portcullis_plugins::consumers::Consumers;
 use portcullis_plugins::ip_restriction::IpRules;
 use portcullis_plugins::rate_limit::RedisBackend;
 use portcullis_plugins::{CompiledPlugins, Level, PluginChain, PluginEnv, Retained, RetainedSet};
-use prometheus::Histogram;
+use prometheus::{Histogram, IntGauge};
 use sha2::{Digest, Sha256};
 
 use crate::config::{
@@ -29,6 +29,7 @@ use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
 use crate::model::upstream::{compile_upstream, Upstream};
+use crate::model::websocket::{self, WebSocketRoute};
 use crate::telemetry::metrics::Metrics;
 
 /// A route, compiled.
@@ -50,6 +51,10 @@ pub struct Route {
     pub compression: Option<Arc<CompressionPolicy>>,
     /// The route's edge cache, when enabled.
     pub cache: Option<RouteCache>,
+    /// `websocket:`: the idle time of upgraded connections, when set.
+    pub websocket: Option<WebSocketRoute>,
+    /// `portcullis_websocket_connections{route}`.
+    pub websocket_connections: IntGauge,
 }
 
 /// What a route does.
@@ -503,6 +508,12 @@ fn compile_route(
         }
     };
 
+    let websocket = route.websocket.as_ref().and_then(|websocket| {
+        noted(
+            WebSocketRoute::compile(websocket, &format!("{path}.websocket")).map_err(|p| vec![p]),
+            &mut problems,
+        )
+    });
     let (Some(matcher), Some(action)) = (matcher, action) else {
         return Err(problems);
     };
@@ -517,6 +528,8 @@ fn compile_route(
             .request_duration
             .with_label_values(&[route.name.as_str()]),
         cache,
+        websocket,
+        websocket_connections: websocket::connections_gauge(metrics, &route.name),
     };
     verdict((matcher, Arc::new(compiled)), problems)
 }

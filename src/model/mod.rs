@@ -13,3 +13,4 @@ pub mod router;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;

@@ -1,12 +1,13 @@
 //! What one request carries from phase to phase.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
 use super::trace::TraceContext;
+use super::websocket::WebSocketGuard;
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;
 use crate::model::gateway::{Gateway, Route};
@@ -72,6 +73,12 @@ pub struct RequestCtx {
     pub error: Option<ErrorCode>,
     /// On a route with a cache: what the cache did (`Miss` until the response says more).
     pub cache: Option<CacheStatus>,
+    /// A gRPC call: the gateway's refusals are answered as gRPC status.
+    pub grpc: bool,
+    /// The call's `grpc-timeout`, which bounds the wait for the upstream.
+    pub deadline: Option<Duration>,
+    /// An upgraded WebSocket, counted while open.
+    pub websocket: Option<WebSocketGuard>,
 }
 
 impl RequestCtx {
@@ -103,6 +110,9 @@ impl RequestCtx {
             rejection: None,
             error: None,
             cache: None,
+            grpc: false,
+            deadline: None,
+            websocket: None,
         }
     }
 }

@@ -8,12 +8,14 @@ mod connection;
 mod context;
 mod errors;
 pub mod forwarding;
+mod grpc;
 mod hygiene;
 mod logging;
 mod respond;
 mod retry;
 mod target;
 pub mod trace;
+mod websocket;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -88,7 +90,10 @@ impl ProxyHttp for Proxy {
         ctx.peer_trusted = client::peer_ip(session)
             .is_some_and(|peer| self.connections.client_address.trusts(peer));
         let raw_head = (!session.is_http2()).then(|| session.downstream_session.to_h1_raw());
-        let checked = hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
+        let checked = grpc::inspect(session.req_header(), ctx)
+            .and_then(|()| {
+                hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
+            })
             .and_then(|()| {
                 target::canonicalize_target(
                     session.req_header_mut(),
@@ -313,7 +318,10 @@ impl ProxyHttp for Proxy {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no available target");
         };
         ctx.tried |= bit(target.index());
-        Ok(target.peer())
+        let mut peer = target.peer();
+        grpc::bound_read_timeout(&mut peer, ctx)?;
+        websocket::upstream_idle(&mut peer, session.req_header(), ctx);
+        Ok(peer)
     }
 
     /// A refused or timed-out connect: nothing was sent, so any method may be retried
@@ -432,6 +440,7 @@ impl ProxyHttp for Proxy {
                 ctx.rejection = None;
             }
         }
+        websocket::accepted(session, upstream_response, ctx);
         respond::decorate(upstream_response, ctx);
         Ok(())
     }

@@ -8,7 +8,7 @@ use pingora_http::ResponseHeader;
 use portcullis_plugins::{Answer, Rejection};
 
 use super::context::RequestCtx;
-use super::errors::{error_response, rejection_for};
+use super::errors::{error_response, grpc_error_response, rejection_for};
 use crate::model::gateway::FixedResponse;
 
 /// Adds what every response carries: the request id, the plugins' response headers and
@@ -39,6 +39,10 @@ pub(super) async fn reject(
     rejection: Rejection,
 ) -> Result<bool> {
     ctx.error = Some(rejection.code);
+    if ctx.grpc {
+        let header = grpc_error_response(&rejection);
+        return send(session, ctx, header, bytes::Bytes::new()).await;
+    }
     let (header, body) = error_response(&rejection, &ctx.request_id);
     send(session, ctx, header, body).await
 }

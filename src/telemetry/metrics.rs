@@ -55,6 +55,8 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `portcullis_tls_certificate_expiry_seconds{listener,name}`: notAfter as a Unix time.
     pub tls_certificate_expiry: IntGaugeVec,
+    /// `portcullis_websocket_connections{route}`: upgraded connections open now.
+    pub websocket_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -156,6 +158,11 @@ impl Metrics {
                 "portcullis_tls_certificate_expiry_seconds",
                 "When the listener's certificate expires (its notAfter), as a Unix time.",
                 &["listener", "name"],
+            ),
+            websocket_connections: define.gauges(
+                "portcullis_websocket_connections",
+                "WebSocket connections open through the route (upgraded and not yet closed).",
+                &["route"],
             ),
             names: define.names.take(),
             registry,

@@ -3,10 +3,12 @@
 
 mod balancer;
 mod compile;
+mod grpc_health;
 mod health;
 mod least_request;
 mod outlier;
 mod peak_ewma;
+mod protocol;
 mod retry_budget;
 
 use std::net::SocketAddr;
