@@ -9,6 +9,7 @@ mod context;
 mod errors;
 pub mod forwarding;
 mod grpc;
+mod h2;
 mod hygiene;
 mod logging;
 mod respond;
@@ -336,6 +337,7 @@ impl ProxyHttp for Proxy {
         if let Some(target) = &mut ctx.target {
             target.record(Outcome::GatewayFailure);
         }
+        h2::note_failure(&e, ctx);
         if retry::decide(Failure::Connect, session, ctx, &self.state.metrics) {
             e.set_retry(true);
         }
@@ -357,6 +359,7 @@ impl ProxyHttp for Proxy {
             return e;
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
+        h2::note_failure(&e, ctx);
         if e.esource() == &ErrorSource::Upstream {
             if let Some(target) = &mut ctx.target {
                 target.record(Outcome::GatewayFailure);

@@ -2,6 +2,7 @@
 //! same decoration (request id, plugin response hooks) as proxied responses.
 
 use http::header::CONTENT_LENGTH;
+use pingora::protocols::http::HttpTask;
 use pingora::proxy::{FailToProxy, Session};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -40,8 +41,16 @@ pub(super) async fn reject(
 ) -> Result<bool> {
     ctx.error = Some(rejection.code);
     if ctx.grpc {
-        let header = grpc_error_response(&rejection);
-        return send(session, ctx, header, bytes::Bytes::new()).await;
+        let mut header = grpc_error_response(&rejection);
+        decorate(&mut header, ctx);
+        // Trailers-only: one HEADERS frame that ends the stream (an empty DATA frame
+        // after it would be a protocol error to a gRPC client).
+        let task = HttpTask::Header(Box::new(header), true);
+        session
+            .downstream_session
+            .response_duplex_vec(vec![task])
+            .await?;
+        return Ok(true);
     }
     let (header, body) = error_response(&rejection, &ctx.request_id);
     send(session, ctx, header, body).await

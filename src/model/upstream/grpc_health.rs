@@ -71,7 +71,10 @@ impl GrpcHealthCheck {
                 "the target answered over HTTP/1, not HTTP/2",
             );
         };
-        session.write_request_header(Box::new(self.request.clone()), false)?;
+        let mut request = Box::new(self.request.clone());
+        // HTTP/2 needs an authority; the target's address is the honest one.
+        request.insert_header("host", target.addr.to_string())?;
+        session.write_request_header(request, false)?;
         session
             .write_request_body(self.message.clone(), true)
             .await?;
