@@ -373,7 +373,9 @@ fn protocol_problems_are_reported_at_their_field() {
         let file = dir.write("check.yaml", yaml);
         let output = common::run_portcullis(&["check", "-c", file.to_str().expect("utf-8")]);
         assert!(!output.status.success(), "check passed:\n{yaml}");
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
+        said.push_str(&String::from_utf8_lossy(&output.stderr));
+        said
     };
     let stderr = check(
         "listeners: [{address: '127.0.0.1:1'}]\n\
