@@ -11,9 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    eventually, free_port, make_cert, metric_value, Gateway, TestDir, BASE_CONFIG,
-};
+use common::{eventually, free_port, make_cert, metric_value, Gateway, TestDir, BASE_CONFIG};
 use serde_json::Value;
 
 const TOOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/grpc_echo.py");
@@ -109,7 +107,10 @@ fn assert_calls_pass(target: &str, tls: &[&str]) {
     let unary = call(target, "unary", &[tls, &["--message", "hello"]].concat());
     assert_eq!(unary["code"], "OK", "{unary}");
     assert_eq!(messages(&unary), ["hello"]);
-    assert_eq!(unary["trailers"]["x-trailer"], "kept", "trailers lost: {unary}");
+    assert_eq!(
+        unary["trailers"]["x-trailer"], "kept",
+        "trailers lost: {unary}"
+    );
 
     let streamed = call(target, "count", &[tls, &["--message", "20"]].concat());
     assert_eq!(streamed["code"], "OK", "{streamed}");
@@ -130,11 +131,7 @@ fn assert_calls_pass(target: &str, tls: &[&str]) {
 #[test]
 fn unary_streaming_and_bidi_calls_pass_over_h2c() {
     let server = GrpcServer::start(None);
-    let gateway = Gateway::start(&grpc_sections(
-        &server.addr(),
-        "    protocol: h2c\n",
-        "",
-    ));
+    let gateway = Gateway::start(&grpc_sections(&server.addr(), "    protocol: h2c\n", ""));
 
     assert_calls_pass(&gateway.addr(), &[]);
     let log = gateway.wait_for_access_log(3);
@@ -168,8 +165,10 @@ fn calls_pass_over_tls_on_both_sides_with_h2_and_auto() {
     let client_tls = ["--ca", &ca, "--authority", "localhost"];
 
     for protocol in ["h2", "auto"] {
-        let pool = format!("    protocol: {protocol}\n    tls: {{ sni: localhost, verify: false }}\n");
-        let (_gateway, tls_addr) = tls_gateway(certs.path(), &grpc_sections(&server.addr(), &pool, ""));
+        let pool =
+            format!("    protocol: {protocol}\n    tls: {{ sni: localhost, verify: false }}\n");
+        let (_gateway, tls_addr) =
+            tls_gateway(certs.path(), &grpc_sections(&server.addr(), &pool, ""));
         assert_calls_pass(&tls_addr, &client_tls);
     }
 }
@@ -193,9 +192,19 @@ fn gateway_refusals_come_back_as_grpc_status() {
     let route = |name: &str| format!("x-route={name}");
 
     let unauthenticated = call(&target, "unary", &["--metadata", &route("keyed")]);
-    assert_eq!(unauthenticated["code"], "UNAUTHENTICATED", "{unauthenticated}");
+    assert_eq!(
+        unauthenticated["code"], "UNAUTHENTICATED",
+        "{unauthenticated}"
+    );
     assert!(!unauthenticated["details"].as_str().unwrap_or("").is_empty());
-    let keyed = ["--metadata", &route("keyed"), "--metadata", "x-api-key=test", "--message", "k"];
+    let keyed = [
+        "--metadata",
+        &route("keyed"),
+        "--metadata",
+        "x-api-key=test",
+        "--message",
+        "k",
+    ];
     assert_eq!(call(&target, "unary", &keyed)["code"], "OK");
 
     let first = call(&target, "unary", &["--metadata", &route("limited")]);
@@ -206,10 +215,17 @@ fn gateway_refusals_come_back_as_grpc_status() {
     let unrouted = call(&target, "unary", &["--metadata", "x-route=none"]);
     assert_eq!(unrouted["code"], "UNIMPLEMENTED", "{unrouted}");
 
-    let unavailable = call(&target, "count", &["--metadata", &route("gone"), "--message", "2"]);
+    let unavailable = call(
+        &target,
+        "count",
+        &["--metadata", &route("gone"), "--message", "2"],
+    );
     assert_eq!(unavailable["code"], "UNAVAILABLE", "{unavailable}");
     assert!(
-        unavailable["details"].as_str().unwrap_or("").contains("gone"),
+        unavailable["details"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gone"),
         "the message names the pool: {unavailable}"
     );
 }
@@ -245,7 +261,9 @@ fn raw_grpc_call(
     headers: &[(&str, &str)],
 ) -> (http::response::Parts, Duration) {
     runtime.block_on(async {
-        let socket = tokio::net::TcpStream::connect(gateway).await.expect("connect");
+        let socket = tokio::net::TcpStream::connect(gateway)
+            .await
+            .expect("connect");
         let (mut client, connection) = h2::client::handshake(socket).await.expect("h2c");
         tokio::spawn(connection);
         let mut request = http::Request::post(format!("http://{gateway}/test.Echo/Unary"))
@@ -277,7 +295,10 @@ fn grpc_timeout_bounds_the_wait_for_the_upstream() {
 
     let (head, elapsed) = raw_grpc_call(&runtime, &gateway.addr(), &[("grpc-timeout", "300m")]);
     assert_eq!(head.status, 200, "trailers-only gRPC answer");
-    assert_eq!(head.headers["grpc-status"], "4", "DEADLINE_EXCEEDED: {head:?}");
+    assert_eq!(
+        head.headers["grpc-status"], "4",
+        "DEADLINE_EXCEEDED: {head:?}"
+    );
     assert_eq!(head.headers["content-type"], "application/grpc");
     assert!(head.headers.contains_key("x-request-id"));
     assert!(
@@ -286,8 +307,14 @@ fn grpc_timeout_bounds_the_wait_for_the_upstream() {
     );
 
     let (head, _) = raw_grpc_call(&runtime, &gateway.addr(), &[("grpc-timeout", "soon")]);
-    assert_eq!(head.headers["grpc-status"], "3", "INVALID_ARGUMENT: {head:?}");
-    assert!(head.headers["grpc-message"].to_str().unwrap_or("").contains("grpc-timeout"));
+    assert_eq!(
+        head.headers["grpc-status"], "3",
+        "INVALID_ARGUMENT: {head:?}"
+    );
+    assert!(head.headers["grpc-message"]
+        .to_str()
+        .unwrap_or("")
+        .contains("grpc-timeout"));
 }
 
 /// Python's own HTTP/1.1 server (`python3 -m http.server`), killed on drop.
@@ -305,7 +332,13 @@ fn an_http1_upstream_configured_as_h2c_is_a_clear_502_naming_the_pool() {
     let port = free_port();
     let dir = TestDir::new();
     let child = Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -313,7 +346,10 @@ fn an_http1_upstream_configured_as_h2c_is_a_clear_502_naming_the_pool() {
         .expect("python3 runs");
     let app = Http1Server(child, port);
     let addr = format!("127.0.0.1:{}", app.1);
-    eventually!(std::net::TcpStream::connect(&addr).is_ok(), "http.server never listened");
+    eventually!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "http.server never listened"
+    );
     let gateway = Gateway::start(&grpc_sections(
         &addr,
         "    protocol: h2c\n    retries: { attempts: 0 }\n",
@@ -323,11 +359,16 @@ fn an_http1_upstream_configured_as_h2c_is_a_clear_502_naming_the_pool() {
     let started = Instant::now();
     let response = gateway.request("GET", "/test.Echo/Unary", &[]);
     assert_eq!(response.status, 502, "{response:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     let grpc = call(&gateway.addr(), "unary", &[]);
     assert_eq!(grpc["code"], "UNAVAILABLE", "{grpc}");
     eventually!(
-        gateway.stderr().contains("upstream grpc target") && gateway.stderr().contains("HTTP/2 failed"),
+        gateway.stderr().contains("upstream grpc target")
+            && gateway.stderr().contains("HTTP/2 failed"),
         "no log line names the pool and the protocol:\n{}",
         gateway.diagnostics()
     );
@@ -363,7 +404,10 @@ fn grpc_health_checks_use_the_standard_protocol() {
         gateway.diagnostics()
     );
     assert_eq!(healthy("serving"), Some(1.0), "{}", gateway.diagnostics());
-    assert_eq!(call(&gateway.addr(), "unary", &["--message", "up"])["code"], "OK");
+    assert_eq!(
+        call(&gateway.addr(), "unary", &["--message", "up"])["code"],
+        "OK"
+    );
 }
 
 #[test]
@@ -390,7 +434,10 @@ fn protocol_problems_are_reported_at_their_field() {
         "upstreams.c.health_check.type",
         "routes[0].websocket.idle_timeout",
     ] {
-        assert!(stderr.contains(expected), "no problem at {expected}:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "no problem at {expected}:\n{stderr}"
+        );
     }
     let stderr = check(
         "listeners: [{address: '127.0.0.1:1'}]\n\

@@ -83,7 +83,12 @@ impl EchoServer {
 }
 
 /// Opens a WebSocket to `path` on `gateway` with extra request `headers`.
-fn open(server: &EchoServer, addr: &str, path: &str, headers: &[(&str, &str)]) -> Result<Socket, WsError> {
+fn open(
+    server: &EchoServer,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Socket, WsError> {
     let mut request = format!("ws://{addr}{path}")
         .into_client_request()
         .expect("request");
@@ -94,10 +99,13 @@ fn open(server: &EchoServer, addr: &str, path: &str, headers: &[(&str, &str)]) -
             .insert(name, value.parse().expect("header value"));
     }
     server.runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(request))
-            .await
-            .expect("the upgrade is answered within 10 s")
-            .map(|(socket, _)| socket)
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .expect("the upgrade is answered within 10 s")
+        .map(|(socket, _)| socket)
     })
 }
 
@@ -131,7 +139,7 @@ fn ws_config(server: &EchoServer, route: &str) -> String {
     let base = extend_section(
         BASE_CONFIG,
         "server",
-        "  body_read_timeout: 1s\n  grace_period_seconds: 30\n  drain_delay_seconds: 0",
+        "  error_log: \"{dir}/error.log\"\n  body_read_timeout: 1s\n  grace_period_seconds: 30\n  drain_delay_seconds: 0",
     );
     format!(
         "{base}consumers:\n  - {{ id: acme, api_keys: [\"sha256:{KEY_DIGEST}\"] }}\n\
@@ -148,14 +156,25 @@ fn open_sockets(gateway: &Gateway) -> Option<f64> {
 #[test]
 fn frames_flow_both_ways_and_idle_sockets_outlive_the_read_timeouts() {
     let server = EchoServer::start();
-    let gateway = Gateway::start_raw(&ws_config(&server, "    websocket: { idle_timeout: 30s }\n"));
+    let gateway = Gateway::start_raw(&ws_config(
+        &server,
+        "    websocket: { idle_timeout: 30s }\n",
+    ));
     let mut socket = open(&server, &gateway.addr(), "/ws/echo", &[]).expect("upgrade");
-    eventually!(open_sockets(&gateway) == Some(1.0), "gauge: {:?}", open_sockets(&gateway));
+    eventually!(
+        open_sockets(&gateway) == Some(1.0),
+        "gauge: {:?}",
+        open_sockets(&gateway)
+    );
 
     assert_eq!(text(&server, &mut socket, "hello"), "hello");
     let binary = exchange(&server, &mut socket, Message::binary(vec![0u8, 1, 2, 255]));
     assert_eq!(binary, Message::Binary(Bytes::from_static(&[0, 1, 2, 255])));
-    let pong = exchange(&server, &mut socket, Message::Ping(Bytes::from_static(b"p")));
+    let pong = exchange(
+        &server,
+        &mut socket,
+        Message::Ping(Bytes::from_static(b"p")),
+    );
     assert_eq!(pong, Message::Pong(Bytes::from_static(b"p")));
 
     // Idle for twice the pool's read timeout and `server.body_read_timeout`.
@@ -170,7 +189,11 @@ fn frames_flow_both_ways_and_idle_sockets_outlive_the_read_timeouts() {
             "the close handshake: {reply:?}"
         );
     });
-    eventually!(open_sockets(&gateway) == Some(0.0), "gauge after close: {:?}", open_sockets(&gateway));
+    eventually!(
+        open_sockets(&gateway) == Some(0.0),
+        "gauge after close: {:?}",
+        open_sockets(&gateway)
+    );
     let log = gateway.wait_for_access_log(1);
     assert_eq!(log[0]["status"], 101, "{log:?}");
 }
@@ -190,8 +213,15 @@ fn an_idle_socket_is_closed_after_the_route_idle_timeout() {
         assert!(end.is_ok(), "the idle socket was never closed");
     });
     let idle = started.elapsed();
-    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(5), "closed after {idle:?}");
-    eventually!(open_sockets(&gateway) == Some(0.0), "gauge: {:?}", open_sockets(&gateway));
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "closed after {idle:?}"
+    );
+    eventually!(
+        open_sockets(&gateway) == Some(0.0),
+        "gauge: {:?}",
+        open_sockets(&gateway)
+    );
 }
 
 #[test]
@@ -208,16 +238,32 @@ fn auth_and_rate_limits_run_on_the_upgrade_request() {
     };
     assert_eq!(status(open(&server, &gateway.addr(), "/ws/echo", &[])), 401);
     let keyed = [("x-api-key", "test")];
-    assert_eq!(status(open(&server, &gateway.addr(), "/ws/echo", &keyed)), 101);
-    assert_eq!(status(open(&server, &gateway.addr(), "/ws/echo", &keyed)), 101);
-    assert_eq!(status(open(&server, &gateway.addr(), "/ws/echo", &keyed)), 429);
-    assert_eq!(server.accepted.load(SeqCst), 2, "refused upgrades reached the upstream");
+    assert_eq!(
+        status(open(&server, &gateway.addr(), "/ws/echo", &keyed)),
+        101
+    );
+    assert_eq!(
+        status(open(&server, &gateway.addr(), "/ws/echo", &keyed)),
+        101
+    );
+    assert_eq!(
+        status(open(&server, &gateway.addr(), "/ws/echo", &keyed)),
+        429
+    );
+    assert_eq!(
+        server.accepted.load(SeqCst),
+        2,
+        "refused upgrades reached the upstream"
+    );
 }
 
 #[test]
 fn an_upgrade_the_upstream_refuses_is_passed_through() {
     let server = EchoServer::start();
-    let gateway = Gateway::start_raw(&ws_config(&server, "    websocket: { idle_timeout: 30s }\n"));
+    let gateway = Gateway::start_raw(&ws_config(
+        &server,
+        "    websocket: { idle_timeout: 30s }\n",
+    ));
     match open(&server, &gateway.addr(), "/ws/refuse", &[]) {
         Err(WsError::Http(response)) => {
             assert_eq!(response.status(), 403);
@@ -240,10 +286,14 @@ fn open_sockets_survive_a_reload_and_a_graceful_upgrade() {
     assert_eq!(text(&server, &mut socket, "before"), "before");
 
     // A SIGHUP reload that changes the routes leaves the open socket alone.
-    let extra = "  - name: extra\n    match: { path: /extra }\n    respond: { status: 200, body: x }\n";
+    let extra =
+        "  - name: extra\n    match: { path: /extra }\n    respond: { status: 200, body: x }\n";
     gateway.rewrite_config_raw(&ws_config(&server, &format!("{route}{extra}")));
     gateway.signal("HUP");
-    eventually!(gateway.get("/extra").status == 200, "the reload never took effect");
+    eventually!(
+        gateway.get("/extra").status == 200,
+        "the reload never took effect"
+    );
     assert_eq!(text(&server, &mut socket, "after reload"), "after reload");
 
     // A graceful upgrade: the old process keeps the socket until it closes.
@@ -256,7 +306,9 @@ fn open_sockets_survive_a_reload_and_a_graceful_upgrade() {
         String::from_utf8_lossy(&upgrade.stdout),
         String::from_utf8_lossy(&upgrade.stderr)
     );
-    let new_pid = gateway.pid_from_file().expect("the new process wrote its pid");
+    let new_pid = gateway
+        .pid_from_file()
+        .expect("the new process wrote its pid");
     assert_ne!(new_pid, old_pid);
     eventually!(
         within(Duration::from_secs(15)),
@@ -269,13 +321,19 @@ fn open_sockets_survive_a_reload_and_a_graceful_upgrade() {
         "the old process exited with a socket open"
     );
     assert_eq!(text(&server, &mut socket, "after upgrade"), "after upgrade");
-    let mut fresh = open(&server, &gateway.addr(), "/ws/echo", &[]).expect("upgrade to the new process");
+    let mut fresh =
+        open(&server, &gateway.addr(), "/ws/echo", &[]).expect("upgrade to the new process");
     assert_eq!(text(&server, &mut fresh, "new"), "new");
 
     server.runtime.block_on(async {
         let _ = socket.close(None).await;
-        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), socket.next()).await {}
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_secs(5), socket.next()).await
+        {}
     });
     let exit = gateway.wait_for_exit(Duration::from_secs(15));
-    assert!(exit.is_some(), "the old process should exit once its last socket closed");
+    assert!(
+        exit.is_some(),
+        "the old process should exit once its last socket closed"
+    );
 }

@@ -12,7 +12,9 @@ pub(super) fn note_failure(e: &Error, ctx: &RequestCtx) {
     if e.esource() != &ErrorSource::Upstream || e.etype() != &ErrorType::H2Error {
         return;
     }
-    let Some(upstream) = &ctx.upstream else { return };
+    let Some(upstream) = &ctx.upstream else {
+        return;
+    };
     let target = ctx
         .target
         .as_ref()
