@@ -47,3 +47,9 @@ if ! python3 -c "import httplint" >/dev/null 2>&1; then
   python3 -m pip install --quiet httplint 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages httplint
 fi
+
+# grpcio (a real gRPC server and client) for tests/grpc.rs and the gRPC benchmark rows.
+if ! python3 -c "import grpc, grpc_health" >/dev/null 2>&1; then
+  python3 -m pip install --quiet grpcio grpcio-health-checking 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages grpcio grpcio-health-checking
+fi
