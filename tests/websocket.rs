@@ -46,6 +46,8 @@ impl EchoServer {
             while let Ok((stream, _)) = listener.accept().await {
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
+                    // tungstenite's callback type returns its (large) ErrorResponse.
+                    #[allow(clippy::result_large_err)]
                     let refuse = |request: &Request, response: Response| {
                         if request.uri().path() == "/ws/refuse" {
                             let mut refusal = ErrorResponse::new(None);
