@@ -1,5 +1,5 @@
-//! `routes[].websocket` compiled: the idle time of the route's upgraded connections and
-//! the gauge that counts them.
+//! `routes[].websocket` compiled: the idle time of the route's upgraded connections, the
+//! gauge that counts them and the guard that holds one socket's count.
 
 use std::time::Duration;
 
@@ -30,4 +30,40 @@ impl WebSocketRoute {
 /// any route passes a WebSocket upgrade through (`websocket:` only sets its idle time).
 pub fn connections_gauge(metrics: &Metrics, route: &str) -> IntGauge {
     metrics.websocket_connections.with_label_values(&[route])
+}
+
+/// One open WebSocket, counted in its route's gauge until dropped (with the request's
+/// context, on every path: a close from either side, an idle timeout, a shutdown).
+pub struct WebSocketGuard {
+    gauge: IntGauge,
+}
+
+impl WebSocketGuard {
+    /// Counts a socket that just opened.
+    pub fn open(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self {
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for WebSocketGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_counts_while_open() {
+        let gauge = IntGauge::new("open", "open").expect("gauge");
+        let guard = WebSocketGuard::open(&gauge);
+        assert_eq!(gauge.get(), 1);
+        drop(guard);
+        assert_eq!(gauge.get(), 0);
+    }
 }

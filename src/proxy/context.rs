@@ -7,11 +7,12 @@ use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
 use super::trace::TraceContext;
-use super::websocket::WebSocketGuard;
+
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;
 use crate::model::gateway::{Gateway, Route};
 use crate::model::upstream::{TargetSlot, Upstream, UpstreamSlot};
+use crate::model::websocket::WebSocketGuard;
 
 /// Per-request state: each phase records what it learnt here and later phases read it.
 /// Dropping it releases the request's bulkhead and target slots, whatever path ended it.

@@ -8,30 +8,9 @@ use http::header::UPGRADE;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
-use prometheus::IntGauge;
 
 use super::context::RequestCtx;
-
-/// One open WebSocket, counted in its route's gauge until dropped (with the request's
-/// context, on every path: a close from either side, an idle timeout, a shutdown).
-pub struct WebSocketGuard {
-    gauge: IntGauge,
-}
-
-impl WebSocketGuard {
-    fn open(gauge: &IntGauge) -> Self {
-        gauge.inc();
-        Self {
-            gauge: gauge.clone(),
-        }
-    }
-}
-
-impl Drop for WebSocketGuard {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
+use crate::model::websocket::WebSocketGuard;
 
 /// Whether the request asks to become a WebSocket (`hygiene.rs` has already checked the
 /// rest of the upgrade's shape: a body-less HTTP/1.1 GET with `Connection: upgrade`).
@@ -82,14 +61,5 @@ mod tests {
         assert!(is_upgrade(&req));
         req.insert_header("upgrade", "websocketx").expect("header");
         assert!(!is_upgrade(&req));
-    }
-
-    #[test]
-    fn the_guard_counts_while_open() {
-        let gauge = IntGauge::new("open", "open").expect("gauge");
-        let guard = WebSocketGuard::open(&gauge);
-        assert_eq!(gauge.get(), 1);
-        drop(guard);
-        assert_eq!(gauge.get(), 0);
     }
 }
