@@ -28,7 +28,7 @@ if [[ ${1:-} == --quick ]]; then
 	WARMUP="${WARMUP:-1s}"
 	K6_DURATION="${K6_DURATION:-3s}"
 	use_profile debug
-	ROWS="${ROWS:-direct nginx portcullis-plain portcullis-edge}"
+	ROWS="${ROWS:-direct nginx portcullis-plain portcullis-edge grpc-direct portcullis-grpc}"
 fi
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
@@ -40,6 +40,8 @@ LOAD_CPU=1
 BARE_BIN="$(dirname "$GATEWAY_BIN")/examples/bare_proxy"
 FIXTURE_BIN="$(dirname "$GATEWAY_BIN")/examples/auth_fixture"
 EDGE_PATH=/api/v1/items/42
+GRPC_PATH=/bench.Echo/Unary
+GRPC_BIN="$(dirname "$GATEWAY_BIN")/examples/grpc_upstream"
 
 # The rows: name, what serves it, its config template (conf/*.yaml, for portcullis), the
 # measured path, and what else it needs:
@@ -51,6 +53,11 @@ EDGE_PATH=/api/v1/items/42
 # /doc.json is the example upstream's 16 KiB JSON document (compressible); / its 64-byte text.
 # The varnish rows cache every answer for 1 h; varnish-gzip also sets beresp.do_gzip (Varnish
 # compresses on insert, as Portcullis does on a route with cache and compression).
+#   h2load      measured with h2load (nghttp2-client) over HTTP/2 instead of wrk over HTTP/1.1:
+#               -c CONNECTIONS clients, 10 streams each, no k6 run; h2load reports no
+#               percentiles, so p50/p99 show its mean and max
+#   grpc        gRPC-shaped unary calls (POST, content-type application/grpc, te: trailers,
+#               one framed 64-byte message) to examples/grpc_upstream, which runs for the row
 # A row whose name ends in -tls is measured over HTTPS (nginx and portcullis with the same
 # certificate). Every port is chosen free at run time. By default ROWS is every row, in order.
 ROW_TABLE="
@@ -73,6 +80,10 @@ varnish                     varnish     -                     /
 varnish-gzip                varnish     -                     /doc.json   gzip
 nginx-tls                   nginx       -                     /
 portcullis-tls              portcullis  tls.yaml              /
+nginx-h2-tls                nginx       -                     /           h2load
+portcullis-h2-tls           portcullis  h2.yaml               /           h2load
+grpc-direct                 grpc        -                     $GRPC_PATH  h2load,grpc
+portcullis-grpc             portcullis  grpc.yaml             $GRPC_PATH  h2load,grpc
 "
 ROWS="${ROWS:-$(awk 'NF { printf "%s ", $1 }' <<<"$ROW_TABLE")}"
 
@@ -110,6 +121,11 @@ prepare() {
 	fi
 	[[ -x $UPSTREAM_BIN ]] || die "missing $UPSTREAM_BIN (build with cargo build --release --example upstream)"
 	((K6_RATE == 0)) || [[ -f $LOADTEST_DIR/fixed-rate.js ]] || die "missing loadtest/fixed-rate.js"
+	if [[ " $ROWS " == *h2* || " $ROWS " == *grpc* ]]; then
+		ensure_tools h2load:nghttp2-client
+		# One gRPC message: uncompressed flag, 4-byte length (59), 59 bytes.
+		{ printf '\x00\x00\x00\x00\x3b'; head -c 59 /dev/zero | tr '\0' 'm'; } >"$WORK/grpc-message.bin"
+	fi
 	if [[ " $ROWS " == *-tls* ]]; then
 		ensure_tools openssl:openssl
 		"$REPO_DIR/conf/make-test-certs.sh" "$CERT_DIR" edge localhost >/dev/null ||
@@ -162,9 +178,10 @@ start_upstream() {
 start_nginx() {
 	local row="$1" dir="$WORK/$1" user_line=""
 	reserve_port PROXY_PORT
-	local listen="listen 127.0.0.1:$PROXY_PORT;"
+	local listen="listen 127.0.0.1:$PROXY_PORT;" http2=""
+	[[ $row == *-h2-tls ]] && http2=" http2"
 	if [[ $row == *-tls ]]; then
-		listen="listen 127.0.0.1:$PROXY_PORT ssl;
+		listen="listen 127.0.0.1:$PROXY_PORT ssl$http2;
         ssl_certificate $CERT_DIR/edge.pem;
         ssl_certificate_key $CERT_DIR/edge.key;
         ssl_protocols TLSv1.2 TLSv1.3;"
@@ -232,6 +249,28 @@ EOF
 	start_bg "$row" "$PROXY_CPU" TERM "$WORK/$row.log" haproxy -db -f "$dir/haproxy.cfg"
 	PROXY_PID=$STARTED_PID
 	wait_http "$(row_url "$row" /)" "$PROXY_PID" 10
+}
+
+# start_grpc_upstream — examples/grpc_upstream on PORT[grpc_upstream] (once), on the load CPU.
+start_grpc_upstream() {
+	[[ -n ${GRPC_PID:-} ]] && kill -0 "$GRPC_PID" 2>/dev/null && return 0
+	[[ -x $GRPC_BIN ]] || return 1
+	[[ -n ${PORT[grpc_upstream]:-} ]] || reserve_port 'PORT[grpc_upstream]'
+	start_bg grpc-upstream "$LOAD_CPU" TERM "$WORK/grpc-upstream.log" "$GRPC_BIN" --listen "127.0.0.1:${PORT[grpc_upstream]}"
+	GRPC_PID=$STARTED_PID
+	local i
+	for ((i = 0; i < 100; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/${PORT[grpc_upstream]}") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# The "grpc-direct" row measures the gRPC upstream itself.
+start_grpc() {
+	start_grpc_upstream || return 1
+	PROXY_PID=$GRPC_PID
+	PROXY_PORT=${PORT[grpc_upstream]}
 }
 
 # Pingora with no logic at all: the ceiling of any Pingora-based gateway.
@@ -368,6 +407,37 @@ measure() {
 	log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} µs CPU/req; at $K6_RATE req/s p50 $k6_p50 ms, p99 $k6_p99 ms"
 }
 
+# measure_h2load NAME URL PID NEEDS — warm-up and a measured h2load run over HTTP/2 (gRPC
+# headers and message for rows that need grpc), one table row. h2load has no percentiles:
+# the p50 and p99 columns show its mean and max request time.
+measure_h2load() {
+	local name="$1" url="$2" pid="$3" needs="$4" out="$WORK/h2load-$1.txt"
+	local args=(-t1 -c"$CONNECTIONS" -m10)
+	if [[ $needs == *grpc* ]]; then
+		args+=(-d "$WORK/grpc-message.bin" -H 'content-type: application/grpc' -H 'te: trailers')
+	fi
+	local t0 t1
+	taskset -c "$LOAD_CPU" h2load "${args[@]}" -D "${WARMUP%s}" "$url" >/dev/null 2>&1 || true
+	t0="$(cpu_ticks "$pid")"
+	if ! taskset -c "$LOAD_CPU" h2load "${args[@]}" -D "${DURATION%s}" "$url" >"$out" 2>&1; then
+		note "$name: h2load failed: $(tail -n 2 "$out" | tr '\n' ' ')"
+	fi
+	t1="$(cpu_ticks "$pid")"
+	kill -0 "$pid" 2>/dev/null || note "$name: process exited during the run"
+	local rps requests succeeded mean max rss_kib cpu_us
+	rps="$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$out")"
+	read -r requests succeeded < <(awk '/^requests:/ { print $2, $8 }' "$out")
+	mean="$(to_ms "$(awk '/^time for request:/ { print $6 }' "$out")")"
+	max="$(to_ms "$(awk '/^time for request:/ { print $5 }' "$out")")"
+	rss_kib="$(peak_rss_kib "$pid")"
+	cpu_us="$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="${succeeded:-0}" \
+		'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "n/a" }')"
+	local failed=$((${requests:-0} - ${succeeded:-0}))
+	((failed == 0 && ${succeeded:-0} > 0)) || note "$name: $failed of ${requests:-0} h2load requests failed"
+	TABLE_ROWS+=("$name|${rps:-n/a}|$mean|$max|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|n/a|n/a|$failed / 0")
+	log "$name (h2load): ${rps:-n/a} req/s, mean ${mean} ms, max ${max} ms, ${cpu_us} µs CPU/req"
+}
+
 # k6_latency NAME URL — p50 and p99 (ms) at a constant K6_RATE requests/s.
 k6_latency() {
 	local name="$1" url="$2" summary="$WORK/k6-$1.json"
@@ -406,6 +476,10 @@ start_row() {
 		return 1
 	fi
 	[[ $needs == *gzip* ]] && REQUEST_HEADER="Accept-Encoding: gzip"
+	if [[ $needs == *grpc* ]] && ! start_grpc_upstream; then
+		SKIP_REASON="examples/grpc_upstream did not start (cargo build --example grpc_upstream)"
+		return 1
+	fi
 	if [[ $needs == *token* ]]; then
 		local token
 		if ! token="$("$FIXTURE_BIN" "$WORK/${conf%.yaml}-jwks.json")"; then
@@ -428,7 +502,11 @@ run_row() {
 		skip_row "$row" "$SKIP_REASON"
 		return
 	fi
-	measure "$row" "$(row_url "$row" "$path")" "$PROXY_PID"
+	if [[ $needs == *h2load* ]]; then
+		measure_h2load "$row" "$(row_url "$row" "$path")" "$PROXY_PID" "$needs"
+	else
+		measure "$row" "$(row_url "$row" "$path")" "$PROXY_PID"
+	fi
 	REQUEST_HEADER=""
 	if [[ $needs == *access-log* ]]; then
 		local lines access_log="$WORK/${conf%.yaml}-access.log"
@@ -437,6 +515,8 @@ run_row() {
 		((lines > 0)) || note "$row: access log $access_log is empty"
 	fi
 	[[ $server == upstream ]] || stop_bg "$PROXY_PID"
+	[[ $server == grpc ]] && GRPC_PID=""
+	return 0
 }
 
 render_table() {
@@ -445,7 +525,7 @@ render_table() {
 	declare -A ref_rps ref_cpu
 	for row in "${TABLE_ROWS[@]}"; do
 		IFS='|' read -r name rps p50 p99 cpu _ <<<"$row"
-		if [[ $name == nginx || $name == nginx-tls ]]; then
+		if [[ $name == nginx || $name == nginx-tls || $name == nginx-h2-tls || $name == grpc-direct ]]; then
 			ref_rps[$name]="$rps"
 			ref_cpu[$name]="$cpu"
 		fi
@@ -456,6 +536,8 @@ render_table() {
 		IFS='|' read -r name rps p50 p99 cpu rss k6p50 k6p99 errs <<<"$row"
 		ref=nginx
 		[[ $name == *-tls ]] && ref=nginx-tls
+		[[ $name == *-h2-tls ]] && ref=nginx-h2-tls
+		[[ $name == *grpc* ]] && ref=grpc-direct
 		ratio="$(awk -v a="$rps" -v b="${ref_rps[$ref]:-}" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
 		cpu_ratio="$(awk -v a="$cpu" -v b="${ref_cpu[$ref]:-}" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
 		echo "| $name | $rps | $p50 | $p99 | $cpu | $rss | $k6p50 | $k6p99 | $ratio | $cpu_ratio | $errs |"

@@ -84,9 +84,9 @@ ensure_k6() {
 build_release() {
 	local flag=--release
 	[[ $PROFILE == release ]] || flag=""
-	log "cargo build $flag --bin portcullis --example upstream --example bare_proxy --example auth_fixture"
+	log "cargo build $flag --bin portcullis --example upstream --example bare_proxy --example auth_fixture --example grpc_upstream"
 	# shellcheck disable=SC2086  # $flag is empty or one word
-	(cd "$REPO_DIR" && cargo build $flag --bin portcullis --example upstream --example bare_proxy --example auth_fixture)
+	(cd "$REPO_DIR" && cargo build $flag --bin portcullis --example upstream --example bare_proxy --example auth_fixture --example grpc_upstream)
 }
 
 # start_bg NAME CPU|- SIGNAL LOGFILE CMD... — starts CMD in the background (pinned to CPU

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium haproxy
-  python3 python3-pip dnsmasq-base)
+  python3 python3-pip dnsmasq-base nghttp2-client)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -46,4 +46,10 @@ fi
 if ! python3 -c "import httplint" >/dev/null 2>&1; then
   python3 -m pip install --quiet httplint 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages httplint
+fi
+
+# grpcio (a real gRPC server and client) for tests/grpc.rs and the gRPC benchmark rows.
+if ! python3 -c "import grpc, grpc_health" >/dev/null 2>&1; then
+  python3 -m pip install --quiet grpcio grpcio-health-checking 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages grpcio grpcio-health-checking
 fi

@@ -12,6 +12,7 @@ mod env;
 mod listener;
 mod observability;
 mod parse;
+mod protocol;
 mod route;
 mod server;
 mod tracing;
@@ -34,6 +35,7 @@ pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsCo
 pub use observability::{AccessLogConfig, TracingConfig};
 pub use parse::parse;
 pub use portcullis_plugins::Problem;
+pub use protocol::{UpstreamProtocol, WebSocketConfig};
 pub use route::{CanaryConfig, MatchConfig, PathConfig, RespondConfig, RouteConfig};
 pub use server::ServerSection;
 pub use tracing::{OtlpConfig, OtlpProtocol};

@@ -40,6 +40,8 @@ pub struct RouteConfig {
     /// The whole request's time limit, retries included; overrides the pool's
     /// timeouts (past it the client gets 504 UPSTREAM_TIMEOUT).
     pub timeout: Option<portcullis_plugins::units::Duration>,
+    /// WebSocket upgrades on this route and their idle time.
+    pub websocket: Option<super::WebSocketConfig>,
 }
 
 /// `routes[].path`.

@@ -11,6 +11,9 @@ use super::default_true;
 pub struct UpstreamConfig {
     /// The servers of the pool.
     pub targets: Vec<TargetConfig>,
+    /// The HTTP version spoken to the targets (`protocol.rs`).
+    #[serde(default)]
+    pub protocol: super::UpstreamProtocol,
     /// How a target is chosen.
     #[serde(default)]
     pub load_balancing: LoadBalancing,
@@ -179,7 +182,7 @@ pub enum RetryCondition {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// `http` or `tcp`.
+    /// `http`, `tcp` or `grpc`.
     #[serde(rename = "type", default)]
     pub kind: HealthCheckKind,
     /// Path requested by `http` checks.
@@ -202,6 +205,9 @@ pub struct HealthCheckConfig {
     /// Statuses that count as healthy.
     #[serde(default = "HealthCheckConfig::default_expected_status")]
     pub expected_status: Vec<u16>,
+    /// The service `grpc` checks ask about (`grpc.health.v1`); empty means the server.
+    #[serde(default)]
+    pub service: String,
 }
 
 impl HealthCheckConfig {
@@ -231,4 +237,7 @@ pub enum HealthCheckKind {
     Http,
     /// A TCP connect.
     Tcp,
+    /// The standard gRPC health protocol (`grpc.health.v1.Health/Check`) over the
+    /// pool's `protocol` (`h2c`, `h2` or `auto`): healthy when the answer is `SERVING`.
+    Grpc,
 }

@@ -15,7 +15,7 @@ use portcullis_plugins::consumers::Consumers;
 use portcullis_plugins::ip_restriction::IpRules;
 use portcullis_plugins::rate_limit::RedisBackend;
 use portcullis_plugins::{CompiledPlugins, Level, PluginChain, PluginEnv, Retained, RetainedSet};
-use prometheus::Histogram;
+use prometheus::{Histogram, IntGauge};
 use sha2::{Digest, Sha256};
 
 use crate::config::{
@@ -30,6 +30,7 @@ use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
 use crate::model::tracing::{Otlp, OtlpContext};
 use crate::model::upstream::{compile_dns, compile_upstream, Upstream};
+use crate::model::websocket::{self, WebSocketRoute};
 use crate::telemetry::metrics::Metrics;
 
 /// A route, compiled.
@@ -53,6 +54,10 @@ pub struct Route {
     pub cache: Option<RouteCache>,
     /// The whole request's time limit, retries included (`routes[].timeout`).
     pub timeout: Option<std::time::Duration>,
+    /// `websocket:`: the idle time of upgraded connections, when set.
+    pub websocket: Option<WebSocketRoute>,
+    /// `portcullis_websocket_connections{route}`.
+    pub websocket_connections: IntGauge,
 }
 
 impl Route {
@@ -545,6 +550,12 @@ fn compile_route(
         }
     };
 
+    let websocket = route.websocket.as_ref().and_then(|websocket| {
+        noted(
+            WebSocketRoute::compile(websocket, &format!("{path}.websocket")).map_err(|p| vec![p]),
+            &mut problems,
+        )
+    });
     let timeout = route.timeout.and_then(|timeout| {
         let at = format!("{path}.timeout");
         if route.respond.is_some() {
@@ -569,6 +580,8 @@ fn compile_route(
             .with_label_values(&[route.name.as_str()]),
         cache,
         timeout,
+        websocket,
+        websocket_connections: websocket::connections_gauge(metrics, &route.name),
     };
     verdict((matcher, Arc::new(compiled)), problems)
 }

@@ -14,3 +14,4 @@ pub mod server;
 pub mod tls;
 pub mod tracing;
 pub mod upstream;
+pub mod websocket;

@@ -1,7 +1,7 @@
 //! What one request carries from phase to phase.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pingora::protocols::http::compression::Algorithm;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
@@ -9,10 +9,12 @@ use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 use super::connection::Connection;
 use super::span_times::RequestSpans;
 use super::trace::TraceContext;
+
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;
 use crate::model::gateway::{Gateway, Route};
 use crate::model::upstream::{TargetSlot, Upstream, UpstreamSlot};
+use crate::model::websocket::WebSocketGuard;
 
 /// Per-request state: each phase records what it learnt here and later phases read it.
 /// Dropping it releases the request's bulkhead and target slots, whatever path ended it.
@@ -79,6 +81,12 @@ pub struct RequestCtx {
     pub encoding: Option<Algorithm>,
     /// On a route with a cache: what the cache did (`Miss` until the response says more).
     pub cache: Option<CacheStatus>,
+    /// A gRPC call: the gateway's refusals are answered as gRPC status.
+    pub grpc: bool,
+    /// The call's `grpc-timeout`, which bounds the wait for the upstream.
+    pub deadline: Option<Duration>,
+    /// An upgraded WebSocket, counted while open.
+    pub websocket: Option<WebSocketGuard>,
 }
 
 impl RequestCtx {
@@ -112,6 +120,9 @@ impl RequestCtx {
             error: None,
             encoding: None,
             cache: None,
+            grpc: false,
+            deadline: None,
+            websocket: None,
         }
     }
 }

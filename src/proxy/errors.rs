@@ -9,6 +9,7 @@ use portcullis_plugins::{ErrorCode, Rejection};
 use serde::Serialize;
 
 use super::context::RequestCtx;
+use super::grpc;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -48,6 +49,27 @@ pub fn error_response(rejection: &Rejection, request_id: &str) -> (ResponseHeade
         let _ = header.append_header(name.clone(), value.clone());
     }
     (header, Bytes::from(body))
+}
+
+/// The error for `rejection` as a gRPC client reads it: HTTP 200 and a trailers-only
+/// answer (`grpc-status`, `grpc-message` in the headers, no body), see `grpc.rs`. The
+/// JSON code travels in `x-portcullis-error` for logs and humans.
+pub fn grpc_error_response(rejection: &Rejection) -> ResponseHeader {
+    let status = grpc::status_for(rejection.code.status());
+    let mut header = ResponseHeader::build(200, Some(6 + rejection.headers.len()))
+        .unwrap_or_else(|_| ResponseHeader::build(500, None).expect("500 is a valid status"));
+    // Well-formed static names and values that are numbers or percent-encoded ASCII.
+    let _ = header.insert_header(CONTENT_TYPE, "application/grpc");
+    let _ = header.insert_header("grpc-status", u32::from(status));
+    let _ = header.insert_header("grpc-message", grpc::encode_message(&rejection.message));
+    let _ = header.insert_header("x-portcullis-error", rejection.code.as_str());
+    if let Some(seconds) = rejection.retry_after {
+        let _ = header.insert_header(RETRY_AFTER, seconds);
+    }
+    for (name, value) in &rejection.headers {
+        let _ = header.append_header(name.clone(), value.clone());
+    }
+    header
 }
 
 /// The client-facing error for a request head Pingora's parser refused: 431 when it has

@@ -49,6 +49,10 @@ pub(super) fn rewrite(
         req.set_raw_path(sent.as_bytes())?;
     }
     remove_hop_by_hop(req);
+    if ctx.grpc {
+        // gRPC servers refuse a call without it; the one TE value HTTP/2 allows.
+        req.insert_header(TE, "trailers")?;
+    }
     remove_client_statements(req, ctx);
     add_forwarded(req, peer, proto);
     set_forwarded_host(req, ctx.peer_trusted);

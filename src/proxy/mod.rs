@@ -9,6 +9,8 @@ mod context;
 mod deadline;
 mod errors;
 pub mod forwarding;
+mod grpc;
+mod h2;
 mod hygiene;
 mod logging;
 mod respond;
@@ -17,6 +19,7 @@ mod span_times;
 mod spans;
 mod target;
 pub mod trace;
+mod websocket;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -98,7 +101,10 @@ impl ProxyHttp for Proxy {
         ctx.peer_trusted = client::peer_ip(session)
             .is_some_and(|peer| self.connections.client_address.trusts(peer));
         let raw_head = (!session.is_http2()).then(|| session.downstream_session.to_h1_raw());
-        let checked = hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
+        let checked = grpc::inspect(session.req_header(), ctx)
+            .and_then(|()| {
+                hygiene::check(session.req_header(), raw_head.as_deref(), &gateway.requests)
+            })
             .and_then(|()| {
                 target::canonicalize_target(
                     session.req_header_mut(),
@@ -349,6 +355,8 @@ impl ProxyHttp for Proxy {
             deadline::limit(&mut peer, left);
         }
         spans::connect_started(ctx);
+        grpc::bound_read_timeout(&mut peer, ctx)?;
+        websocket::upstream_idle(&mut peer, session.req_header(), ctx);
         Ok(peer)
     }
 
@@ -377,6 +385,7 @@ impl ProxyHttp for Proxy {
         if let Some(target) = &mut ctx.target {
             target.record(Outcome::GatewayFailure);
         }
+        h2::note_failure(&e, ctx);
         if retry::decide(Failure::Connect, session, ctx, &self.state.metrics) {
             e.set_retry(true);
         }
@@ -398,6 +407,7 @@ impl ProxyHttp for Proxy {
             return e;
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
+        h2::note_failure(&e, ctx);
         if e.esource() == &ErrorSource::Upstream {
             if let Some(target) = &mut ctx.target {
                 target.record(Outcome::GatewayFailure);
@@ -552,6 +562,7 @@ impl ProxyHttp for Proxy {
                 ctx.rejection = None;
             }
         }
+        websocket::accepted(session, upstream_response, ctx);
         respond::decorate(upstream_response, ctx);
         Ok(())
     }

@@ -2,13 +2,14 @@
 //! same decoration (request id, plugin response hooks) as proxied responses.
 
 use http::header::CONTENT_LENGTH;
+use pingora::protocols::http::HttpTask;
 use pingora::proxy::{FailToProxy, Session};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use portcullis_plugins::{Answer, Rejection};
 
 use super::context::RequestCtx;
-use super::errors::{error_response, rejection_for};
+use super::errors::{error_response, grpc_error_response, rejection_for};
 use crate::model::gateway::FixedResponse;
 
 /// Adds what every response carries: the request id, the plugins' response headers and
@@ -39,6 +40,18 @@ pub(super) async fn reject(
     rejection: Rejection,
 ) -> Result<bool> {
     ctx.error = Some(rejection.code);
+    if ctx.grpc {
+        let mut header = grpc_error_response(&rejection);
+        decorate(&mut header, ctx);
+        // Trailers-only: one HEADERS frame that ends the stream (an empty DATA frame
+        // after it would be a protocol error to a gRPC client).
+        let task = HttpTask::Header(Box::new(header), true);
+        session
+            .downstream_session
+            .response_duplex_vec(vec![task])
+            .await?;
+        return Ok(true);
+    }
     let (header, body) = error_response(&rejection, &ctx.request_id);
     send(session, ctx, header, body).await
 }

@@ -66,6 +66,8 @@ pub struct Metrics {
     /// `portcullis_trace_spans_dropped_total`: spans not exported (queue full, export
     /// failed or timed out).
     pub trace_spans_dropped: IntCounter,
+    /// `portcullis_websocket_connections{route}`: upgraded connections open now.
+    pub websocket_connections: IntGaugeVec,
 }
 
 impl Metrics {
@@ -187,6 +189,10 @@ impl Metrics {
                 "portcullis_upstream_panic_mode_entered_total",
                 "Times the pool entered panic mode.",
                 &["upstream"],
+            websocket_connections: define.gauges(
+                "portcullis_websocket_connections",
+                "WebSocket connections open through the route (upgraded and not yet closed).",
+                &["route"],
             ),
             trace_spans_dropped: define.counter(
                 "portcullis_trace_spans_dropped_total",

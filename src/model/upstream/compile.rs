@@ -16,6 +16,7 @@ use super::discovery::{
 };
 use super::health::{build_health_check, ActiveHealth};
 use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
+use super::protocol;
 use super::{Balancer, OutlierPolicy, RetryBudget, RetryPolicy, TargetState, Upstream};
 use crate::config::{noted, verdict, Problem};
 use crate::config::{
@@ -86,6 +87,7 @@ pub fn compile_upstream(
         ));
     }
     problems.extend(timeout_problems(config, path));
+    problems.extend(protocol::problems(config, path));
     if config.max_requests == Some(0) {
         problems.push(Problem::new(
             format!("{path}.max_requests"),
@@ -168,11 +170,15 @@ pub fn compile_upstream(
     );
 
     let health_check = config.health_check.as_ref().and_then(|health| {
-        let check = build_health_check(name, health, &format!("{path}.health_check"), metrics);
+        let at = format!("{path}.health_check");
+        let check = build_health_check(name, health, &at, metrics, &peer_template);
         let check = noted(check, &mut problems)?;
         // The same checks of the same pool keep their targets' health across a reload
         // (keyed by address, whatever the weight).
-        let key = format!("upstream/{name}/health/{health:?}");
+        let key = format!(
+            "upstream/{name}/health/{health:?}/{:?}/{:?}",
+            config.protocol, config.tls
+        );
         let registry = retained.get_or_insert_with::<HealthRegistry>(&key, || {
             let registry = HealthRegistry::with_equivalence(address_key);
             registry.set_health_check(check);
@@ -326,6 +332,7 @@ fn peer_template(config: &UpstreamConfig) -> HttpPeer {
         peer.options.verify_cert = tls.verify;
         peer.options.verify_hostname = tls.verify;
     }
+    protocol::apply(&mut peer, config.protocol);
     peer
 }
 

@@ -8,11 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::lb::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
+use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use portcullis_plugins::units::LONGEST;
 use prometheus::IntGaugeVec;
 
+use super::grpc_health::GrpcHealthCheck;
 use crate::config::Problem;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::telemetry::metrics::Metrics;
@@ -55,6 +57,7 @@ pub(super) fn build_health_check(
     config: &HealthCheckConfig,
     path: &str,
     metrics: &Metrics,
+    pool_peer: &HttpPeer,
 ) -> Result<Box<dyn HealthCheck + Send + Sync>, Vec<Problem>> {
     let mut problems = Vec::new();
     for (field, value) in [("interval", config.interval), ("timeout", config.timeout)] {
@@ -128,6 +131,10 @@ pub(super) fn build_health_check(
             check.consecutive_failure = failure;
             check.peer_template.options.connection_timeout = Some(config.timeout.0);
             check.peer_template.options.read_timeout = Some(config.timeout.0);
+            if !pool_peer.is_tls() {
+                // An h2c pool's targets speak only HTTP/2: so does its check.
+                check.peer_template.options.alpn = pool_peer.options.alpn.clone();
+            }
             check.reuse_connection = true;
             let expected = config.expected_status.clone();
             check.validator = Some(Box::new(move |resp| {
@@ -140,6 +147,25 @@ pub(super) fn build_health_check(
                     )
                 }
             }));
+            check.health_changed_callback = Some(reporter);
+            Box::new(check)
+        }
+        HealthCheckKind::Grpc => {
+            if pool_peer.options.alpn.get_max_http_version() < 2 {
+                return Err(vec![Problem::new(
+                    format!("{path}.type"),
+                    "grpc checks speak HTTP/2: set the pool's protocol to h2c, h2 or auto",
+                )]);
+            }
+            let mut check = GrpcHealthCheck::new(pool_peer, &config.service, config.timeout.0)
+                .map_err(|_| {
+                    vec![Problem::new(
+                        format!("{path}.service"),
+                        "cannot build the check request",
+                    )]
+                })?;
+            check.consecutive_success = success;
+            check.consecutive_failure = failure;
             check.health_changed_callback = Some(reporter);
             Box::new(check)
         }

@@ -4,10 +4,12 @@
 mod balancer;
 mod compile;
 mod discovery;
+mod grpc_health;
 mod health;
 mod least_request;
 mod outlier;
 mod peak_ewma;
+mod protocol;
 mod retry_budget;
 
 use std::net::SocketAddr;
