@@ -13,6 +13,7 @@ mod observability;
 mod parse;
 mod route;
 mod server;
+pub mod source;
 mod upstream;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod config_source;
 pub mod connections;
 pub mod health_checker;
 pub mod lifecycle;
