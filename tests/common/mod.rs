@@ -23,6 +23,7 @@
 
 mod certs;
 mod config;
+mod etcd;
 mod gateway;
 mod haproxy;
 mod http;
@@ -39,6 +40,7 @@ mod upstream;
 pub use self::{
     certs::make_cert,
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
+    etcd::EtcdServer,
     gateway::{run_portcullis, Gateway},
     haproxy::HaProxy,
     http::{

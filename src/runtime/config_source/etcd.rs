@@ -86,6 +86,11 @@ impl EtcdWatcher {
         let unchanged = source_hash(&document.text) == self.state.gateway().hash;
         let applied = unchanged || apply_document(&self.state, &file, &document.text).is_ok();
         if applied {
+            log::info!(
+                "applied revision {} of {}",
+                document.revision,
+                status.source.config_key()
+            );
             status.set_applied(document.revision);
             self.state.metrics.config_revision.set(document.revision);
             if let Some(path) = &status.bootstrap.config_source.cache_file {
