@@ -246,7 +246,13 @@ impl Fleet {
             .arg(self.etcd.url(PREFIX))
             .output()
             .expect("run portcullis fleet status");
-        (output.status.code(), text(&output))
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.code() != Some(2),
+            "fleet status failed: {}",
+            text(&output)
+        );
+        (output.status.code(), stdout)
     }
 
     /// Writes `value` at `PREFIX/config` directly, as `etcdctl put` would: no validation.
@@ -479,9 +485,13 @@ fn a_graceful_upgrade_reads_its_configuration_from_etcd() {
         .env("NODE_LISTEN", node.listen.to_string())
         .env("NODE_ADMIN", node.admin.to_string())
         .env("NODE_DIR", node.dir.path())
-        .output()
+        // The new process daemonizes and keeps what it inherited open: files, not pipes.
+        .stdout(fs::File::create(node.dir.join("upgrade.log")).expect("log"))
+        .stderr(fs::File::create(node.dir.join("upgrade.err")).expect("log"))
+        .status()
         .expect("run portcullis upgrade");
-    assert!(upgraded.status.success(), "{}", text(&upgraded));
+    let upgrade_log = fs::read_to_string(node.dir.join("upgrade.err")).unwrap_or_default();
+    assert!(upgraded.success(), "{upgraded}: {upgrade_log}");
 
     eventually!(
         node.admin_json("/status")["pid"].as_u64() != old_pid,

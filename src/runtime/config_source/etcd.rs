@@ -93,11 +93,7 @@ impl EtcdWatcher {
             );
             status.set_applied(document.revision);
             self.state.metrics.config_revision.set(document.revision);
-            if let Some(path) = &status.bootstrap.config_source.cache_file {
-                if let Err(e) = cache::write(&PathBuf::from(path), document) {
-                    log::warn!("{e}");
-                }
-            }
+            self.cache(document);
         } else {
             // `apply_document` logged the problems and kept them for /status.
             let problems = self
@@ -111,6 +107,20 @@ impl EtcdWatcher {
             });
         }
         true
+    }
+
+    /// Keeps `document` (the one in force) in the cache file, unless it is there already.
+    fn cache(&self, document: &Document) {
+        let Some(path) = &self.status.bootstrap.config_source.cache_file else {
+            return;
+        };
+        let path = PathBuf::from(path);
+        if matches!(cache::read(&path), Ok(Some(cached)) if cached == *document) {
+            return;
+        }
+        if let Err(e) = cache::write(&path, document) {
+            log::warn!("{e}");
+        }
     }
 
     /// The document was deleted from etcd: keep serving, report it as refused.
@@ -161,6 +171,10 @@ impl EtcdWatcher {
             .map_err(|e| format!("cannot read {}: {e}", source.config_key()))?;
         match document {
             Some(document) => {
+                if document.revision == self.status.applied_revision() {
+                    // The one the node started on: cache it if that was not done yet.
+                    self.cache(&document);
+                }
                 self.apply(&document);
             }
             None => self.deleted(read_at),
