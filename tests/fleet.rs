@@ -311,7 +311,9 @@ fn assert_no_failures(traffic: Vec<Traffic>) {
 fn one_push_reaches_every_node_within_a_second_under_load() {
     let fleet = Fleet::start();
     let traffic = fleet.traffic("/items");
-    thread::sleep(Duration::from_millis(300));
+    for loops in &traffic {
+        eventually!(loops.sent() >= 20, "the client loops never got going");
+    }
 
     let pushed_at = Instant::now();
     let pushed = fleet.push(&fleet.document(NEW_ROUTE), &[]);
@@ -396,6 +398,9 @@ fn an_invalid_document_is_refused_by_push_and_by_every_node() {
 fn an_etcd_outage_fails_no_request_and_a_later_push_applies() {
     let mut fleet = Fleet::start();
     let traffic = fleet.traffic("/items");
+    for loops in &traffic {
+        eventually!(loops.sent() >= 20, "the client loops never got going");
+    }
 
     fleet.etcd.kill();
     for node in &fleet.nodes {
