@@ -55,7 +55,11 @@ pub fn run(args: &SourceArgs, options: RunOptions) -> Result<(), String> {
         log::warn!(
             "{source} is unreachable: starting from the cache file {} (revision {}); \
              the node catches up when etcd answers",
-            bootstrap.config_source.cache_file.as_deref().unwrap_or_default(),
+            bootstrap
+                .config_source
+                .cache_file
+                .as_deref()
+                .unwrap_or_default(),
             start.document.revision
         );
     }
@@ -211,7 +215,11 @@ async fn wait_for_nodes(
                     .as_ref()
                     .is_some_and(|r| r.standing(revision) == Standing::Refused);
             }
-            return if refused { ExitCode::from(4) } else { ExitCode::SUCCESS };
+            return if refused {
+                ExitCode::from(4)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
         if Instant::now() >= deadline {
             for (id, report) in &nodes {
@@ -253,7 +261,10 @@ pub fn status(args: &SourceArgs) -> ExitCode {
             Err(e) => return failed(2, &e),
         };
         if nodes.is_empty() {
-            return failed(1, &format!("no node reports under {}", source.nodes_prefix()));
+            return failed(
+                1,
+                &format!("no node reports under {}", source.nodes_prefix()),
+            );
         }
         let mut all_healthy = true;
         for (id, report) in &nodes {
@@ -308,7 +319,10 @@ async fn node_reports(
         .iter()
         .map(|kv| {
             let key = String::from_utf8_lossy(kv.key());
-            let id = key.strip_prefix(prefix.as_str()).unwrap_or(&key).to_string();
+            let id = key
+                .strip_prefix(prefix.as_str())
+                .unwrap_or(&key)
+                .to_string();
             (id, serde_json::from_slice(kv.value()).ok())
         })
         .collect();

@@ -88,7 +88,13 @@ pub fn compile_loaded(
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let loaded = config::load(path)?;
     let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    serve(&path.display().to_string(), loaded, config_path, options, None)
+    serve(
+        &path.display().to_string(),
+        loaded,
+        config_path,
+        options,
+        None,
+    )
 }
 
 /// Starts the gateway on `document`, read from the etcd source of `status` (or from its

@@ -27,7 +27,9 @@ impl EtcdSource {
     /// Parses `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`.
     pub fn parse(url: &str) -> Result<EtcdSource, String> {
         let rest = url.strip_prefix("etcd://").ok_or_else(|| {
-            format!("{url:?}: expected etcd://HOST:PORT[,HOST:PORT]/PREFIX (only etcd is supported)")
+            format!(
+                "{url:?}: expected etcd://HOST:PORT[,HOST:PORT]/PREFIX (only etcd is supported)"
+            )
         })?;
         let (hosts, prefix) = rest
             .split_once('/')
@@ -37,7 +39,9 @@ impl EtcdSource {
             return Err(format!("{url:?}: the prefix is empty"));
         }
         if prefix.split('/').any(str::is_empty) || prefix.contains(char::is_whitespace) {
-            return Err(format!("{url:?}: the prefix {prefix:?} has an empty or blank part"));
+            return Err(format!(
+                "{url:?}: the prefix {prefix:?} has an empty or blank part"
+            ));
         }
         let mut endpoints = Vec::new();
         for host in hosts.split(',') {
@@ -167,8 +171,7 @@ impl Bootstrap {
                 std::time::Duration::from_millis(100),
                 std::time::Duration::from_secs(60),
             );
-            if let Err(problem) = timeout.within("config_source.dial_timeout", bounds.0, bounds.1)
-            {
+            if let Err(problem) = timeout.within("config_source.dial_timeout", bounds.0, bounds.1) {
                 problems.push(problem);
             }
         }
@@ -201,7 +204,10 @@ mod tests {
         assert_eq!(source.endpoints, ["10.0.0.1:2379", "etcd-2:2379"]);
         assert_eq!(source.config_key(), "/edge/eu/config");
         assert_eq!(source.nodes_prefix(), "/edge/eu/nodes/");
-        assert_eq!(source.to_string(), "etcd://10.0.0.1:2379,etcd-2:2379/edge/eu");
+        assert_eq!(
+            source.to_string(),
+            "etcd://10.0.0.1:2379,etcd-2:2379/edge/eu"
+        );
     }
 
     #[test]

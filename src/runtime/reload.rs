@@ -17,7 +17,10 @@ use crate::runtime::state::State;
 pub fn reload(state: &State) -> Result<u64, Problems> {
     if let Some(source) = state.config_source() {
         // The document lives in etcd: read it again there rather than a file.
-        log::info!("reload requested: reading the configuration from {} again", source.source);
+        log::info!(
+            "reload requested: reading the configuration from {} again",
+            source.source
+        );
         source.resync();
         return Ok(state.gateway().version);
     }

@@ -10,8 +10,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use chrono::{DateTime, Utc};
 
 use crate::config::Problems;
-use crate::runtime::config_source::SourceStatus;
 use crate::model::gateway::Gateway;
+use crate::runtime::config_source::SourceStatus;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
 

@@ -31,7 +31,12 @@ pub fn read(path: &Path) -> Result<Option<Document>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read the cache file {}: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "cannot read the cache file {}: {e}",
+                path.display()
+            ))
+        }
     };
     let invalid = || format!("{} is not a portcullis cache file", path.display());
     let (first, rest) = text.split_once('\n').ok_or_else(invalid)?;

@@ -73,7 +73,9 @@ impl EtcdWatcher {
     fn apply(&self, document: &Document) -> bool {
         let status = &self.status;
         if document.revision == status.applied_revision()
-            || status.refusal().is_some_and(|r| r.revision == document.revision)
+            || status
+                .refusal()
+                .is_some_and(|r| r.revision == document.revision)
         {
             return false;
         }
@@ -138,7 +140,12 @@ impl EtcdWatcher {
     }
 
     /// Writes the node's status key, bound to `lease`.
-    async fn publish(&self, client: &mut Client, key: &str, lease: i64) -> Result<(), SessionError> {
+    async fn publish(
+        &self,
+        client: &mut Client,
+        key: &str,
+        lease: i64,
+    ) -> Result<(), SessionError> {
         let report = NodeReport {
             address: self
                 .status
@@ -198,9 +205,7 @@ impl EtcdWatcher {
             .map_err(|e| format!("cannot keep a lease alive on {source}: {e}"))?;
         let mut read_at = self.sync(&mut client).await?;
         self.publish(&mut client, &node_key, lease).await?;
-        let watch_from = |revision: i64| {
-            WatchOptions::new().with_start_revision(revision + 1)
-        };
+        let watch_from = |revision: i64| WatchOptions::new().with_start_revision(revision + 1);
         let mut watch = client
             .watch(source.config_key(), Some(watch_from(read_at)))
             .await

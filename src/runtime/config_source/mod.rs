@@ -147,7 +147,11 @@ pub async fn connect(source: &EtcdSource, bootstrap: &Bootstrap) -> Result<Clien
                     None => Ok(Vec::new()),
                 }
             };
-            let (ca, cert, key) = (read(&tls.ca_file)?, read(&tls.cert_file)?, read(&tls.key_file)?);
+            let (ca, cert, key) = (
+                read(&tls.ca_file)?,
+                read(&tls.cert_file)?,
+                read(&tls.key_file)?,
+            );
             options = options.with_openssl_tls(
                 OpenSslClientConfig::default()
                     .ca_cert_pem(&ca)
@@ -206,7 +210,10 @@ pub fn initial_document(source: &EtcdSource, bootstrap: &Bootstrap) -> Result<St
         let mut client = connect(source, bootstrap).await?;
         match tokio::time::timeout(deadline, read_document(&mut client, source)).await {
             Ok(Ok((document, _))) => Ok(document),
-            Ok(Err(e)) => Err(format!("cannot read {} from {source}: {e}", source.config_key())),
+            Ok(Err(e)) => Err(format!(
+                "cannot read {} from {source}: {e}",
+                source.config_key()
+            )),
             Err(_) => Err(format!("{source} did not answer within {deadline:?}")),
         }
     });
