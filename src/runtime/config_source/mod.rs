@@ -179,13 +179,10 @@ pub async fn read_document(
 ) -> Result<(Option<Document>, i64), etcd_client::Error> {
     let response = client.get(source.config_key(), None).await?;
     let read_at = response.header().map_or(0, |header| header.revision());
-    let document = match response.kvs().first() {
-        Some(kv) => Some(Document {
-            text: String::from_utf8_lossy(kv.value()).into_owned(),
-            revision: kv.mod_revision(),
-        }),
-        None => None,
-    };
+    let document = response.kvs().first().map(|kv| Document {
+        text: String::from_utf8_lossy(kv.value()).into_owned(),
+        revision: kv.mod_revision(),
+    });
     Ok((document, read_at))
 }
 
