@@ -265,7 +265,7 @@ impl Fleet {
     }
 
     /// Writes `value` at `PREFIX/config` directly, as `etcdctl put` would: no validation.
-    fn raw_put(&self, value: &str) {
+    fn raw_put(&self, value: impl Into<Vec<u8>>) {
         let endpoint = format!("http://{}", self.etcd.endpoint());
         let key = format!("/{PREFIX}/config");
         runtime().block_on(async {
@@ -378,7 +378,7 @@ fn an_invalid_document_is_refused_by_push_and_by_every_node() {
     assert_eq!(code, Some(0), "nothing was written: {status}");
 
     // Forced in past the validation, as a raw etcd write.
-    fleet.raw_put(&broken);
+    fleet.raw_put(broken.as_str());
     for node in &fleet.nodes {
         eventually!(
             !node.admin_json("/status")["config_source"]["refused"].is_null(),
@@ -400,6 +400,19 @@ fn an_invalid_document_is_refused_by_push_and_by_every_node() {
         );
         assert!(line.contains("refused revision"), "{line}");
         assert!(line.contains("routes[3].upstream"), "{line}");
+    }
+
+    // Bytes that are not text are refused the same way.
+    fleet.raw_put(vec![b'r', b'o', 0xff, 0xfe, b'\n']);
+    for node in &fleet.nodes {
+        eventually!(
+            node.admin_json("/status")["config_source"]["refused"]["problems"]
+                .to_string()
+                .contains("not UTF-8"),
+            "node {} never refused the binary value",
+            node.id
+        );
+        assert_eq!(node.status_of("/items", &[]), 200, "still serving");
     }
 
     // Two operators: a push on a revision that moved on is refused, nothing written.

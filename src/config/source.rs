@@ -237,7 +237,7 @@ mod tests {
             ["config_source.password", "config_source.dial_timeout"]
         );
         let unknown = Bootstrap::parse("config_source:\n  endpoints: []\n").expect_err("unknown");
-        assert_eq!(unknown[0].path, "config_source");
+        assert_eq!(unknown[0].path, "config_source.endpoints");
         assert!(Bootstrap::parse("").is_ok());
     }
 }

@@ -19,7 +19,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::node_status::{default_node_id, NodeReport, RefusedRevision};
-use super::{cache, connect, read_document, Document, Refusal, SourceStatus};
+use super::{cache, connect, is_text, Document, Refusal, SourceStatus};
 use crate::model::gateway::source_hash;
 use crate::runtime::reload::apply_document;
 use crate::runtime::state::State;
@@ -125,6 +125,19 @@ impl EtcdWatcher {
         }
     }
 
+    /// The document's bytes are not UTF-8: keep serving, report it as refused.
+    fn not_text(&self, revision: i64) {
+        let problem = format!(
+            "{} (revision {revision}): the document is not UTF-8 text; nothing was applied",
+            self.status.source.config_key()
+        );
+        log::warn!("{problem}");
+        self.status.set_refused(Refusal {
+            revision,
+            problems: vec![problem],
+        });
+    }
+
     /// The document was deleted from etcd: keep serving, report it as refused.
     fn deleted(&self, revision: i64) {
         let problem = format!(
@@ -173,10 +186,22 @@ impl EtcdWatcher {
     /// Reads the whole document and applies it; returns the revision to watch after.
     async fn sync(&self, client: &mut Client) -> Result<i64, SessionError> {
         let source = &self.status.source;
-        let (document, read_at) = read_document(client, source)
+        let response = client
+            .get(source.config_key(), None)
             .await
             .map_err(|e| format!("cannot read {}: {e}", source.config_key()))?;
-        match document {
+        let read_at = response.header().map_or(0, |header| header.revision());
+        if let Some(kv) = response.kvs().first().filter(|kv| !is_text(kv)) {
+            if self
+                .status
+                .refusal()
+                .is_none_or(|r| r.revision != kv.mod_revision())
+            {
+                self.not_text(kv.mod_revision());
+            }
+            return Ok(read_at);
+        }
+        match response.kvs().first().map(Document::of) {
             Some(document) => {
                 if document.revision == self.status.applied_revision() {
                     // The one the node started on: cache it if that was not done yet.
@@ -236,12 +261,11 @@ impl EtcdWatcher {
                         let Some(kv) = event.kv() else { continue };
                         read_at = read_at.max(kv.mod_revision());
                         match event.event_type() {
-                            EventType::Put => {
-                                changed |= self.apply(&Document {
-                                    text: String::from_utf8_lossy(kv.value()).into_owned(),
-                                    revision: kv.mod_revision(),
-                                });
+                            EventType::Put if !is_text(kv) => {
+                                self.not_text(kv.mod_revision());
+                                changed = true;
                             }
+                            EventType::Put => changed |= self.apply(&Document::of(kv)),
                             EventType::Delete => {
                                 self.deleted(kv.mod_revision());
                                 changed = true;

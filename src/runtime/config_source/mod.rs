@@ -33,6 +33,22 @@ pub struct Document {
     pub revision: i64,
 }
 
+impl Document {
+    /// The document in `kv`. Bytes that are not UTF-8 are kept as U+FFFD, which the
+    /// configuration parser refuses (see [`Document::is_text`]).
+    pub fn of(kv: &etcd_client::KeyValue) -> Document {
+        Document {
+            text: String::from_utf8_lossy(kv.value()).into_owned(),
+            revision: kv.mod_revision(),
+        }
+    }
+}
+
+/// Whether `kv`'s value is UTF-8 text (a document written past `config push` may not be).
+pub fn is_text(kv: &etcd_client::KeyValue) -> bool {
+    std::str::from_utf8(kv.value()).is_ok()
+}
+
 /// A revision the node refused, kept until a later one applies.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -179,10 +195,7 @@ pub async fn read_document(
 ) -> Result<(Option<Document>, i64), etcd_client::Error> {
     let response = client.get(source.config_key(), None).await?;
     let read_at = response.header().map_or(0, |header| header.revision());
-    let document = response.kvs().first().map(|kv| Document {
-        text: String::from_utf8_lossy(kv.value()).into_owned(),
-        revision: kv.mod_revision(),
-    });
+    let document = response.kvs().first().map(Document::of);
     Ok((document, read_at))
 }
 
@@ -205,8 +218,12 @@ pub fn initial_document(source: &EtcdSource, bootstrap: &Bootstrap) -> Result<St
     let deadline = bootstrap.dial_timeout() * 2;
     let read = runtime.block_on(async {
         let mut client = connect(source, bootstrap).await?;
-        match tokio::time::timeout(deadline, read_document(&mut client, source)).await {
-            Ok(Ok((document, _))) => Ok(document),
+        let key = source.config_key();
+        match tokio::time::timeout(deadline, client.get(key.as_str(), None)).await {
+            Ok(Ok(response)) => match response.kvs().first() {
+                Some(kv) if !is_text(kv) => Err(format!("{key} in {source} is not UTF-8 text")),
+                kv => Ok(kv.map(Document::of)),
+            },
             Ok(Err(e)) => Err(format!(
                 "cannot read {} from {source}: {e}",
                 source.config_key()
