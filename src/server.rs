@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -20,6 +22,7 @@ use crate::runtime::admin::Admin;
 use crate::runtime::config_source::etcd::EtcdWatcher;
 use crate::runtime::config_source::{Document, SourceStatus};
 use crate::runtime::connections::{raise_open_file_limit, Admission, Gate};
+use crate::runtime::discovery::TargetDiscovery;
 use crate::runtime::health_checker::HealthChecker;
 use crate::runtime::lifecycle::{self, Lifecycle, Signals};
 use crate::runtime::reload::{ConfigWatcher, SighupReloader};
@@ -85,6 +88,22 @@ pub fn compile_loaded(
 }
 
 /// Starts the gateway on the configuration at `path` and serves until shut down.
+/// Plaintext listeners read without an L4 buffer: the HTTP/1 session reads the header into
+/// its own buffer and bodies into theirs, so Pingora's default 64 KiB read buffer only added
+/// a copy — and 64 KiB of heap to every idle keep-alive connection
+/// (docs/performance-attribution.md, K1).
+const PLAIN_LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
+
+/// TLS listeners keep a read buffer of one TLS record (16 KiB of plaintext plus the record
+/// overhead), so OpenSSL reads a record in one system call instead of header then body.
+const TLS_LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(16 * 1024 + 325),
+    write: None,
+};
+
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let loaded = config::load(path)?;
     let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -215,9 +234,15 @@ fn serve(
                     file: file.to_string(),
                     problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
                 })?;
-                proxy_service.add_tls_with_settings(&address.to_string(), None, settings);
+                proxy_service.add_listener(
+                    ListenerConfig::tcp(address.to_string())
+                        .tls(settings)
+                        .l4_buffer(TLS_LISTENER_BUFFERS),
+                );
             }
-            None => proxy_service.add_tcp(&address.to_string()),
+            None => proxy_service.add_listener(
+                ListenerConfig::tcp(address.to_string()).l4_buffer(PLAIN_LISTENER_BUFFERS),
+            ),
         }
     }
     server.add_service(proxy_service);
@@ -233,6 +258,10 @@ fn serve(
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(Arc::clone(&state)),
+    ));
+    server.add_service(background_service(
+        "DNS discovery",
+        TargetDiscovery::new(Arc::clone(&state)),
     ));
     server.add_service(background_service("access log", access_log.writer()));
     server.add_service(background_service(

@@ -7,6 +7,7 @@
 
 mod cache;
 mod compression;
+mod discovery;
 mod env;
 mod listener;
 mod observability;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 
 pub use cache::CacheConfig;
 pub use compression::CompressionConfig;
+pub use discovery::{DiscoveryConfig, DnsConfig};
 pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsConfig};
 pub use observability::{AccessLogConfig, TracingConfig};
 pub use parse::parse;
@@ -63,6 +65,9 @@ pub struct Config {
     pub consumers: Vec<ConsumerConfig>,
     /// Cap on failed authentications per client IP; absent means no cap.
     pub auth_failure_limit: Option<AuthFailureLimitConfig>,
+    /// Where hostname targets are resolved (default: `/etc/resolv.conf`).
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// Upstream pools by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,

@@ -23,6 +23,7 @@
 
 mod certs;
 mod config;
+mod dns;
 mod etcd;
 mod gateway;
 mod haproxy;
@@ -40,6 +41,7 @@ mod upstream;
 pub use self::{
     certs::make_cert,
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
+    dns::Dnsmasq,
     etcd::EtcdServer,
     gateway::{run_portcullis, Gateway},
     haproxy::HaProxy,
