@@ -60,11 +60,7 @@ impl RateLimitHeaders {
         let _ = resp.insert_header(LIMIT.clone(), self.policy.limit.clone());
         // One buffer that becomes the header value without a copy.
         let mut value = Vec::with_capacity(self.rule.len() + 32);
-        let _ = write!(
-            value,
-            "\"{}\";r={};t={reset}",
-            self.rule, outcome.remaining
-        );
+        let _ = write!(value, "\"{}\";r={};t={reset}", self.rule, outcome.remaining);
         // Rule names are checked header-safe when the rule compiles; the rest are digits.
         if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
             let _ = resp.insert_header(RATE_LIMIT.clone(), value);

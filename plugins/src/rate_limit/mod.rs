@@ -443,7 +443,9 @@ impl Plugin for RateLimit {
                         }
                     })
                     .and_then(|(i, outcome)| {
-                        self.rules.get(i)?.headers(ctx.consumer_tier.as_deref(), outcome)
+                        self.rules
+                            .get(i)?
+                            .headers(ctx.consumer_tier.as_deref(), outcome)
                     });
                 if let Some(headers) = closest {
                     ctx.extensions.insert(headers);
