@@ -4,6 +4,7 @@
 //! parsed ([`config`]), compiled ([`model`]) and swapped in ([`runtime::state`]) as a whole.
 
 pub mod config;
+pub mod fleet;
 pub mod model;
 pub mod proxy;
 pub mod runtime;

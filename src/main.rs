@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use portcullis::model::gateway::CompileContext;
 use portcullis::server::{self, RunOptions};
 use portcullis::telemetry::metrics::Metrics;
-use portcullis::upgrade;
+use portcullis::{fleet, upgrade};
 
 /// The diagnostic log when `RUST_LOG` is not set: warnings, Portcullis's own start, stop,
 /// reload and health lines (pingora-load-balancing writes the health flips), and not the
@@ -47,9 +47,13 @@ enum Command {
     },
     /// Replace the running gateway by a new process without dropping connections.
     Upgrade {
-        /// The configuration file (its server.pid_file names the running process).
-        #[arg(short, long)]
-        conf: PathBuf,
+        /// The configuration file (its server.pid_file names the running process); with
+        /// --config-source, the bootstrap file.
+        #[arg(short, long, required_unless_present = "config_source")]
+        conf: Option<PathBuf>,
+        /// The etcd configuration source the running gateway was started with.
+        #[arg(long, value_name = "URL")]
+        config_source: Option<String>,
         /// The binary to start (default: this one).
         #[arg(long)]
         binary: Option<PathBuf>,
@@ -62,13 +66,70 @@ enum Command {
     },
     /// Print the version, git commit, Pingora version and features, and compiler.
     Version,
+    /// The configuration document in etcd.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The nodes that follow an etcd configuration source.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (as `check` does) and write it to etcd with a
+    /// compare-and-swap on its revision; prints the new revision. Exit codes: 0 written
+    /// (and applied everywhere with --wait), 1 invalid, 2 etcd unusable, 3 revision
+    /// conflict, 4 refused by a node, 5 --timeout passed.
+    Push {
+        /// The configuration file to push.
+        #[arg(short, long)]
+        conf: PathBuf,
+        #[command(flatten)]
+        source: SourceFlags,
+        /// Write only if the document is still at this revision (default: the one read
+        /// just before writing).
+        #[arg(long, value_name = "N")]
+        expect_revision: Option<i64>,
+        /// Wait until every live node applied the new revision, or says why it refused.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// One line per live node: id, address, applied revision, healthy/refused/behind.
+    Status {
+        #[command(flatten)]
+        source: SourceFlags,
+        /// The bootstrap file (credentials, TLS, dial timeout).
+        #[arg(short, long)]
+        conf: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct SourceFlags {
+    /// etcd://HOST:PORT[,HOST:PORT]/PREFIX
+    #[arg(long, value_name = "URL")]
+    config_source: String,
+    /// The bootstrap file (credentials, TLS, dial timeout) for etcd.
+    #[arg(long, value_name = "FILE")]
+    bootstrap: Option<PathBuf>,
 }
 
 #[derive(Args, Default)]
 struct RunArgs {
-    /// The configuration file.
+    /// The configuration file; with --config-source, the optional bootstrap file.
     #[arg(short, long)]
     conf: Option<PathBuf>,
+    /// Read the configuration from etcd and follow it:
+    /// etcd://HOST:PORT[,HOST:PORT]/PREFIX (the document is at PREFIX/config).
+    #[arg(long, value_name = "URL")]
+    config_source: Option<String>,
     /// Run in the background.
     #[arg(short, long)]
     daemon: bool,
@@ -97,7 +158,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Check { conf }) => check(&conf),
-        Some(Command::Upgrade { conf, binary }) => match upgrade::upgrade(&conf, binary) {
+        Some(Command::Upgrade {
+            conf,
+            config_source,
+            binary,
+        }) => match upgrade_command(conf, config_source, binary) {
             Ok((old, new)) => {
                 println!("upgraded: pid {old} hands over to pid {new}");
                 ExitCode::SUCCESS
@@ -117,6 +182,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Config(ConfigCommand::Push {
+            conf,
+            source,
+            expect_revision,
+            wait,
+            timeout,
+        })) => fleet::push(
+            &source.into(),
+            &fleet::PushOptions {
+                file: conf,
+                expect_revision,
+                wait,
+                timeout,
+            },
+        ),
+        Some(Command::Fleet(FleetCommand::Status { source, conf })) => {
+            let mut source: fleet::SourceArgs = source.into();
+            source.bootstrap = source.bootstrap.or(conf);
+            fleet::status(&source)
+        }
         Some(Command::Run(args)) => run(args),
         None => run(cli.run),
     }
@@ -154,7 +239,50 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+impl From<SourceFlags> for fleet::SourceArgs {
+    fn from(flags: SourceFlags) -> Self {
+        fleet::SourceArgs {
+            url: flags.config_source,
+            bootstrap: flags.bootstrap,
+        }
+    }
+}
+
+fn upgrade_command(
+    conf: Option<PathBuf>,
+    config_source: Option<String>,
+    binary: Option<PathBuf>,
+) -> Result<(i32, i32), String> {
+    match (config_source, conf) {
+        (Some(url), bootstrap) => fleet::upgrade(&fleet::SourceArgs { url, bootstrap }, binary),
+        (None, Some(conf)) => upgrade::upgrade(&conf, binary),
+        (None, None) => Err("-c FILE or --config-source URL is required".into()),
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    if let Some(url) = args.config_source {
+        if args.watch {
+            eprintln!("portcullis: --watch follows a file; --config-source follows etcd already");
+            return ExitCode::from(2);
+        }
+        let options = RunOptions {
+            daemon: args.daemon,
+            upgrade: args.upgrade,
+            watch: false,
+        };
+        let source = fleet::SourceArgs {
+            url,
+            bootstrap: args.conf,
+        };
+        return match fleet::run(&source, options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let Some(conf) = args.conf else {
         eprintln!("portcullis: -c FILE is required (see portcullis --help)");
         return ExitCode::from(2);

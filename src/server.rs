@@ -19,6 +19,8 @@ use crate::model::connections::ConnectionPolicy;
 use crate::model::gateway::{CompileContext, Gateway, ProcessSettings};
 use crate::proxy::Proxy;
 use crate::runtime::admin::Admin;
+use crate::runtime::config_source::etcd::EtcdWatcher;
+use crate::runtime::config_source::{Document, SourceStatus};
 use crate::runtime::connections::{raise_open_file_limit, Admission, Gate};
 use crate::runtime::discovery::TargetDiscovery;
 use crate::runtime::health_checker::HealthChecker;
@@ -63,6 +65,15 @@ pub fn load_gateway(
     context: &CompileContext<'_>,
 ) -> Result<(LoadedConfig, Gateway, ConnectionPolicy), Problems> {
     let loaded = config::load(path)?;
+    compile_loaded(&path.display().to_string(), loaded, context)
+}
+
+/// Compiles a configuration read already; `file` names it in problems.
+pub fn compile_loaded(
+    file: &str,
+    loaded: LoadedConfig,
+    context: &CompileContext<'_>,
+) -> Result<(LoadedConfig, Gateway, ConnectionPolicy), Problems> {
     let mut problems = Vec::new();
     let gateway = Gateway::compile(&loaded.config, &loaded.source, context);
     let gateway = config::noted(gateway, &mut problems);
@@ -70,7 +81,7 @@ pub fn load_gateway(
     match (gateway, connections) {
         (Some(gateway), Some(connections)) => Ok((loaded, gateway, connections)),
         _ => Err(Problems {
-            file: path.display().to_string(),
+            file: file.to_string(),
             problems,
         }),
     }
@@ -94,9 +105,58 @@ const TLS_LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
 };
 
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
+    let loaded = config::load(path)?;
+    let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    serve(
+        &path.display().to_string(),
+        loaded,
+        config_path,
+        options,
+        None,
+    )
+}
+
+/// Starts the gateway on `document`, read from the etcd source of `status` (or from its
+/// cache), and keeps it on the latest revision until shut down.
+pub fn run_from_source(
+    status: Arc<SourceStatus>,
+    document: &Document,
+    options: RunOptions,
+) -> Result<(), Problems> {
+    let file = format!(
+        "{} (revision {})",
+        status.source.config_key(),
+        document.revision
+    );
+    let config = config::parse(&document.text).map_err(|problems| Problems {
+        file: file.clone(),
+        problems,
+    })?;
+    let loaded = LoadedConfig {
+        config,
+        source: document.text.clone(),
+    };
+    // SIGHUP re-reads etcd; the path only names where the configuration came from.
+    let config_path = status
+        .bootstrap
+        .config_source
+        .cache_file
+        .as_ref()
+        .map_or_else(|| PathBuf::from(status.source.config_key()), PathBuf::from);
+    serve(&file, loaded, config_path, options, Some(status))
+}
+
+fn serve(
+    file: &str,
+    loaded: LoadedConfig,
+    config_path: PathBuf,
+    options: RunOptions,
+    source: Option<Arc<SourceStatus>>,
+) -> Result<(), Problems> {
     let metrics = Arc::new(Metrics::new());
     // Validated here, activated by the lifecycle service once the server runs.
-    let (loaded, gateway, connections) = load_gateway(path, &CompileContext::check(&metrics))?;
+    let (loaded, gateway, connections) =
+        compile_loaded(file, loaded, &CompileContext::check(&metrics))?;
     let connections = Arc::new(connections);
     raise_open_file_limit(&connections);
     let config = loaded.config.clone();
@@ -104,7 +164,6 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         &config.access_log.target,
         metrics.access_log_dropped.clone(),
     );
-    let config_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let admission = Arc::new(Admission::new(
         Arc::clone(&connections),
         metrics.connections_refused.clone(),
@@ -116,9 +175,8 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         access_log.clone(),
     ));
 
-    let file = path.display().to_string();
     let fail = |problem| Problems {
-        file: file.clone(),
+        file: file.to_string(),
         problems: vec![problem],
     };
     let conf = server_conf(&config);
@@ -173,7 +231,7 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
             Some((_, http2)) => {
                 let resolver = SniResolver::new(Arc::clone(&state), *address);
                 let settings = sni::settings(resolver, *http2).map_err(|e| Problems {
-                    file: path.display().to_string(),
+                    file: file.to_string(),
                     problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
                 })?;
                 proxy_service.add_listener(
@@ -210,6 +268,13 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
         "reload on SIGHUP",
         SighupReloader::new(Arc::clone(&state)),
     ));
+    if let Some(source) = source {
+        state.set_config_source(Arc::clone(&source));
+        server.add_service(background_service(
+            "configuration from etcd",
+            EtcdWatcher::new(Arc::clone(&state), source),
+        ));
+    }
     if options.watch {
         server.add_service(background_service(
             "reload on file change",

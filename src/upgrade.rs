@@ -12,6 +12,7 @@
 //! retrying against a socket nobody listens on, and a slow start of the new binary turns
 //! into a failed upgrade.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -32,7 +33,19 @@ pub type UpgradeError = String;
 /// the old and the new pid.
 pub fn upgrade(conf: &Path, binary: Option<PathBuf>) -> Result<(i32, i32), UpgradeError> {
     let loaded = config::load(conf).map_err(|problems| problems.to_string())?;
-    let server = server_conf(&loaded.config);
+    let arguments = vec!["-c".into(), conf.as_os_str().to_owned()];
+    replace(&loaded.config, &arguments, binary)
+}
+
+/// Replaces the process running on `config` by `binary` started with `-u -d` and
+/// `arguments` (the ones that name its configuration: `-c FILE`, or `--config-source URL`
+/// and its bootstrap file); returns the old and the new pid.
+pub fn replace(
+    config: &config::Config,
+    arguments: &[OsString],
+    binary: Option<PathBuf>,
+) -> Result<(i32, i32), UpgradeError> {
+    let server = server_conf(config);
     let old_pid = read_pid(&server.pid_file)?;
     if !alive(old_pid) {
         return Err(format!(
@@ -49,8 +62,7 @@ pub fn upgrade(conf: &Path, binary: Option<PathBuf>) -> Result<(i32, i32), Upgra
     let mut new = Command::new(&binary)
         .arg("-u")
         .arg("-d")
-        .arg("-c")
-        .arg(conf)
+        .args(arguments)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
 

@@ -8,7 +8,7 @@
 //! | 2 | `model/` | the compiled model: gateway, router, pools, caches, policies |
 //! | 3 | `runtime/` | the state swap and the services around it |
 //! | 4 | `proxy/` | the `ProxyHttp` phases |
-//! | 5 | `server.rs`, `upgrade.rs`, `main.rs` | the process and its command line |
+//! | 5 | `server.rs`, `upgrade.rs`, `fleet.rs`, `main.rs` | the process and its command line |
 //!
 //! The check reads the source as text: every `crate::` path (in `use` trees and in code),
 //! every `super::` path and every path through a child module is resolved to the file
@@ -27,7 +27,7 @@ fn layer(top: &str) -> Option<(u8, &'static str)> {
         "model" => (2, "model"),
         "runtime" => (3, "runtime"),
         "proxy" => (4, "proxy"),
-        "server" | "upgrade" | "main" => (5, "server"),
+        "server" | "upgrade" | "fleet" | "main" => (5, "server"),
         _ => return None,
     })
 }

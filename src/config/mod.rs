@@ -15,6 +15,7 @@ mod parse;
 mod protocol;
 mod route;
 mod server;
+pub mod source;
 mod tracing;
 mod upstream;
 

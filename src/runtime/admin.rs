@@ -141,6 +141,15 @@ impl Admin {
             "listeners": listeners,
             "routes": routes,
             "upstreams": upstreams,
+            "config_source": self.state.config_source().map(|source| json!({
+                "url": source.source.to_string(),
+                "applied_revision": source.applied_revision(),
+                "up": source.up(),
+                "refused": source.refusal().map(|refusal| json!({
+                    "revision": refusal.revision,
+                    "problems": refusal.problems,
+                })),
+            })),
             "last_refused_reload": self.state.last_refusal().map(|refusal| json!({
                 "at": refusal.at.to_rfc3339(),
                 "problems": refusal.problems,

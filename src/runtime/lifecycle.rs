@@ -216,10 +216,13 @@ impl Signals {
             log::warn!("SIGUSR2: cannot find this binary's path; no upgrade");
             return;
         };
+        let arguments = match self.state.config_source() {
+            Some(source) => source.run_arguments(),
+            None => vec!["-c".into(), self.state.config_path.clone().into_os_string()],
+        };
         let started = std::process::Command::new(binary)
             .arg("upgrade")
-            .arg("-c")
-            .arg(&self.state.config_path)
+            .args(arguments)
             .stdin(std::process::Stdio::null())
             .spawn();
         match started {

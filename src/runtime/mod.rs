@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod config_source;
 pub mod connections;
 pub mod discovery;
 pub mod health_checker;

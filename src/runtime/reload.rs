@@ -1,6 +1,6 @@
 //! Hot reload: parse → compile → swap, or keep the running configuration.
 
-use crate::config::{self, Problem, Problems};
+use crate::config::{self, LoadedConfig, Problem, Problems};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +15,40 @@ use crate::runtime::state::State;
 /// Re-reads the configuration file and swaps it in; returns the new version, or every
 /// problem (the running configuration stays in force).
 pub fn reload(state: &State) -> Result<u64, Problems> {
-    let result = try_reload(state);
+    if let Some(source) = state.config_source() {
+        // The document lives in etcd: read it again there rather than a file.
+        log::info!(
+            "reload requested: reading the configuration from {} again",
+            source.source
+        );
+        source.resync();
+        return Ok(state.gateway().version);
+    }
+    recorded(state, try_reload(state))
+}
+
+/// Compiles configuration `text` (from `file`, the name problems are reported under) and
+/// swaps it in, as a reload does: same checks, same state kept, same logs and metrics.
+pub fn apply_document(state: &State, file: &str, text: &str) -> Result<u64, Problems> {
+    let loaded = config::parse(text).map_err(|problems| Problems {
+        file: file.to_string(),
+        problems,
+    });
+    let result = loaded.and_then(|config| {
+        try_apply(
+            state,
+            file,
+            &LoadedConfig {
+                config,
+                source: text.to_string(),
+            },
+        )
+    });
+    recorded(state, result)
+}
+
+/// Counts and logs a reload's outcome; keeps a refusal for /status.
+fn recorded(state: &State, result: Result<u64, Problems>) -> Result<u64, Problems> {
     let outcome = if result.is_ok() { "success" } else { "failure" };
     state
         .metrics
@@ -41,6 +74,11 @@ pub fn reload(state: &State) -> Result<u64, Problems> {
 fn try_reload(state: &State) -> Result<u64, Problems> {
     let file = state.config_path.display().to_string();
     let loaded = config::load(&state.config_path)?;
+    try_apply(state, &file, &loaded)
+}
+
+fn try_apply(state: &State, file: &str, loaded: &LoadedConfig) -> Result<u64, Problems> {
+    let file = file.to_string();
     let current = state.gateway();
     let version = current.version + 1;
     let context = CompileContext {

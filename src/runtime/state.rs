@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Problems;
 use crate::model::gateway::Gateway;
+use crate::runtime::config_source::SourceStatus;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
 
@@ -30,6 +31,7 @@ pub struct State {
     serving: AtomicBool,
     draining: AtomicBool,
     last_refusal: ArcSwapOption<ReloadRefusal>,
+    config_source: OnceLock<Arc<SourceStatus>>,
 }
 
 /// A reload that was refused, kept for /status and the status page.
@@ -60,6 +62,7 @@ impl State {
             serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             last_refusal: ArcSwapOption::empty(),
+            config_source: OnceLock::new(),
         }
     }
 
@@ -81,6 +84,16 @@ impl State {
             at: Utc::now(),
             problems,
         })));
+    }
+
+    /// Records that the configuration comes from etcd (`--config-source`); set once.
+    pub fn set_config_source(&self, source: Arc<SourceStatus>) {
+        let _ = self.config_source.set(source);
+    }
+
+    /// The etcd source of the configuration, when it does not come from a file.
+    pub fn config_source(&self) -> Option<&Arc<SourceStatus>> {
+        self.config_source.get()
     }
 
     /// The last refused reload since the process started, if any.

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `portcullis_config_version`
     pub config_version: IntGauge,
+    /// `portcullis_config_source_up`
+    pub config_source_up: IntGauge,
+    /// `portcullis_config_revision`
+    pub config_revision: IntGauge,
     /// `portcullis_access_log_dropped_total`: lines dropped because the writer fell behind.
     pub access_log_dropped: IntGauge,
     /// `portcullis_downstream_connections`
@@ -127,6 +131,14 @@ impl Metrics {
             config_version: define.gauge(
                 "portcullis_config_version",
                 "Version of the configuration in use (1 at start, +1 per successful reload).",
+            ),
+            config_source_up: define.gauge(
+                "portcullis_config_source_up",
+                "1 while the node is connected to its etcd configuration source and watching.",
+            ),
+            config_revision: define.gauge(
+                "portcullis_config_revision",
+                "etcd revision of the configuration document in use (0 without --config-source).",
             ),
             access_log_dropped: define.gauge(
                 "portcullis_access_log_dropped_total",

@@ -24,6 +24,7 @@
 mod certs;
 mod config;
 mod dns;
+mod etcd;
 mod gateway;
 mod haproxy;
 mod http;
@@ -42,6 +43,7 @@ pub use self::{
     certs::make_cert,
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
     dns::Dnsmasq,
+    etcd::EtcdServer,
     gateway::{run_portcullis, Gateway},
     haproxy::HaProxy,
     http::{
