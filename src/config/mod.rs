@@ -6,6 +6,7 @@
 //! turns a [`Config`] into the model the request path reads.
 
 mod cache;
+mod client_auth;
 mod compression;
 mod env;
 mod listener;
@@ -26,6 +27,7 @@ use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
 
 pub use cache::CacheConfig;
+pub use client_auth::{ClientAuthConfig, ClientAuthMode, ClientCertHeadersConfig};
 pub use compression::CompressionConfig;
 pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsConfig};
 pub use observability::{AccessLogConfig, TracingConfig};

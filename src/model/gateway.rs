@@ -27,6 +27,7 @@ use crate::model::canary::Canary;
 use crate::model::compression::CompressionPolicy;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
+use crate::model::client_cert;
 use crate::model::tls::CertStore;
 use crate::model::upstream::{compile_upstream, Upstream};
 use crate::telemetry::metrics::Metrics;
@@ -125,6 +126,9 @@ pub struct Gateway {
     pub admin_allow: IpRules,
     /// Certificates of the TLS listeners, by listener address.
     pub tls: BTreeMap<SocketAddr, CertStore>,
+    /// The client-certificate headers (`client_auth.headers` of every listener and the
+    /// defaults): removed from every client request, on every listener.
+    pub client_cert_headers: Box<[HeaderName]>,
     /// Settings that need a restart to change.
     pub process: ProcessSettings,
     /// Plugin state (rate-limit counters, key caches) the next configuration may take over.
@@ -268,6 +272,7 @@ impl Gateway {
                 requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
                 admin_allow,
+                client_cert_headers: client_cert_headers(&tls),
                 tls,
                 process,
                 retained: plugin_env.retained.into_set(),
@@ -276,6 +281,21 @@ impl Gateway {
         )
     }
 }
+fn client_cert_headers(tls: &BTreeMap<SocketAddr, CertStore>) -> Box<[HeaderName]> {
+    let mut names: Vec<HeaderName> = client_cert::DEFAULT_HEADERS
+        .iter()
+        .map(|name| HeaderName::from_static(name))
+        .collect();
+    for auth in tls.values().filter_map(CertStore::client_auth) {
+        for name in auth.headers().names() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names.into()
+}
+
 /// The settings bound into the running server (`server`, `listeners`, `admin.address`,
 /// `access_log.target`), with the certificates of the TLS listeners.
 fn compile_process(

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod canary;
 pub mod client_address;
+pub mod client_cert;
 pub mod compression;
 pub mod connections;
 pub mod gateway;
@@ -13,3 +14,4 @@ pub mod router;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;

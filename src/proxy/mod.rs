@@ -3,6 +3,7 @@
 
 mod choice;
 mod client;
+mod client_cert;
 mod compression;
 mod connection;
 mod context;
@@ -83,6 +84,7 @@ impl ProxyHttp for Proxy {
         // Off unless the matched route asks for it (errors and 404s stay plain).
         compression::start(session, None);
         let gateway = self.state.gateway();
+        client_cert::identify(session, ctx, &gateway);
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
         ctx.plugins.client_ip = client::client_ip(session, &self.connections);
         ctx.peer_trusted = client::peer_ip(session)
@@ -380,6 +382,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let peer = client::peer_ip(session);
         forwarding::rewrite(upstream_request, ctx, peer, forwarded_proto(session))?;
+        client_cert::forward(session, upstream_request);
         if let Some(route) = &ctx.route {
             route
                 .plugins

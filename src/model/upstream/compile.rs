@@ -21,6 +21,7 @@ use super::{
 };
 use crate::config::{noted, verdict, Problem};
 use crate::config::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
+use crate::model::upstream_tls::UpstreamTls;
 use crate::telemetry::metrics::Metrics;
 
 /// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
@@ -92,7 +93,13 @@ pub fn compile_upstream(
             "must be greater than 0",
         ));
     }
-    let peer_template = peer_template(config);
+    let mut peer_template = peer_template(config);
+    if let Some(tls) = &config.tls {
+        let compiled = UpstreamTls::compile(tls, &format!("{path}.tls"));
+        if let Some(tls) = noted(compiled, &mut problems) {
+            tls.apply(&mut peer_template);
+        }
+    }
     let mut seen = BTreeSet::new();
     let mut targets = Vec::with_capacity(config.targets.len());
     let mut backends = BTreeSet::new();
