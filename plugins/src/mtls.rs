@@ -66,10 +66,11 @@ impl Plugin for Mtls {
             &self.required_scopes,
             consumer.scopes.iter().map(String::as_str),
         ) {
-            return Err(
-                Rejection::new(ErrorCode::Forbidden, "the credentials lack a required scope")
-                    .auth_failure("insufficient_scope"),
-            );
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                "the credentials lack a required scope",
+            )
+            .auth_failure("insufficient_scope"));
         }
         ctx.consumer = Some(Arc::clone(&consumer.id));
         ctx.consumer_tier = consumer.tier.clone();

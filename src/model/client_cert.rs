@@ -196,8 +196,8 @@ fn compile_headers(
 
 /// Every certificate of a PEM file; a file with none (or not PEM) is a problem at `at`.
 pub fn read_certificates(file: &str, at: &str) -> Result<Vec<X509>, Problem> {
-    let pem = std::fs::read(file)
-        .map_err(|e| Problem::new(at, format!("cannot read {file}: {e}")))?;
+    let pem =
+        std::fs::read(file).map_err(|e| Problem::new(at, format!("cannot read {file}: {e}")))?;
     match X509::stack_from_pem(&pem) {
         Ok(certs) if !certs.is_empty() => Ok(certs),
         _ => Err(Problem::new(
@@ -266,7 +266,9 @@ fn escape_dn_value(value: &str, out: &mut String) {
     let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
         let edge_space = c == ' ' && (i == 0 || i == last);
-        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') || edge_space || (i == 0 && c == '#')
+        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || edge_space
+            || (i == 0 && c == '#')
         {
             out.push('\\');
         }
@@ -289,7 +291,9 @@ fn alternative_names(cert: &X509Ref) -> Vec<String> {
             } else if let Some(email) = name.email() {
                 Some(format!("email:{email}"))
             } else {
-                name.ipaddress().and_then(ip_text).map(|ip| format!("IP:{ip}"))
+                name.ipaddress()
+                    .and_then(ip_text)
+                    .map(|ip| format!("IP:{ip}"))
             }
         })
         .collect()

@@ -24,10 +24,10 @@ use crate::config::{
 };
 use crate::model::cache::RouteCache;
 use crate::model::canary::Canary;
+use crate::model::client_cert;
 use crate::model::compression::CompressionPolicy;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
-use crate::model::client_cert;
 use crate::model::tls::CertStore;
 use crate::model::upstream::{compile_upstream, Upstream};
 use crate::telemetry::metrics::Metrics;

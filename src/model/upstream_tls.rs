@@ -8,7 +8,7 @@ use pingora::prelude::HttpPeer;
 use pingora::tls::pkey::PKey;
 use pingora::utils::tls::CertKey;
 
-use crate::config::{UpstreamTlsConfig, Problem};
+use crate::config::{Problem, UpstreamTlsConfig};
 use crate::model::client_cert::read_certificates;
 
 /// What `upstreams.NAME.tls` adds to each connection to a target.
@@ -79,8 +79,8 @@ impl UpstreamTls {
 fn client_pair(cert: &str, key: &str, path: &str) -> Result<CertKey, Problem> {
     let chain = read_certificates(cert, &format!("{path}.client_cert"))?;
     let key_at = format!("{path}.client_key");
-    let pem = std::fs::read(key)
-        .map_err(|e| Problem::new(&key_at, format!("cannot read {key}: {e}")))?;
+    let pem =
+        std::fs::read(key).map_err(|e| Problem::new(&key_at, format!("cannot read {key}: {e}")))?;
     let key_pair = PKey::private_key_from_pem(&pem)
         .map_err(|_| Problem::new(&key_at, format!("{key}: not a PEM private key")))?;
     if !chain[0]

@@ -59,7 +59,10 @@ impl TlsAccept for SniResolver {
 
     /// The verified client certificate, computed once for the connection; requests read
     /// it from the connection's TLS digest.
-    async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let gateway = self.state.gateway();
         let client_auth = gateway.tls.get(&self.listener)?.client_auth()?;
         let verified = client_auth.verified(ssl)?;
@@ -73,9 +76,10 @@ pub fn settings(resolver: SniResolver, http2: bool) -> pingora_error::Result<Tls
     let mut settings = TlsSettings::with_callbacks(Box::new(resolver))?;
     // OpenSSL refuses to resume a session of a handshake that verified a client
     // certificate unless a session id context is set.
-    settings
-        .set_session_id_context(b"portcullis")
-        .or_err(ErrorType::InternalError, "cannot set the TLS session id context")?;
+    settings.set_session_id_context(b"portcullis").or_err(
+        ErrorType::InternalError,
+        "cannot set the TLS session id context",
+    )?;
     if http2 {
         settings.enable_h2();
     }

@@ -28,6 +28,7 @@ mod haproxy;
 mod http;
 mod listeners;
 mod metrics;
+mod pki;
 mod recorder;
 mod redis;
 mod sockets;
@@ -47,6 +48,7 @@ pub use self::{
     },
     listeners::edge_config,
     metrics::{metric_value, sample_names},
+    pki::{Pki, Validity},
     recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},
     redis::{RedisCluster, RedisServer},
     sockets::{
