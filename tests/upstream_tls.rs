@@ -20,9 +20,21 @@ impl TlsUpstream {
     fn start(pki: &Pki) -> TlsUpstream {
         let port = free_port();
         let child = Command::new("openssl")
-            .args(["s_server", "-quiet", "-www", "-Verify", "2", "-verify_return_error"])
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-Verify",
+                "2",
+                "-verify_return_error",
+            ])
             .args(["-accept", &format!("127.0.0.1:{port}")])
-            .args(["-cert", &pki.path("upstream.pem"), "-key", &pki.path("upstream.key")])
+            .args([
+                "-cert",
+                &pki.path("upstream.pem"),
+                "-key",
+                &pki.path("upstream.key"),
+            ])
             .args(["-CAfile", &pki.path("clients.pem")])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -52,9 +64,27 @@ fn a_target_that_demands_a_client_certificate_gets_the_configured_one() {
     pki.ca("servers");
     pki.ca("clients");
     pki.ca("stranger");
-    pki.issue("servers", "upstream", "/CN=upstream.test", "DNS:upstream.test", Validity::Current);
-    pki.issue("clients", "gateway", "/O=Acme/CN=gateway", "DNS:gateway.test", Validity::Current);
-    pki.issue("stranger", "impostor", "/CN=gateway", "DNS:gateway.test", Validity::Current);
+    pki.issue(
+        "servers",
+        "upstream",
+        "/CN=upstream.test",
+        "DNS:upstream.test",
+        Validity::Current,
+    );
+    pki.issue(
+        "clients",
+        "gateway",
+        "/O=Acme/CN=gateway",
+        "DNS:gateway.test",
+        Validity::Current,
+    );
+    pki.issue(
+        "stranger",
+        "impostor",
+        "/CN=gateway",
+        "DNS:gateway.test",
+        Validity::Current,
+    );
     let upstream = TlsUpstream::start(&pki);
 
     let pool = |name: &str, tls: &str| {
@@ -70,8 +100,14 @@ fn a_target_that_demands_a_client_certificate_gets_the_configured_one() {
     );
     let servers = pki.path("servers.pem");
     let mut config = String::from("upstreams:\n");
-    config += &pool("secure", &format!("{{ sni: upstream.test, ca: \"{servers}\", {identity} }}"));
-    config += &pool("anonymous", &format!("{{ sni: upstream.test, ca: \"{servers}\" }}"));
+    config += &pool(
+        "secure",
+        &format!("{{ sni: upstream.test, ca: \"{servers}\", {identity} }}"),
+    );
+    config += &pool(
+        "anonymous",
+        &format!("{{ sni: upstream.test, ca: \"{servers}\" }}"),
+    );
     config += &pool(
         "impostor",
         &format!(
@@ -82,15 +118,27 @@ fn a_target_that_demands_a_client_certificate_gets_the_configured_one() {
     );
     config += &pool(
         "untrusted",
-        &format!("{{ sni: upstream.test, ca: \"{}\", {identity} }}", pki.path("stranger.pem")),
+        &format!(
+            "{{ sni: upstream.test, ca: \"{}\", {identity} }}",
+            pki.path("stranger.pem")
+        ),
     );
-    config += &pool("misnamed", &format!("{{ sni: other.test, ca: \"{servers}\", {identity} }}"));
+    config += &pool(
+        "misnamed",
+        &format!("{{ sni: other.test, ca: \"{servers}\", {identity} }}"),
+    );
     config += &pool("unverified", &format!("{{ verify: false, {identity} }}"));
     config += "routes:\n";
-    for name in ["secure", "anonymous", "impostor", "untrusted", "misnamed", "unverified"] {
-        config += &format!(
-            "  - name: {name}\n    match: {{ path: /{name} }}\n    upstream: {name}\n"
-        );
+    for name in [
+        "secure",
+        "anonymous",
+        "impostor",
+        "untrusted",
+        "misnamed",
+        "unverified",
+    ] {
+        config +=
+            &format!("  - name: {name}\n    match: {{ path: /{name} }}\n    upstream: {name}\n");
     }
     let gateway = Gateway::start(&config);
 
@@ -102,16 +150,32 @@ fn a_target_that_demands_a_client_certificate_gets_the_configured_one() {
         secure.body
     );
     let unverified = gateway.get("/unverified");
-    assert_eq!(unverified.status, 200, "verify: false still presents the certificate");
+    assert_eq!(
+        unverified.status, 200,
+        "verify: false still presents the certificate"
+    );
 
     for (path, why) in [
         ("/anonymous", "no client certificate"),
-        ("/impostor", "a client certificate of a CA the target does not trust"),
-        ("/untrusted", "the target's certificate is not of the configured CA"),
-        ("/misnamed", "the target's certificate does not carry the SNI name"),
+        (
+            "/impostor",
+            "a client certificate of a CA the target does not trust",
+        ),
+        (
+            "/untrusted",
+            "the target's certificate is not of the configured CA",
+        ),
+        (
+            "/misnamed",
+            "the target's certificate does not carry the SNI name",
+        ),
     ] {
         let refused = gateway.get(path);
         assert_eq!(refused.status, 502, "{why}: {refused:?}");
     }
-    assert_eq!(gateway.get("/secure").status, 200, "still reachable after refusals");
+    assert_eq!(
+        gateway.get("/secure").status,
+        200,
+        "still reachable after refusals"
+    );
 }

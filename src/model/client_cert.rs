@@ -3,6 +3,8 @@
 //! applies, and the verified certificate as the connection carries it (the identity the
 //! `mtls` plugin reads, the headers the upstream receives).
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -16,6 +18,7 @@ use pingora_http::RequestHeader;
 use portcullis_plugins::ClientCertificate;
 
 use crate::config::{ClientAuthConfig, ClientAuthMode, ClientCertHeadersConfig, Problem};
+use crate::model::tls::CertStore;
 
 /// The default header names, always removed from client requests.
 pub const DEFAULT_HEADERS: [&str; 3] = [
@@ -23,6 +26,23 @@ pub const DEFAULT_HEADERS: [&str; 3] = [
     "x-client-cert-sans",
     "x-client-cert-sha256",
 ];
+
+/// Every client-certificate header name of a configuration (the defaults and each
+/// listener's own): removed from every client request, on every listener.
+pub fn stripped_headers(tls: &BTreeMap<SocketAddr, CertStore>) -> Box<[HeaderName]> {
+    let mut names: Vec<HeaderName> = DEFAULT_HEADERS
+        .iter()
+        .map(|name| HeaderName::from_static(name))
+        .collect();
+    for auth in tls.values().filter_map(CertStore::client_auth) {
+        for name in auth.headers().names() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names.into()
+}
 
 /// The names of the headers that carry a verified certificate upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,7 @@ use crate::model::cache::RouteCache;
 use crate::model::canary::Canary;
 use crate::model::client_cert;
 use crate::model::compression::CompressionPolicy;
+use crate::model::mirror::Mirror;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
@@ -51,6 +52,8 @@ pub struct Route {
     pub compression: Option<Arc<CompressionPolicy>>,
     /// The route's edge cache, when enabled.
     pub cache: Option<RouteCache>,
+    /// A sampled copy of the accepted requests to another pool, when configured.
+    pub mirror: Option<Mirror>,
 }
 
 /// What a route does.
@@ -272,7 +275,7 @@ impl Gateway {
                 requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
                 admin_allow,
-                client_cert_headers: client_cert_headers(&tls),
+                client_cert_headers: client_cert::stripped_headers(&tls),
                 tls,
                 process,
                 retained: plugin_env.retained.into_set(),
@@ -281,21 +284,6 @@ impl Gateway {
         )
     }
 }
-fn client_cert_headers(tls: &BTreeMap<SocketAddr, CertStore>) -> Box<[HeaderName]> {
-    let mut names: Vec<HeaderName> = client_cert::DEFAULT_HEADERS
-        .iter()
-        .map(|name| HeaderName::from_static(name))
-        .collect();
-    for auth in tls.values().filter_map(CertStore::client_auth) {
-        for name in auth.headers().names() {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-    }
-    names.into()
-}
-
 /// The settings bound into the running server (`server`, `listeners`, `admin.address`,
 /// `access_log.target`), with the certificates of the TLS listeners.
 fn compile_process(
@@ -523,6 +511,17 @@ fn compile_route(
         }
     };
 
+    let mirror = route.mirror.as_ref().and_then(|mirror| {
+        let pool = lookup("mirror.upstream", &mirror.upstream, &mut problems);
+        let compiled = Mirror::compile(
+            mirror,
+            pool,
+            &route.name,
+            metrics,
+            &format!("{path}.mirror"),
+        );
+        noted(compiled, &mut problems)
+    });
     let (Some(matcher), Some(action)) = (matcher, action) else {
         return Err(problems);
     };
@@ -537,6 +536,7 @@ fn compile_route(
             .request_duration
             .with_label_values(&[route.name.as_str()]),
         cache,
+        mirror,
     };
     verdict((matcher, Arc::new(compiled)), problems)
 }

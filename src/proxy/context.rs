@@ -6,6 +6,7 @@ use std::time::Instant;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
+use super::mirror::MirrorCopy;
 use super::trace::TraceContext;
 use crate::model::cache::CacheStatus;
 use crate::model::canary::Variant;
@@ -72,6 +73,8 @@ pub struct RequestCtx {
     pub error: Option<ErrorCode>,
     /// On a route with a cache: what the cache did (`Miss` until the response says more).
     pub cache: Option<CacheStatus>,
+    /// The copy of a mirrored request, while its body is still arriving.
+    pub mirror: Option<Box<MirrorCopy>>,
 }
 
 impl RequestCtx {
@@ -103,6 +106,7 @@ impl RequestCtx {
             rejection: None,
             error: None,
             cache: None,
+            mirror: None,
         }
     }
 }

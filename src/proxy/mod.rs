@@ -11,6 +11,7 @@ mod errors;
 pub mod forwarding;
 mod hygiene;
 mod logging;
+mod mirror;
 mod respond;
 mod retry;
 mod target;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+use pingora::connectors::http::Connector;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -47,13 +49,19 @@ use retry::Failure;
 pub struct Proxy {
     state: Arc<State>,
     connections: Arc<ConnectionPolicy>,
+    /// The client of the mirror pools (its own connection pool).
+    mirror_connector: Arc<Connector>,
 }
 
 impl Proxy {
     /// Proxy logic serving whatever configuration `state` holds, on client connections
     /// governed by `connections`.
     pub fn new(state: Arc<State>, connections: Arc<ConnectionPolicy>) -> Self {
-        Self { state, connections }
+        Self {
+            state,
+            connections,
+            mirror_connector: Arc::new(Connector::new(None)),
+        }
     }
 }
 
@@ -145,6 +153,9 @@ impl ProxyHttp for Proxy {
             if let Some(answer) = ctx.plugins.answer.take() {
                 return respond::answer(session, ctx, answer).await;
             }
+        }
+        if route.mirror.is_some() {
+            mirror::start(session, ctx, &self.mirror_connector);
         }
 
         // The canary choice precedes the cache lookup: the cache key includes it.
@@ -283,9 +294,12 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.mirror.is_some() {
+            mirror::body_chunk(ctx, body.as_ref(), end_of_stream, &self.mirror_connector);
+        }
         let Some(chunk) = body else { return Ok(()) };
         ctx.body_bytes += chunk.len() as u64;
         let Some(route) = &ctx.route else {
