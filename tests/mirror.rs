@@ -58,8 +58,14 @@ fn a_tenth_of_the_requests_reach_the_mirror_marked_and_with_their_body() {
     let gateway = Gateway::start(&config);
     let agent = http_agent();
 
+    let spoofed = [("X-Portcullis-Mirror", "1")];
     for i in 0..2000 {
-        let response = send(&agent, "GET", &gateway.url(&format!("/sampled/{i}")), &[]);
+        let response = send(
+            &agent,
+            "GET",
+            &gateway.url(&format!("/sampled/{i}")),
+            &spoofed,
+        );
         assert_eq!(response.status, 200);
     }
     let sent = mirrored(&gateway, "sampled", "sent");
@@ -73,7 +79,12 @@ fn a_tenth_of_the_requests_reach_the_mirror_marked_and_with_their_body() {
     let copy = shadow.last_request();
     assert_eq!(copy.header("X-Portcullis-Mirror"), Some("1"));
     assert!(copy.path.starts_with("/sampled/"), "{copy:?}");
-    assert_eq!(app.last_request().header("X-Portcullis-Mirror"), None);
+    assert_eq!(
+        app.last_request().header("X-Portcullis-Mirror"),
+        None,
+        "a client's copy never reaches the primary"
+    );
+    assert_eq!(copy.header_values("X-Portcullis-Mirror"), ["1"]);
 
     let before = shadow.requests();
     let posted = send_body(
@@ -183,5 +194,40 @@ fn a_dead_or_slow_mirror_adds_no_latency_and_no_failure() {
         mirrored(&gateway, "slow", "sent"),
         0.0,
         "still waiting on the slow mirror"
+    );
+}
+
+#[test]
+fn a_bad_mirror_is_refused_with_field_paths_and_the_old_config_keeps_serving() {
+    let app = Upstream::start("app");
+    let good = format!(
+        "upstreams:\n{}routes:\n{}",
+        pool("app", &app),
+        route("orders", "{ upstream: app, percent: 1 }")
+    );
+    let gateway = Gateway::start(&good);
+    let bad = format!(
+        "upstreams:\n{}routes:\n{}",
+        pool("app", &app),
+        route(
+            "orders",
+            "{ upstream: nowhere, percent: 100.5, max_in_flight: 0, sticky_on: \"header:\" }"
+        )
+    );
+    gateway.rewrite_config(&bad);
+    let refused = gateway.admin_post("/reload", &[], "");
+    assert_ne!(refused.status, 200, "{refused:?}");
+    for path in [
+        "routes[0].mirror.upstream",
+        "routes[0].mirror.percent",
+        "routes[0].mirror.max_in_flight",
+        "routes[0].mirror.sticky_on",
+    ] {
+        assert!(refused.body.contains(path), "no {path} in {}", refused.body);
+    }
+    assert_eq!(
+        gateway.get("/orders").status,
+        200,
+        "the old config keeps serving"
     );
 }

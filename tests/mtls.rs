@@ -79,7 +79,20 @@ type Answer = Result<(u16, String), String>;
 
 /// `curl https://mtls.test:PORT/path` with the client certificate `NAME.{pem,key}`.
 fn curl(pki: &Pki, port: u16, path: &str, cert: Option<&str>, headers: &[&str]) -> Answer {
+    curl_with(pki, port, path, cert, headers, &[])
+}
+
+/// [`curl`] with more arguments (`--http2`).
+fn curl_with(
+    pki: &Pki,
+    port: u16,
+    path: &str,
+    cert: Option<&str>,
+    headers: &[&str],
+    extra: &[&str],
+) -> Answer {
     let mut command = Command::new("curl");
+    command.args(extra);
     command
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(pki.path("ca.pem"))
@@ -221,6 +234,18 @@ fn required_mode_refuses_every_client_without_a_valid_certificate() {
         seen.header_values("X-Client-Cert-Sha256"),
         [pki.fingerprint("billing")]
     );
+
+    let (status, _) = curl_with(&pki, port, "/h2", Some("billing"), &spoofed, &["--http2"])
+        .expect("billing over HTTP/2");
+    assert_eq!(status, 200);
+    let seen = app.last_request();
+    assert_eq!(seen.path, "/h2");
+    assert_eq!(
+        seen.header_values("X-Ssl-Subject"),
+        ["CN=billing,O=Acme"],
+        "HTTP/2 too"
+    );
+    assert_eq!(seen.header("X-Client-Cert-Subject"), None);
 
     let (status, _) = rust_client(&pki, port, "/rust", Some("reports")).expect("reports");
     assert_eq!(status, 200);

@@ -20,6 +20,9 @@ use portcullis_plugins::ClientCertificate;
 use crate::config::{ClientAuthConfig, ClientAuthMode, ClientCertHeadersConfig, Problem};
 use crate::model::tls::CertStore;
 
+/// The header that marks a mirrored request (`routes[].mirror`).
+pub const MIRROR_HEADER: &str = "x-portcullis-mirror";
+
 /// The default header names, always removed from client requests.
 pub const DEFAULT_HEADERS: [&str; 3] = [
     "x-client-cert-subject",
@@ -27,11 +30,13 @@ pub const DEFAULT_HEADERS: [&str; 3] = [
     "x-client-cert-sha256",
 ];
 
-/// Every client-certificate header name of a configuration (the defaults and each
-/// listener's own): removed from every client request, on every listener.
-pub fn stripped_headers(tls: &BTreeMap<SocketAddr, CertStore>) -> Box<[HeaderName]> {
+/// The headers only the gateway sets, removed from every client request on every
+/// listener: each client-certificate header name of a configuration (the defaults and
+/// each listener's own), and the mark of mirrored requests.
+pub fn reserved_headers(tls: &BTreeMap<SocketAddr, CertStore>) -> Box<[HeaderName]> {
     let mut names: Vec<HeaderName> = DEFAULT_HEADERS
         .iter()
+        .chain([&MIRROR_HEADER])
         .map(|name| HeaderName::from_static(name))
         .collect();
     for auth in tls.values().filter_map(CertStore::client_auth) {

@@ -129,9 +129,9 @@ pub struct Gateway {
     pub admin_allow: IpRules,
     /// Certificates of the TLS listeners, by listener address.
     pub tls: BTreeMap<SocketAddr, CertStore>,
-    /// The client-certificate headers (`client_auth.headers` of every listener and the
-    /// defaults): removed from every client request, on every listener.
-    pub client_cert_headers: Box<[HeaderName]>,
+    /// Headers only the gateway sets (the client-certificate headers of every listener
+    /// and the defaults, `X-Portcullis-Mirror`): removed from every client request.
+    pub reserved_headers: Box<[HeaderName]>,
     /// Settings that need a restart to change.
     pub process: ProcessSettings,
     /// Plugin state (rate-limit counters, key caches) the next configuration may take over.
@@ -275,7 +275,7 @@ impl Gateway {
                 requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
                 admin_allow,
-                client_cert_headers: client_cert::stripped_headers(&tls),
+                reserved_headers: client_cert::reserved_headers(&tls),
                 tls,
                 process,
                 retained: plugin_env.retained.into_set(),

@@ -1,5 +1,5 @@
-//! Client certificates on the request path: the copies of the certificate headers a
-//! client sent are removed on every listener, the certificate its listener verified
+//! Client certificates on the request path: the copies of the certificate headers (and
+//! of `X-Portcullis-Mirror`) a client sent are removed on every listener, the certificate its listener verified
 //! (once per connection, `runtime/sni.rs`) is handed to the plugins, and its headers go
 //! upstream.
 
@@ -12,11 +12,11 @@ use super::RequestCtx;
 use crate::model::client_cert::VerifiedClient;
 use crate::model::gateway::Gateway;
 
-/// Removes client-sent certificate headers and records the connection's verified
+/// Removes client-sent certificate (and mirror) headers and records the connection's verified
 /// certificate for the plugins.
 pub fn identify(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway) {
     let req = session.req_header_mut();
-    for name in gateway.client_cert_headers.iter() {
+    for name in gateway.reserved_headers.iter() {
         req.remove_header(name);
     }
     ctx.plugins.client_cert = verified(session).map(|client| Arc::clone(&client.certificate));

@@ -14,10 +14,8 @@ use pingora_http::RequestHeader;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::RequestCtx;
+use crate::model::client_cert::MIRROR_HEADER;
 use crate::model::gateway::Route;
-
-/// The header that marks a mirrored request.
-pub const MIRROR_HEADER: &str = "x-portcullis-mirror";
 
 /// A request copy being assembled while its body streams to the primary upstream.
 pub struct MirrorCopy {
