@@ -3,8 +3,6 @@
 //! applies, and the verified certificate as the connection carries it (the identity the
 //! `mtls` plugin reads, the headers the upstream receives).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -18,7 +16,6 @@ use pingora_http::RequestHeader;
 use portcullis_plugins::ClientCertificate;
 
 use crate::config::{ClientAuthConfig, ClientAuthMode, ClientCertHeadersConfig, Problem};
-use crate::model::tls::CertStore;
 
 /// The header that marks a mirrored request (`routes[].mirror`).
 pub const MIRROR_HEADER: &str = "x-portcullis-mirror";
@@ -33,13 +30,13 @@ pub const DEFAULT_HEADERS: [&str; 3] = [
 /// The headers only the gateway sets, removed from every client request on every
 /// listener: each client-certificate header name of a configuration (the defaults and
 /// each listener's own), and the mark of mirrored requests.
-pub fn reserved_headers(tls: &BTreeMap<SocketAddr, CertStore>) -> Box<[HeaderName]> {
+pub fn reserved_headers<'a>(listeners: impl Iterator<Item = &'a ClientAuth>) -> Box<[HeaderName]> {
     let mut names: Vec<HeaderName> = DEFAULT_HEADERS
         .iter()
         .chain([&MIRROR_HEADER])
         .map(|name| HeaderName::from_static(name))
         .collect();
-    for auth in tls.values().filter_map(CertStore::client_auth) {
+    for auth in listeners {
         for name in auth.headers().names() {
             if !names.contains(name) {
                 names.push(name.clone());

@@ -275,7 +275,10 @@ impl Gateway {
                 requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
                 admin_allow,
-                reserved_headers: client_cert::reserved_headers(&tls),
+                reserved_headers: client_cert::reserved_headers(
+                    tls.values()
+                        .filter_map(|store| store.client_auth().map(|auth| &**auth)),
+                ),
                 tls,
                 process,
                 retained: plugin_env.retained.into_set(),
