@@ -114,7 +114,11 @@ fn target_selection(c: &mut Criterion) {
     ] {
         let upstream = pool(algorithm, extra);
         group.bench_function(name, |b| {
-            b.iter(|| upstream.select(black_box(b""), 0).map(|slot| slot.index()))
+            b.iter(|| {
+                upstream
+                    .select(black_box(b""), 0)
+                    .map(|slot| slot.tried_bit())
+            })
         });
     }
     group.finish();

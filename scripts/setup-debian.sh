@@ -7,7 +7,7 @@
 set -euo pipefail
 
 packages=(cmake pkg-config libssl-dev build-essential curl openssl redis-server prometheus chromium haproxy
-  python3 python3-pip)
+  python3 python3-pip dnsmasq-base)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

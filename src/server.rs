@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -18,6 +20,7 @@ use crate::model::gateway::{CompileContext, Gateway, ProcessSettings};
 use crate::proxy::Proxy;
 use crate::runtime::admin::Admin;
 use crate::runtime::connections::{raise_open_file_limit, Admission, Gate};
+use crate::runtime::discovery::TargetDiscovery;
 use crate::runtime::health_checker::HealthChecker;
 use crate::runtime::lifecycle::{self, Lifecycle, Signals};
 use crate::runtime::reload::{ConfigWatcher, SighupReloader};
@@ -74,6 +77,22 @@ pub fn load_gateway(
 }
 
 /// Starts the gateway on the configuration at `path` and serves until shut down.
+/// Plaintext listeners read without an L4 buffer: the HTTP/1 session reads the header into
+/// its own buffer and bodies into theirs, so Pingora's default 64 KiB read buffer only added
+/// a copy — and 64 KiB of heap to every idle keep-alive connection
+/// (docs/performance-attribution.md, K1).
+const PLAIN_LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
+
+/// TLS listeners keep a read buffer of one TLS record (16 KiB of plaintext plus the record
+/// overhead), so OpenSSL reads a record in one system call instead of header then body.
+const TLS_LISTENER_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(16 * 1024 + 325),
+    write: None,
+};
+
 pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     let metrics = Arc::new(Metrics::new());
     // Validated here, activated by the lifecycle service once the server runs.
@@ -157,9 +176,15 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
                     file: path.display().to_string(),
                     problems: vec![Problem::new("listeners", format!("TLS on {address}: {e}"))],
                 })?;
-                proxy_service.add_tls_with_settings(&address.to_string(), None, settings);
+                proxy_service.add_listener(
+                    ListenerConfig::tcp(address.to_string())
+                        .tls(settings)
+                        .l4_buffer(TLS_LISTENER_BUFFERS),
+                );
             }
-            None => proxy_service.add_tcp(&address.to_string()),
+            None => proxy_service.add_listener(
+                ListenerConfig::tcp(address.to_string()).l4_buffer(PLAIN_LISTENER_BUFFERS),
+            ),
         }
     }
     server.add_service(proxy_service);
@@ -175,6 +200,10 @@ pub fn run(path: &Path, options: RunOptions) -> Result<(), Problems> {
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(Arc::clone(&state)),
+    ));
+    server.add_service(background_service(
+        "DNS discovery",
+        TargetDiscovery::new(Arc::clone(&state)),
     ));
     server.add_service(background_service("access log", access_log.writer()));
     server.add_service(background_service(

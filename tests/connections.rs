@@ -297,3 +297,41 @@ fn a_reload_cannot_change_connection_settings_bound_at_start() {
     assert!(refused.body.contains("server"), "{refused:?}");
     assert_served(&gateway);
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// An idle keep-alive connection holds no request-sized buffer (issue #18): plain listeners
+/// read without Pingora's 64 KiB L4 read buffer, so each idle connection adds well under
+/// 64 KiB of resident memory (about 90 KiB with the buffer, 25–35 KiB without).
+#[test]
+fn idle_keep_alive_connections_hold_no_request_sized_buffer() {
+    const CONNECTIONS: u64 = 400;
+    let gateway = gateway("", "", "");
+    let mut warm: Vec<TcpStream> = (0..16).map(|_| connect(&gateway.addr())).collect();
+    for stream in &mut warm {
+        assert!(keep_alive_get(stream, "/ok").starts_with("HTTP/1.1 200"));
+    }
+    let before = resident_kib(gateway.pid());
+    let mut idle = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut stream = connect(&gateway.addr());
+        let answer = keep_alive_get(&mut stream, "/ok");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        idle.push(stream);
+    }
+    let per_connection = resident_kib(gateway.pid()).saturating_sub(before) / CONNECTIONS;
+    assert!(
+        per_connection < 56,
+        "{per_connection} KiB resident per idle keep-alive connection"
+    );
+    drop(idle);
+    assert_served(&gateway);
+}

@@ -8,6 +8,7 @@
 mod cache;
 mod client_auth;
 mod compression;
+mod discovery;
 mod env;
 mod listener;
 mod mirror;
@@ -30,6 +31,7 @@ use serde::Deserialize;
 pub use cache::CacheConfig;
 pub use client_auth::{ClientAuthConfig, ClientAuthMode, ClientCertHeadersConfig};
 pub use compression::CompressionConfig;
+pub use discovery::{DiscoveryConfig, DnsConfig};
 pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsConfig};
 pub use mirror::MirrorConfig;
 pub use observability::{AccessLogConfig, TracingConfig};
@@ -66,6 +68,9 @@ pub struct Config {
     pub consumers: Vec<ConsumerConfig>,
     /// Cap on failed authentications per client IP; absent means no cap.
     pub auth_failure_limit: Option<AuthFailureLimitConfig>,
+    /// Where hostname targets are resolved (default: `/etc/resolv.conf`).
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// Upstream pools by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,

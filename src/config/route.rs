@@ -39,6 +39,9 @@ pub struct RouteConfig {
     /// How the request path reaches the upstream.
     #[serde(default)]
     pub path: PathConfig,
+    /// The whole request's time limit, retries included; overrides the pool's
+    /// timeouts (past it the client gets 504 UPSTREAM_TIMEOUT).
+    pub timeout: Option<portcullis_plugins::units::Duration>,
 }
 
 /// `routes[].path`.

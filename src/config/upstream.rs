@@ -29,6 +29,13 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     /// Passive outlier ejection (circuit breaking per target); absent means none.
     pub outlier_detection: Option<OutlierDetectionConfig>,
+    /// Re-resolution schedule of hostname targets.
+    #[serde(default)]
+    pub discovery: super::DiscoveryConfig,
+    /// Percent of healthy targets below which the pool balances across all of its
+    /// targets, healthy or not, instead of refusing (Envoy's panic mode); 0 is off.
+    #[serde(default)]
+    pub healthy_panic_threshold: u32,
 }
 
 /// `upstreams.*.outlier_detection`, with Envoy's field names and defaults.
@@ -86,7 +93,8 @@ impl OutlierDetectionConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
-    /// `IP:PORT`.
+    /// `IP:PORT`, `[IPv6]:PORT`, or `HOST:PORT` resolved through DNS (every A and AAAA
+    /// record becomes a target with this weight).
     pub address: String,
     /// Relative share of the traffic.
     #[serde(default = "TargetConfig::default_weight")]

@@ -30,7 +30,7 @@ use crate::model::mirror::Mirror;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
-use crate::model::upstream::{compile_upstream, Upstream};
+use crate::model::upstream::{compile_dns, compile_upstream, Upstream};
 use crate::telemetry::metrics::Metrics;
 
 /// A route, compiled.
@@ -52,6 +52,8 @@ pub struct Route {
     pub compression: Option<Arc<CompressionPolicy>>,
     /// The route's edge cache, when enabled.
     pub cache: Option<RouteCache>,
+    /// The whole request's time limit, retries included (`routes[].timeout`).
+    pub timeout: Option<std::time::Duration>,
     /// A sampled copy of the accepted requests to another pool, when configured.
     pub mirror: Option<Mirror>,
 }
@@ -119,6 +121,8 @@ pub struct Gateway {
     pub router: Router<Arc<Route>>,
     /// Pools by name.
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Name servers for hostname targets (`dns.servers`); empty means the system's.
+    pub dns_servers: Vec<SocketAddr>,
     /// Request id and traceparent settings.
     pub tracing: Tracing,
     /// The bounds of a request head and the path rule.
@@ -224,6 +228,7 @@ impl Gateway {
             None => None,
         };
 
+        let dns_servers = noted(compile_dns(&config.dns), &mut problems).unwrap_or_default();
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let path = format!("upstreams.{name}");
@@ -271,6 +276,7 @@ impl Gateway {
                 loaded_at: Utc::now(),
                 router: Router::new(routes),
                 upstreams,
+                dns_servers,
                 tracing,
                 requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
@@ -525,6 +531,15 @@ fn compile_route(
         );
         noted(compiled, &mut problems)
     });
+    let timeout = route.timeout.and_then(|timeout| {
+        let at = format!("{path}.timeout");
+        if route.respond.is_some() {
+            problems.push(Problem::new(&at, "only for routes with an upstream"));
+        }
+        let shortest = std::time::Duration::from_millis(1);
+        let checked = timeout.within(&at, shortest, portcullis_plugins::units::LONGEST);
+        checked.map_err(|problem| problems.push(problem)).ok()
+    });
     let (Some(matcher), Some(action)) = (matcher, action) else {
         return Err(problems);
     };
@@ -539,6 +554,7 @@ fn compile_route(
             .request_duration
             .with_label_values(&[route.name.as_str()]),
         cache,
+        timeout,
         mirror,
     };
     verdict((matcher, Arc::new(compiled)), problems)

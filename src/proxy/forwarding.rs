@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
 use pingora_error::Result;
@@ -17,6 +18,8 @@ use crate::model::gateway::RouteAction;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
+/// W3C `traceparent`.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
@@ -35,7 +38,7 @@ pub(super) fn rewrite(
     req: &mut RequestHeader,
     ctx: &RequestCtx,
     peer: Option<IpAddr>,
-    proto: &str,
+    proto: &'static str,
 ) -> Result<()> {
     if let Some(strip_len) = ctx.strip_len {
         let path = stripped_path_and_query(&req.uri, strip_len);
@@ -56,7 +59,7 @@ pub(super) fn rewrite(
         )?;
     }
     if let Some(trace) = &ctx.trace {
-        req.insert_header("traceparent", trace.header())?;
+        req.insert_header(TRACEPARENT, trace.header())?;
     }
     req.remove_header(&VARIANT);
     if let Some(variant) = ctx.variant.filter(|_| has_canary(ctx)) {
@@ -170,7 +173,7 @@ pub fn remove_hop_by_hop(req: &mut RequestHeader) {
 
 /// Appends the connection's peer to `X-Forwarded-For` (every line the client sent kept,
 /// in order, joined into one) and sets `X-Forwarded-Proto`.
-pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &str) {
+pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &'static str) {
     if let Some(ip) = peer {
         let mut chain = Vec::with_capacity(64);
         for line in req.headers.get_all(&X_FORWARDED_FOR) {
@@ -180,13 +183,13 @@ pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &str)
                 chain.extend_from_slice(b", ");
             }
         }
-        // An IP address is always a valid header value.
+        // An IP address is always a valid header value; the buffer becomes it without a copy.
         let _ = write!(chain, "{ip}");
-        if let Ok(chain) = HeaderValue::from_bytes(&chain) {
+        if let Ok(chain) = HeaderValue::from_maybe_shared(Bytes::from(chain)) {
             let _ = req.insert_header(X_FORWARDED_FOR, chain);
         }
     }
-    let _ = req.insert_header(X_FORWARDED_PROTO, proto);
+    let _ = req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
 }
 
 /// The upstream path after `strip_prefix` removed `strip_len` bytes of the path (the query

@@ -7,6 +7,7 @@ mod client_cert;
 mod compression;
 mod connection;
 mod context;
+mod deadline;
 mod errors;
 pub mod forwarding;
 mod hygiene;
@@ -38,7 +39,7 @@ pub use errors::error_response;
 use crate::model::cache::{self, policy, store, CacheStatus};
 use crate::model::connections::ConnectionPolicy;
 use crate::model::gateway::RouteAction;
-use crate::model::upstream::{bit, Outcome};
+use crate::model::upstream::Outcome;
 use crate::runtime::connections;
 use crate::runtime::state::State;
 use choice::choose_target;
@@ -328,8 +329,15 @@ impl ProxyHttp for Proxy {
             ctx.error = Some(ErrorCode::UpstreamUnavailable);
             return Error::e_explain(ErrorType::HTTPStatus(503), "no available target");
         };
-        ctx.tried |= bit(target.index());
-        Ok(target.peer())
+        ctx.tried |= target.tried_bit();
+        let mut peer = target.peer();
+        if let Some(left) = deadline::remaining(ctx) {
+            if left.is_zero() {
+                return Err(deadline::expired());
+            }
+            deadline::limit(&mut peer, left);
+        }
+        Ok(peer)
     }
 
     /// A refused or timed-out connect: nothing was sent, so any method may be retried
@@ -415,6 +423,9 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if deadline::passed(ctx) {
+            return Err(deadline::expired());
+        }
         let status = upstream_response.status.as_u16();
         if let Some(target) = &mut ctx.target {
             if let Some(sent) = ctx.upstream_sent_at {
@@ -430,6 +441,20 @@ impl ProxyHttp for Proxy {
             return Err(retry::status_error(status));
         }
         Ok(())
+    }
+
+    /// Body bytes past the route's deadline are not taken: the response is cut.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if deadline::passed(ctx) {
+            return Err(deadline::expired());
+        }
+        Ok(None)
     }
 
     async fn response_filter(

@@ -86,7 +86,7 @@ impl Admin {
             .iter()
             .map(|(name, upstream)| {
                 let targets: Vec<_> = upstream
-                    .targets
+                    .targets()
                     .iter()
                     .map(|target| {
                         let ejected = upstream.target_ejected(target);
@@ -104,9 +104,29 @@ impl Admin {
                         })
                     })
                     .collect();
+                let discovery = upstream.discovery.as_ref().map(|discovery| {
+                    let names: serde_json::Map<String, serde_json::Value> = discovery
+                        .set
+                        .records()
+                        .into_iter()
+                        .map(|(name, record)| {
+                            let addresses: Vec<String> =
+                                record.addresses.iter().map(ToString::to_string).collect();
+                            let status = json!({
+                                "addresses": addresses,
+                                "resolved_at": record.resolved_at.map(|at| at.to_rfc3339()),
+                                "error": record.error,
+                            });
+                            (name.to_string(), status)
+                        })
+                        .collect();
+                    json!({ "names": names })
+                });
                 let pool = json!({
                     "in_flight": upstream.in_flight(),
                     "max_requests": upstream.max_requests,
+                    "panic_mode": upstream.in_panic(),
+                    "discovery": discovery,
                     "targets": targets,
                 });
                 (name.clone(), pool)

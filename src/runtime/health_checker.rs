@@ -30,6 +30,8 @@ impl HealthChecker {
         let now_ms = elapsed_ms(self.state.started);
         let mut started = Vec::new();
         for upstream in gateway.upstreams.values() {
+            // Panic mode follows health and ejections: one flag the requests read.
+            upstream.refresh_panic();
             let Some(health) = &upstream.health else {
                 continue;
             };

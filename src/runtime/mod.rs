@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod allocator;
 pub mod connections;
+pub mod discovery;
 pub mod health_checker;
 pub mod lifecycle;
 pub mod reload;

@@ -135,7 +135,7 @@ fn publish(gateway: &Gateway, metrics: &Metrics) {
         .set(i64::try_from(gateway.version).unwrap_or(i64::MAX));
     publish_certificates(gateway, metrics);
     for upstream in gateway.upstreams.values() {
-        for target in &upstream.targets {
+        for target in &upstream.targets() {
             metrics
                 .target_healthy
                 .with_label_values(&[&upstream.name, &target.label])

@@ -57,6 +57,14 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// `portcullis_tls_certificate_expiry_seconds{listener,name}`: notAfter as a Unix time.
     pub tls_certificate_expiry: IntGaugeVec,
+    /// `portcullis_discovery_errors_total{upstream}`: failed or empty DNS answers.
+    pub discovery_errors: IntCounterVec,
+    /// `portcullis_upstream_discovered_targets{upstream}`: addresses discovered through DNS.
+    pub discovered_targets: IntGaugeVec,
+    /// `portcullis_upstream_panic_mode{upstream}`: 1 while the pool is in panic mode.
+    pub panic_mode: IntGaugeVec,
+    /// `portcullis_upstream_panic_mode_entered_total{upstream}`: times panic mode began.
+    pub panic_mode_entered: IntCounterVec,
 }
 
 impl Metrics {
@@ -163,6 +171,26 @@ impl Metrics {
                 "portcullis_tls_certificate_expiry_seconds",
                 "When the listener's certificate expires (its notAfter), as a Unix time.",
                 &["listener", "name"],
+            ),
+            discovery_errors: define.counters(
+                "portcullis_discovery_errors_total",
+                "DNS resolutions of a hostname target that failed or came back empty (the last good set stays).",
+                &["upstream"],
+            ),
+            discovered_targets: define.gauges(
+                "portcullis_upstream_discovered_targets",
+                "Target addresses of the pool discovered through DNS.",
+                &["upstream"],
+            ),
+            panic_mode: define.gauges(
+                "portcullis_upstream_panic_mode",
+                "1 while fewer than healthy_panic_threshold percent of the pool's targets are healthy and it balances across all of them.",
+                &["upstream"],
+            ),
+            panic_mode_entered: define.counters(
+                "portcullis_upstream_panic_mode_entered_total",
+                "Times the pool entered panic mode.",
+                &["upstream"],
             ),
             names: define.names.take(),
             registry,

@@ -23,6 +23,7 @@
 
 mod certs;
 mod config;
+mod dns;
 mod gateway;
 mod haproxy;
 mod http;
@@ -40,6 +41,7 @@ mod upstream;
 pub use self::{
     certs::make_cert,
     config::{extend_section, render_config, OneRoute, BASE_CONFIG, PING_ROUTE},
+    dns::Dnsmasq,
     gateway::{run_portcullis, Gateway},
     haproxy::HaProxy,
     http::{

@@ -1,6 +1,10 @@
 //! The rate-limit response headers (SPEC §5): the IETF draft's `RateLimit-Policy` and
 //! `RateLimit`, and the legacy `X-RateLimit-Limit`, `-Remaining` and `-Reset`.
 
+use std::io::Write;
+
+use bytes::Bytes;
+use http::header::InvalidHeaderValue;
 use http::{HeaderName, HeaderValue};
 use pingora_http::ResponseHeader;
 
@@ -17,6 +21,25 @@ pub fn seconds(ns: u64) -> u64 {
     ns.div_ceil(1_000_000_000)
 }
 
+/// The two header values that depend only on a rule's limits (`RateLimit-Policy`,
+/// `X-RateLimit-Limit`), made once when the rule compiles.
+#[derive(Debug, Clone)]
+pub struct PolicyHeaders {
+    policy: HeaderValue,
+    limit: HeaderValue,
+}
+
+impl PolicyHeaders {
+    /// The values for the rule `rule` with `quota` requests per `window_ns`.
+    pub fn new(rule: &str, quota: u64, window_ns: u64) -> Result<Self, InvalidHeaderValue> {
+        let window = seconds(window_ns).max(1);
+        Ok(Self {
+            policy: HeaderValue::from_str(&format!("\"{rule}\";q={quota};w={window}"))?,
+            limit: HeaderValue::from(quota),
+        })
+    }
+}
+
 /// The headers describing `outcome` of the rule named `rule`, as sent to the client.
 #[derive(Debug, Clone)]
 pub struct RateLimitHeaders {
@@ -24,33 +47,26 @@ pub struct RateLimitHeaders {
     pub rule: std::sync::Arc<str>,
     /// Its outcome for this request.
     pub outcome: Outcome,
+    /// The values fixed by the rule's limits.
+    pub policy: PolicyHeaders,
 }
 
 impl RateLimitHeaders {
     /// Sets the five headers on `resp`, replacing any the upstream sent.
     pub fn apply(&self, resp: &mut ResponseHeader) {
         let outcome = &self.outcome;
-        let window = seconds(outcome.window_ns).max(1);
         let reset = seconds(outcome.reset_ns);
-        let values = [
-            (
-                &POLICY,
-                format!("\"{}\";q={};w={window}", self.rule, outcome.quota),
-            ),
-            (
-                &RATE_LIMIT,
-                format!("\"{}\";r={};t={reset}", self.rule, outcome.remaining),
-            ),
-            (&LIMIT, outcome.quota.to_string()),
-            (&REMAINING, outcome.remaining.to_string()),
-            (&RESET, reset.to_string()),
-        ];
-        for (name, value) in values {
-            // Rule names are plain config names and the rest are digits: always valid.
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                let _ = resp.insert_header(name.clone(), value);
-            }
+        let _ = resp.insert_header(POLICY.clone(), self.policy.policy.clone());
+        let _ = resp.insert_header(LIMIT.clone(), self.policy.limit.clone());
+        // One buffer that becomes the header value without a copy.
+        let mut value = Vec::with_capacity(self.rule.len() + 32);
+        let _ = write!(value, "\"{}\";r={};t={reset}", self.rule, outcome.remaining);
+        // Rule names are checked header-safe when the rule compiles; the rest are digits.
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            let _ = resp.insert_header(RATE_LIMIT.clone(), value);
         }
+        let _ = resp.insert_header(REMAINING.clone(), HeaderValue::from(outcome.remaining));
+        let _ = resp.insert_header(RESET.clone(), HeaderValue::from(reset));
     }
 }
 
@@ -62,6 +78,7 @@ mod tests {
     fn headers_read_as_in_the_spec() {
         let headers = RateLimitHeaders {
             rule: "per-consumer".into(),
+            policy: PolicyHeaders::new("per-consumer", 100, 1_000_000_000).expect("valid"),
             outcome: Outcome {
                 allowed: true,
                 quota: 100,

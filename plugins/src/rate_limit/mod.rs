@@ -17,7 +17,7 @@ use std::sync::Arc;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
-pub use self::headers::{seconds, RateLimitHeaders};
+pub use self::headers::{seconds, PolicyHeaders, RateLimitHeaders};
 pub(crate) use self::key::write_counter_key;
 pub use self::local::LocalStore;
 pub use self::redis::{BackendError, OnError, RedisBackend, RedisConfig};
@@ -116,6 +116,14 @@ enum Limits {
 }
 
 impl Limits {
+    /// The policy's quota and window, as the headers describe them.
+    fn quota_and_window_ns(&self) -> (u64, u64) {
+        match self {
+            Limits::TokenBucket(bucket) => (bucket.rate, bucket.per_ns),
+            Limits::SlidingWindow(window) => (window.limit, window.window_ns),
+        }
+    }
+
     fn idle_ns(&self) -> u64 {
         match self {
             Limits::TokenBucket(bucket) => bucket.idle_ns(),
@@ -135,6 +143,8 @@ struct Rule {
     key: RequestKey,
     limits: Limits,
     tiers: Vec<(String, Limits)>,
+    /// The header values of `limits`, then of each tier in `tiers`' order.
+    policies: Vec<PolicyHeaders>,
     store: Store,
     /// Longest time a key's state takes to come to rest, over every tier.
     idle_ns: u64,
@@ -144,6 +154,21 @@ impl Rule {
     fn limits_for(&self, tier: Option<&str>) -> &Limits {
         tier.and_then(|tier| self.tiers.iter().find(|(name, _)| name == tier))
             .map_or(&self.limits, |(_, limits)| limits)
+    }
+
+    fn policy_for(&self, tier: Option<&str>) -> Option<&PolicyHeaders> {
+        let index = tier
+            .and_then(|tier| self.tiers.iter().position(|(name, _)| name == tier))
+            .map_or(0, |i| i + 1);
+        self.policies.get(index)
+    }
+
+    fn headers(&self, tier: Option<&str>, outcome: Outcome) -> Option<RateLimitHeaders> {
+        Some(RateLimitHeaders {
+            rule: Arc::clone(&self.name),
+            outcome,
+            policy: self.policy_for(tier)?.clone(),
+        })
     }
 }
 
@@ -309,11 +334,24 @@ fn compile_rule(
                 .get_or_insert_with(&identity, LocalStore::default),
         ),
     };
+    let policies = std::iter::once(&base)
+        .chain(tiers.iter().map(|(_, limits)| limits))
+        .map(|limits| {
+            let (quota, window_ns) = limits.quota_and_window_ns();
+            PolicyHeaders::new(name, quota, window_ns).map_err(|_| {
+                Problem::new(
+                    format!("{path}.name"),
+                    "must be usable in a header value (visible ASCII)",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Rule {
         name: name.as_str().into(),
         key,
         limits: base,
         tiers,
+        policies,
         store,
         idle_ns,
     })
@@ -405,11 +443,9 @@ impl Plugin for RateLimit {
                         }
                     })
                     .and_then(|(i, outcome)| {
-                        let rule = self.rules.get(i)?;
-                        Some(RateLimitHeaders {
-                            rule: Arc::clone(&rule.name),
-                            outcome,
-                        })
+                        self.rules
+                            .get(i)?
+                            .headers(ctx.consumer_tier.as_deref(), outcome)
                     });
                 if let Some(headers) = closest {
                     ctx.extensions.insert(headers);
@@ -423,10 +459,13 @@ impl Plugin for RateLimit {
                     .map_or_else(|| Arc::from(""), |rule| Arc::clone(&rule.name));
                 self.telemetry.rate_limited(&ctx.route, &name);
                 ctx.rate_limit_rule = Some(Arc::clone(&name));
-                ctx.extensions.insert(RateLimitHeaders {
-                    rule: Arc::clone(&name),
-                    outcome,
-                });
+                if let Some(headers) = self
+                    .rules
+                    .get(i)
+                    .and_then(|rule| rule.headers(ctx.consumer_tier.as_deref(), outcome))
+                {
+                    ctx.extensions.insert(headers);
+                }
                 let retry_after = seconds(outcome.retry_after_ns).max(1);
                 Err(Rejection::new(
                     ErrorCode::RateLimited,

@@ -2,14 +2,20 @@
 //! selection algorithm, so a pool holds `Box<dyn Balancer>` and a new algorithm is a new
 //! `BackendSelection` impl, not a new match arm.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::{Backend, LoadBalancer};
 
 /// A health-check pass in progress.
 pub type HealthCheckPass<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// A membership update in progress.
+pub type MembershipUpdate<'a> =
+    Pin<Box<dyn Future<Output = pingora_error::Result<()>> + Send + 'a>>;
 
 /// Target choice over a pool's backends, honouring active health.
 pub trait Balancer: Send + Sync {
@@ -22,6 +28,12 @@ pub trait Balancer: Send + Sync {
 
     /// Runs one pass of the pool's active health checks.
     fn run_health_check(&self) -> HealthCheckPass<'_>;
+
+    /// The current members.
+    fn members(&self) -> Arc<BTreeSet<Backend>>;
+
+    /// Re-reads the members from the pool's discovery and rebuilds the selection.
+    fn update(&self) -> MembershipUpdate<'_>;
 }
 
 /// Bound on the backends visited per selection: enough to walk every target of a
@@ -43,5 +55,13 @@ where
 
     fn run_health_check(&self) -> HealthCheckPass<'_> {
         Box::pin(self.backends().run_health_check(true))
+    }
+
+    fn members(&self) -> Arc<BTreeSet<Backend>> {
+        self.backends().get_backend()
+    }
+
+    fn update(&self) -> MembershipUpdate<'_> {
+        Box::pin(LoadBalancer::update(self))
     }
 }

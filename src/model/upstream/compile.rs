@@ -1,26 +1,26 @@
 //! `upstreams.NAME` → [`Upstream`].
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::lb::discovery::Static;
 use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
 use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
-use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::upstreams::peer::HttpPeer;
 use portcullis_plugins::units::{within, LONGEST};
 use portcullis_plugins::{KeyUse, RequestKey, Retained};
 
+use super::discovery::{
+    parse_target_address, DiscoveredSet, Discovery, PoolMembers, TargetAddress, TargetFactory,
+};
 use super::health::{build_health_check, ActiveHealth};
 use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
-use super::{
-    Balancer, OutlierPolicy, RetryBudget, RetryPolicy, Target, TargetIndex, TargetState, Upstream,
-};
+use super::{Balancer, OutlierPolicy, RetryBudget, RetryPolicy, TargetState, Upstream};
 use crate::config::{noted, verdict, Problem};
-use crate::config::{LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig};
+use crate::config::{
+    DiscoveryConfig, LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig,
+};
 use crate::model::upstream_tls::UpstreamTls;
 use crate::telemetry::metrics::Metrics;
 
@@ -93,32 +93,48 @@ pub fn compile_upstream(
             "must be greater than 0",
         ));
     }
-    let mut peer_template = peer_template(config);
+    if config.healthy_panic_threshold > 100 {
+        problems.push(Problem::new(
+            format!("{path}.healthy_panic_threshold"),
+            "a percent: between 0 (off) and 100",
+        ));
+    }
+    let mut peer = peer_template(config);
     if let Some(tls) = &config.tls {
         let compiled = UpstreamTls::compile(tls, &format!("{path}.tls"));
         if let Some(tls) = noted(compiled, &mut problems) {
-            tls.apply(&mut peer_template);
+            tls.apply(&mut peer);
         }
     }
+    let factory = TargetFactory {
+        upstream: name.into(),
+        peer,
+        duration: metrics.upstream_duration.clone(),
+        ejected: metrics.target_ejected.clone(),
+        ejections: metrics.ejections.clone(),
+        healthy: metrics.target_healthy.clone(),
+        next_slot: AtomicUsize::new(0),
+    };
     let mut seen = BTreeSet::new();
-    let mut targets = Vec::with_capacity(config.targets.len());
-    let mut backends = BTreeSet::new();
+    let mut literals = Vec::with_capacity(config.targets.len());
+    let mut names = Vec::new();
     for (i, target) in config.targets.iter().enumerate() {
         let target_path = format!("{path}.targets[{i}]");
-        let address: SocketAddr = match target.address.trim().parse() {
+        let address = match parse_target_address(&target.address) {
             Ok(address) => address,
-            Err(_) => {
-                problems.push(Problem::new(
-                    format!("{target_path}.address"),
-                    format!("{:?} is not an IP:PORT address", target.address),
-                ));
+            Err(message) => {
+                problems.push(Problem::new(format!("{target_path}.address"), message));
                 continue;
             }
         };
-        if !seen.insert(address) {
+        let listed = match &address {
+            TargetAddress::Ip(ip) => ip.to_string(),
+            TargetAddress::Name(name) => format!("{}:{}", name.host, name.port),
+        };
+        if !seen.insert(listed.clone()) {
             problems.push(Problem::new(
                 format!("{target_path}.address"),
-                format!("{address} is listed twice"),
+                format!("{listed} is listed twice"),
             ));
         }
         if target.weight == 0 || target.weight > MAX_WEIGHT {
@@ -128,33 +144,36 @@ pub fn compile_upstream(
             ));
             continue;
         }
-        let state = retained.get_or_insert_with::<TargetState>(
-            &format!("upstream/{name}/target/{address}"),
-            TargetState::default,
-        );
-        let mut backend = Backend {
-            addr: PeerAddr::Inet(address),
-            weight: target.weight as usize,
-            ext: Default::default(),
-        };
-        backend.ext.insert(TargetIndex(targets.len()));
-        backend.ext.insert(Arc::clone(&state));
-        let mut peer = peer_template.clone();
-        peer._address = PeerAddr::Inet(address);
-        let label: Arc<str> = address.to_string().into();
-        targets.push(Target {
-            address,
-            label: Arc::clone(&label),
-            weight: target.weight,
-            backend: backend.clone(),
-            peer,
-            duration: metrics.upstream_duration.with_label_values(&[name, &label]),
-            ejected_gauge: metrics.target_ejected.with_label_values(&[name, &label]),
-            ejections: metrics.ejections.with_label_values(&[name, &label]),
-            state,
-        });
-        backends.insert(backend);
+        match address {
+            TargetAddress::Ip(address) => {
+                let state = retained.get_or_insert_with::<TargetState>(
+                    &format!("upstream/{name}/target/{address}"),
+                    TargetState::default,
+                );
+                literals.push(Arc::new(factory.target(
+                    address,
+                    target.weight,
+                    state,
+                    None,
+                )));
+            }
+            TargetAddress::Name(host) => names.push((host, target.weight)),
+        }
     }
+    let discovery = if names.is_empty() {
+        None
+    } else {
+        let compiled = compile_discovery(name, &config.discovery, &names, path, retained);
+        noted(compiled, &mut problems)
+    };
+    let members = PoolMembers::new(
+        literals,
+        names,
+        discovery
+            .as_ref()
+            .map(|discovery| Arc::clone(&discovery.set)),
+        factory,
+    );
 
     let health_check = config.health_check.as_ref().and_then(|health| {
         let check = build_health_check(name, health, &format!("{path}.health_check"), metrics);
@@ -181,22 +200,22 @@ pub fn compile_upstream(
         None => (None, None),
     };
     let balancer: Box<dyn Balancer> = match config.load_balancing {
-        LoadBalancing::RoundRobin => Box::new(load_balancer::<RoundRobin>(backends, registry)),
-        LoadBalancing::Random => Box::new(load_balancer::<Random>(backends, registry)),
-        LoadBalancing::ConsistentHash => Box::new(load_balancer::<Consistent>(backends, registry)),
+        LoadBalancing::RoundRobin => Box::new(load_balancer::<RoundRobin>(members, registry)),
+        LoadBalancing::Random => Box::new(load_balancer::<Random>(members, registry)),
+        LoadBalancing::ConsistentHash => Box::new(load_balancer::<Consistent>(members, registry)),
         LoadBalancing::LeastRequest => Box::new(PowerOfTwoChoices::new(
-            load_balancer::<Random>(backends, registry),
+            load_balancer::<Random>(members, registry),
             LeastRequest,
         )),
         LoadBalancing::PeakEwma => Box::new(PowerOfTwoChoices::new(
-            load_balancer::<Random>(backends, registry),
+            load_balancer::<Random>(members, registry),
             PeakEwmaCost,
         )),
     };
     Ok(Upstream {
         name: name.into(),
-        targets,
         balancer,
+        discovery,
         hash_on,
         retries,
         outlier,
@@ -209,29 +228,84 @@ pub fn compile_upstream(
         ),
         in_flight_gauge: metrics.upstream_in_flight.with_label_values(&[name]),
         health,
+        panic_threshold: config.healthy_panic_threshold,
+        panic: Default::default(),
+        panic_gauge: metrics.panic_mode.with_label_values(&[name]),
+        panic_entered: metrics.panic_mode_entered.with_label_values(&[name]),
     })
 }
 
-fn load_balancer<S>(
-    backends: BTreeSet<Backend>,
-    registry: Option<Arc<HealthRegistry>>,
-) -> LoadBalancer<S>
+/// `upstreams.NAME.discovery` for a pool with hostname targets. What the names resolved
+/// to is kept across reloads while the pool keeps the same names.
+fn compile_discovery(
+    name: &str,
+    config: &DiscoveryConfig,
+    names: &[(super::HostPort, u32)],
+    path: &str,
+    retained: &Retained,
+) -> Result<Discovery, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let at = |field: &str| format!("{path}.discovery.{field}");
+    let shortest = Duration::from_millis(100);
+    for (field, value) in [
+        ("min_interval", config.min_interval),
+        ("max_interval", config.max_interval),
+    ] {
+        if let Err(problem) = value.within(&at(field), shortest, LONGEST) {
+            problems.push(problem);
+        }
+    }
+    if config.min_interval.0 > config.max_interval.0 {
+        problems.push(Problem::new(
+            at("min_interval"),
+            format!(
+                "{} is longer than max_interval ({})",
+                humantime::format_duration(config.min_interval.0),
+                humantime::format_duration(config.max_interval.0)
+            ),
+        ));
+    }
+    if let Err(problem) = within(&at("max_addresses"), config.max_addresses, 1, 1024) {
+        problems.push(problem);
+    }
+    let mut hosts: Vec<Arc<str>> = names
+        .iter()
+        .map(|(name, _)| Arc::clone(&name.host))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let key = format!("upstream/{name}/discovery/{}", hosts.join(","));
+    let set = retained.get_or_insert_with::<DiscoveredSet>(&key, DiscoveredSet::default);
+    // Read before the members are: a change in between only causes one more re-read.
+    let applied = set.generation().into();
+    let discovery = Discovery {
+        set,
+        applied,
+        names: hosts,
+        min_interval: config.min_interval.0,
+        max_interval: config.max_interval.0,
+        max_addresses: config.max_addresses as usize,
+    };
+    verdict(discovery, problems)
+}
+
+fn load_balancer<S>(members: PoolMembers, registry: Option<Arc<HealthRegistry>>) -> LoadBalancer<S>
 where
     S: BackendSelection + 'static,
     S::Iter: BackendIter,
 {
-    let discovery = Static::new(backends);
+    let discovery = Box::new(members);
     let view = match registry {
         Some(registry) => Backends::new_with_health_registry(discovery, registry),
         None => Backends::new(discovery),
     };
     let balancer = LoadBalancer::from_backends(view);
-    // Static discovery resolves immediately and never fails.
+    // The pool's discovery reads what was resolved so far: it never waits or fails.
     let _ = futures_now(balancer.update());
     balancer
 }
 
-/// Polls a future that is known to complete without waiting (static discovery).
+/// Polls a future that is known to complete without waiting (the first membership read).
 fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     use std::task::{Context, Poll, Waker};
     let mut future = std::pin::pin!(future);

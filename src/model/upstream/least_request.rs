@@ -3,14 +3,16 @@
 //! requests in flight; `peak_ewma` by latency × in-flight (see `peak_ewma.rs`). Two draws
 //! avoid the herd that always picking the global minimum causes, at O(1) cost.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use pingora::lb::selection::Random;
 use pingora::lb::{Backend, LoadBalancer};
 
-use super::balancer::{Balancer, HealthCheckPass};
-use super::{clock_ms, TargetState};
+use super::balancer::{Balancer, HealthCheckPass, MembershipUpdate};
+use super::{clock_ms, Target, TargetState};
 
 /// How a power-of-two balancer prices a target: lower is better.
 pub trait Cost: Send + Sync {
@@ -47,14 +49,14 @@ const MAX_ITERATIONS: usize = 64;
 pub struct PowerOfTwoChoices<C> {
     random: LoadBalancer<Random>,
     /// Backends in the pool: with one, there is no second choice to draw.
-    backends: usize,
+    backends: AtomicUsize,
     cost: C,
 }
 
 impl<C: Cost> PowerOfTwoChoices<C> {
     /// Picks over `random`'s backends by `cost`.
     pub fn new(random: LoadBalancer<Random>, cost: C) -> Self {
-        let backends = random.backends().get_backend().len();
+        let backends = AtomicUsize::new(random.backends().get_backend().len());
         Self {
             random,
             backends,
@@ -63,19 +65,16 @@ impl<C: Cost> PowerOfTwoChoices<C> {
     }
 
     fn price(&self, backend: &Backend, now_ms: u64) -> f64 {
-        backend
-            .ext
-            .get::<Arc<TargetState>>()
-            .map_or(f64::MAX, |state| {
-                self.cost.cost(state, backend.weight, now_ms)
-            })
+        backend.ext.get::<Arc<Target>>().map_or(f64::MAX, |target| {
+            self.cost.cost(&target.state, backend.weight, now_ms)
+        })
     }
 }
 
 impl<C: Cost> Balancer for PowerOfTwoChoices<C> {
     fn select(&self, key: &[u8], accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
         let first = self.random.select_with(key, MAX_ITERATIONS, accept)?;
-        if self.backends < 2 {
+        if self.backends.load(Relaxed) < 2 {
             return Some(first);
         }
         let second = self
@@ -100,5 +99,17 @@ impl<C: Cost> Balancer for PowerOfTwoChoices<C> {
 
     fn run_health_check(&self) -> HealthCheckPass<'_> {
         self.random.run_health_check()
+    }
+
+    fn members(&self) -> Arc<BTreeSet<Backend>> {
+        self.random.members()
+    }
+
+    fn update(&self) -> MembershipUpdate<'_> {
+        Box::pin(async move {
+            self.random.update().await?;
+            self.backends.store(self.random.members().len(), Relaxed);
+            Ok(())
+        })
     }
 }

@@ -3,6 +3,7 @@
 
 mod balancer;
 mod compile;
+mod discovery;
 mod health;
 mod least_request;
 mod outlier;
@@ -10,7 +11,7 @@ mod peak_ewma;
 mod retry_budget;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,10 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 
 pub use balancer::Balancer;
 pub use compile::compile_upstream;
+pub use discovery::{
+    compile_dns, parse_target_address, DiscoveredSet, Discovery, HostPort, NameRecord,
+    TargetAddress,
+};
 pub use health::ActiveHealth;
 pub use outlier::{Availability, Outcome, OutlierPolicy, OutlierState};
 pub use peak_ewma::PeakEwma;
@@ -28,15 +33,14 @@ pub use retry_budget::RetryBudget;
 
 use outlier::{PoolView, Transition};
 
-/// The index of a target in [`Upstream::targets`], stored in each `Backend`'s extensions
-/// so a selected backend leads straight to its target's state.
-#[derive(Debug, Clone, Copy)]
-struct TargetIndex(usize);
-
-/// One server of a pool.
+/// One server of a pool: a configured IP literal, or one address a hostname resolved to.
+/// Each `Backend` the balancer holds carries its `Arc<Target>` in its extensions, so a
+/// selected backend leads straight to its target.
 pub struct Target {
     /// Where it listens.
     pub address: SocketAddr,
+    /// A number unique within the pool's life, for a request's set of tried targets.
+    slot: usize,
     /// `address` as text, the `target` label of metrics and the access log.
     pub label: Arc<str>,
     /// Relative share of traffic.
@@ -63,6 +67,15 @@ pub struct TargetState {
     pub latency: PeakEwma,
     /// Passive health, for outlier ejection.
     pub outlier: OutlierState,
+}
+
+impl Target {
+    /// The backend the balancer selects, carrying this target.
+    fn selectable(target: &Arc<Self>) -> Backend {
+        let mut backend = target.backend.clone();
+        backend.ext.insert(Arc::clone(target));
+        backend
+    }
 }
 
 /// Milliseconds on a process-wide monotonic clock.
@@ -113,9 +126,10 @@ impl RetryPolicy {
 pub struct Upstream {
     /// The pool's configuration name.
     pub name: Arc<str>,
-    /// The targets, in configuration order.
-    pub targets: Vec<Target>,
+    /// The pool's members (literal and discovered targets), health and selection.
     balancer: Box<dyn Balancer>,
+    /// DNS discovery of hostname targets, when the pool has any.
+    pub discovery: Option<Discovery>,
     /// The balancing key.
     pub hash_on: Option<RequestKey>,
     /// Retries.
@@ -134,6 +148,11 @@ pub struct Upstream {
     in_flight_gauge: IntGauge,
     /// Active health checking, if configured.
     pub health: Option<ActiveHealth>,
+    /// Panic mode: below this percent of healthy targets, balance across all of them.
+    pub panic_threshold: u32,
+    panic: AtomicBool,
+    panic_gauge: IntGauge,
+    panic_entered: IntCounter,
 }
 
 /// A slot in an upstream's bulkhead, released when dropped (on every path: success, error
@@ -152,7 +171,7 @@ impl Drop for UpstreamSlot {
 /// A request's claim on one target, released when dropped.
 pub struct TargetSlot {
     upstream: Arc<Upstream>,
-    index: usize,
+    target: Arc<Target>,
     /// This request is the half-open probe of an ejected target.
     probe: bool,
     /// An outcome was recorded (the probe, if any, is resolved).
@@ -162,12 +181,12 @@ pub struct TargetSlot {
 impl TargetSlot {
     /// The target held.
     pub fn target(&self) -> &Target {
-        &self.upstream.targets[self.index]
+        &self.target
     }
 
-    /// The target's position in its pool.
-    pub fn index(&self) -> usize {
-        self.index
+    /// The target's bit in a request's set of tried targets.
+    pub fn tried_bit(&self) -> u64 {
+        bit(self.target.slot)
     }
 
     /// The pool the target belongs to.
@@ -190,7 +209,7 @@ impl TargetSlot {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        self.upstream.record(self.index, outcome, self.probe);
+        self.upstream.record(&self.target, outcome, self.probe);
     }
 
     /// Records the time to the response headers, for `peak_ewma`.
@@ -234,37 +253,49 @@ impl Upstream {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The pool's current targets (literal and discovered), in address order.
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        self.balancer
+            .members()
+            .iter()
+            .filter_map(|backend| target_of(backend).cloned())
+            .collect()
+    }
+
     /// Chooses a target for `key` that active health checks and outlier detection both
-    /// let serve, skipping the targets in `tried` (a bit set of target indexes already
+    /// let serve, skipping the targets in `tried` (a bit set of targets already
     /// attempted by this request). An ejected target whose time is up is chosen as its
-    /// one half-open probe.
+    /// one half-open probe. In panic mode every target may serve.
     pub fn select(self: &Arc<Self>, key: &[u8], tried: u64) -> Option<TargetSlot> {
+        if self.panic.load(Ordering::Relaxed) {
+            return self.select_in_panic(key, tried);
+        }
         let mut skip = tried;
-        // Each pass either succeeds or adds a target to `skip` (a probe taken by a
-        // concurrent request), so this ends.
-        for _ in 0..=self.targets.len() {
+        // Each pass either succeeds or adds a bit to `skip` (a probe taken by a
+        // concurrent request): 65 passes cover every bit, so this ends.
+        for _ in 0..=64 {
             let accept = |backend: &Backend, healthy: bool| {
                 healthy
-                    && target_index(backend).is_some_and(|index| {
-                        skip & bit(index) == 0
-                            && self.availability(&self.targets[index]) != Availability::Ejected
+                    && target_of(backend).is_some_and(|target| {
+                        skip & bit(target.slot) == 0
+                            && self.availability(target) != Availability::Ejected
                     })
             };
             let backend = self.balancer.select(key, &accept)?;
-            let index = target_index(&backend)?;
-            let state = &self.targets[index].state;
-            let probe = match self.availability(&self.targets[index]) {
+            let target = target_of(&backend)?;
+            let state = &target.state;
+            let probe = match self.availability(target) {
                 Availability::InService => false,
                 Availability::ProbeDue if state.outlier.claim_probe() => true,
                 _ => {
-                    skip |= bit(index);
+                    skip |= bit(target.slot);
                     continue;
                 }
             };
             state.in_flight.fetch_add(1, Ordering::Relaxed);
             return Some(TargetSlot {
                 upstream: Arc::clone(self),
-                index,
+                target: Arc::clone(target),
                 probe,
                 recorded: false,
             });
@@ -272,9 +303,76 @@ impl Upstream {
         None
     }
 
+    /// Panic mode: any target not yet tried, whatever its health or ejection.
+    fn select_in_panic(self: &Arc<Self>, key: &[u8], tried: u64) -> Option<TargetSlot> {
+        let accept = |backend: &Backend, _healthy: bool| {
+            target_of(backend).is_some_and(|target| tried & bit(target.slot) == 0)
+        };
+        let backend = self.balancer.select(key, &accept)?;
+        let target = target_of(&backend)?;
+        target.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(TargetSlot {
+            upstream: Arc::clone(self),
+            target: Arc::clone(target),
+            probe: false,
+            recorded: false,
+        })
+    }
+
+    /// Whether the pool is in panic mode.
+    pub fn in_panic(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    /// Re-evaluates panic mode from the targets' active health and ejections (run by the
+    /// runtime on a short tick, so the request path only reads a flag).
+    pub fn refresh_panic(&self) {
+        if self.panic_threshold == 0 {
+            return;
+        }
+        let targets = self.targets();
+        let now_ms = clock_ms();
+        let healthy = targets
+            .iter()
+            .filter(|target| {
+                self.target_healthy(target)
+                    && (!self.target_ejected(target)
+                        || target.state.outlier.availability(now_ms) != Availability::Ejected)
+            })
+            .count();
+        // An empty pool has nothing to balance across.
+        let panic =
+            !targets.is_empty() && healthy * 100 < targets.len() * self.panic_threshold as usize;
+        if self.panic.swap(panic, Ordering::Relaxed) == panic {
+            return;
+        }
+        self.panic_gauge.set(i64::from(panic));
+        if panic {
+            self.panic_entered.inc();
+            log::warn!(
+                "upstream {} in panic mode: {healthy} of {} targets healthy, below {}%; balancing across all targets",
+                self.name,
+                targets.len(),
+                self.panic_threshold
+            );
+        } else {
+            log::info!(
+                "upstream {} left panic mode: {healthy} of {} targets healthy",
+                self.name,
+                targets.len()
+            );
+        }
+    }
+
     /// Runs one pass of the pool's active health checks.
     pub async fn run_health_check(&self) {
         self.balancer.run_health_check().await;
+    }
+
+    /// Re-reads the pool's membership from its discovery (after a DNS pass): added
+    /// targets start taking traffic, removed ones take no new requests.
+    pub async fn refresh_members(&self) -> pingora_error::Result<()> {
+        self.balancer.update().await
     }
 
     /// Whether active health checks consider the target healthy (always true without them).
@@ -302,7 +400,7 @@ impl Upstream {
     /// of an ejection among healthy targets, else 1 (waiting for active checks).
     pub fn retry_after(&self) -> u64 {
         let now_ms = clock_ms();
-        self.targets
+        self.targets()
             .iter()
             .filter(|target| self.target_healthy(target) && self.target_ejected(target))
             .map(|target| {
@@ -316,17 +414,18 @@ impl Upstream {
             .map_or(1, |ms| ms.div_ceil(1000).max(1))
     }
 
-    fn record(&self, index: usize, outcome: Outcome, probe: bool) {
+    fn record(&self, target: &Target, outcome: Outcome, probe: bool) {
         let Some(policy) = &self.outlier else { return };
-        let target = &self.targets[index];
+        let members = self.balancer.members();
         let ejected = || {
-            self.targets
+            members
                 .iter()
+                .filter_map(target_of)
                 .filter(|target| target.state.outlier.is_ejected())
                 .count()
         };
         let pool = PoolView {
-            size: self.targets.len(),
+            size: members.len(),
             ejected: &ejected,
             lock: &self.ejection_lock,
         };
@@ -363,8 +462,8 @@ pub fn bit(index: usize) -> u64 {
     1u64 << (index % 64)
 }
 
-fn target_index(backend: &Backend) -> Option<usize> {
-    backend.ext.get::<TargetIndex>().map(|index| index.0)
+fn target_of(backend: &Backend) -> Option<&Arc<Target>> {
+    backend.ext.get::<Arc<Target>>()
 }
 
 /// A one-target pool for unit tests.
