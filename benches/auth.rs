@@ -110,6 +110,7 @@ fn key_lookup(c: &mut Criterion) {
             scopes: Vec::new(),
             tier: None,
             jwt_subjects: Vec::new(),
+            client_certs: Vec::new(),
         })
         .collect();
     let consumers = Arc::new(Consumers::compile(&configs).expect("consumers"));

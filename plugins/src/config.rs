@@ -11,6 +11,7 @@ use crate::headers::{Headers, HeadersConfig};
 use crate::ip_restriction::{IpRestriction, IpRestrictionConfig};
 use crate::jwt::{Jwt, JwtConfig};
 use crate::key_auth::{KeyAuth, KeyAuthConfig};
+use crate::mtls::{Mtls, MtlsConfig};
 use crate::rate_limit::{RateLimit, RateLimitRuleConfig};
 use crate::request_size::{RequestSize, RequestSizeConfig};
 use crate::{AuthGuard, Entry, Level, PluginChain, PluginEnv, Problem, Step};
@@ -28,6 +29,8 @@ pub struct PluginsConfig {
     pub jwt: Option<JwtConfig>,
     /// API key authentication.
     pub key_auth: Option<KeyAuthConfig>,
+    /// Client-certificate authentication (certificates verified by the listener).
+    pub mtls: Option<MtlsConfig>,
     /// Rate-limit rules; a request must pass all of them.
     pub rate_limit: Option<Vec<RateLimitRuleConfig>>,
     /// A cap on requests in flight per key.
@@ -70,6 +73,7 @@ impl CompiledPlugins {
         // hide_credentials always applies) and jwt is tried when it refuses.
         section.entry::<KeyAuth>(config.key_auth.as_ref());
         section.entry::<Jwt>(config.jwt.as_ref());
+        section.entry::<Mtls>(config.mtls.as_ref());
         section.entry::<ConcurrencyLimit>(config.concurrency_limit.as_ref());
         section.entry::<RateLimit>(config.rate_limit.as_ref());
         if !section.problems.is_empty() {

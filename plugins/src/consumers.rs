@@ -1,5 +1,6 @@
 //! `consumers`: who may call the gateway. Compiled once per load into a lookup from an API
-//! key's SHA-256 digest to its consumer, and from JWT subjects to consumers.
+//! key's SHA-256 digest to its consumer, from JWT subjects to consumers, and from client
+//! certificates (fingerprint or subject) to consumers.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -29,6 +30,11 @@ pub struct ConsumerConfig {
     /// characters.
     #[serde(default)]
     pub jwt_subjects: Vec<String>,
+    /// Client certificates that authenticate as this consumer (`mtls` plugin):
+    /// `sha256:<64 hex digits>` (the certificate's fingerprint) or `subject:<RFC 2253
+    /// subject>` (`subject:CN=billing,O=Acme`).
+    #[serde(default)]
+    pub client_certs: Vec<String>,
 }
 
 /// A consumer, compiled.
@@ -98,6 +104,8 @@ pub struct Consumers {
     by_key: HashMap<KeyDigest, Arc<Consumer>>,
     by_subject: HashMap<String, Arc<Consumer>>,
     subject_patterns: Vec<(SubjectPattern, Arc<Consumer>)>,
+    by_cert_sha256: HashMap<[u8; 32], Arc<Consumer>>,
+    by_cert_subject: HashMap<String, Arc<Consumer>>,
 }
 
 impl std::fmt::Debug for KeyDigest {
@@ -169,6 +177,12 @@ impl Consumers {
                         .or_insert_with(|| Arc::clone(&consumer));
                 }
             }
+            for (j, cert) in config.client_certs.iter().enumerate() {
+                let cert_path = format!("{path}.client_certs[{j}]");
+                if let Err(problem) = consumers.add_client_cert(cert, &consumer, &cert_path) {
+                    problems.push(problem);
+                }
+            }
         }
         if problems.is_empty() {
             Ok(consumers)
@@ -194,6 +208,52 @@ impl Consumers {
         })
     }
 
+    /// The consumer a verified client certificate authenticates as: by its SHA-256
+    /// fingerprint first, else by its RFC 2253 subject.
+    pub fn by_client_cert(&self, sha256: &[u8; 32], subject: &str) -> Option<&Arc<Consumer>> {
+        self.by_cert_sha256
+            .get(sha256)
+            .or_else(|| self.by_cert_subject.get(subject))
+    }
+
+    fn add_client_cert(
+        &mut self,
+        cert: &str,
+        consumer: &Arc<Consumer>,
+        path: &str,
+    ) -> Result<(), Problem> {
+        let taken = if let Some(hex) = cert.strip_prefix("sha256:") {
+            let Some(digest) = parse_fingerprint(hex) else {
+                return Err(Problem::new(
+                    path,
+                    "write sha256:<64 hex digits> (`openssl x509 -noout -fingerprint -sha256`)",
+                ));
+            };
+            self.by_cert_sha256
+                .insert(digest, Arc::clone(consumer))
+                .is_some()
+        } else if let Some(subject) = cert.strip_prefix("subject:") {
+            if subject.trim().is_empty() {
+                return Err(Problem::new(path, "the subject must not be empty"));
+            }
+            self.by_cert_subject
+                .insert(subject.trim().to_string(), Arc::clone(consumer))
+                .is_some()
+        } else {
+            return Err(Problem::new(
+                path,
+                "write sha256:<fingerprint> or subject:<RFC 2253 subject>",
+            ));
+        };
+        if taken {
+            return Err(Problem::new(
+                path,
+                "this certificate is already given to a consumer",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether any consumer has an API key.
     pub fn has_api_keys(&self) -> bool {
         !self.by_key.is_empty()
@@ -205,6 +265,13 @@ pub fn hash_api_key(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
+}
+
+/// A certificate fingerprint: 64 hex digits, optionally in pairs separated by `:` as
+/// `openssl x509 -fingerprint` prints them, in either case.
+fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    parse_digest(&format!("sha256:{}", hex.to_ascii_lowercase())).map(|digest| digest.0)
 }
 
 fn parse_digest(stored: &str) -> Option<KeyDigest> {
@@ -240,6 +307,7 @@ mod tests {
             scopes: vec!["orders:read".into()],
             tier: Some("gold".into()),
             jwt_subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            client_certs: Vec::new(),
         }
     }
 
@@ -281,6 +349,42 @@ mod tests {
         assert_eq!(id("abc").as_deref(), Some("mid"));
         assert_eq!(id("ac"), None);
         assert_eq!(id("web-1"), None);
+    }
+
+    #[test]
+    fn certificates_find_their_consumer_by_fingerprint_then_subject() {
+        let mut by_print = consumer("printed", &[], &[]);
+        by_print.client_certs = vec![format!("sha256:{}", "AB:".repeat(31) + "AB")];
+        let mut by_subject = consumer("named", &[], &[]);
+        by_subject.client_certs = vec!["subject:CN=billing,O=Acme".into()];
+        let consumers = Consumers::compile(&[by_print, by_subject]).expect("valid");
+        let id = |sha: [u8; 32], subject: &str| {
+            consumers
+                .by_client_cert(&sha, subject)
+                .map(|c| c.id.to_string())
+        };
+        assert_eq!(id([0xab; 32], "CN=other").as_deref(), Some("printed"));
+        assert_eq!(id([0; 32], "CN=billing,O=Acme").as_deref(), Some("named"));
+        assert_eq!(id([0; 32], "CN=billing"), None);
+    }
+
+    #[test]
+    fn bad_and_duplicate_certificates_are_refused_with_paths() {
+        let mut bad = consumer("a", &[], &[]);
+        bad.client_certs = vec!["sha256:zz".into(), "CN=x".into(), "subject: ".into()];
+        let mut dup = consumer("b", &[], &[]);
+        dup.client_certs = vec!["subject:CN=x".into(), "subject:CN=x".into()];
+        let problems = Consumers::compile(&[bad, dup]).expect_err("invalid");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "consumers[0].client_certs[0]",
+                "consumers[0].client_certs[1]",
+                "consumers[0].client_certs[2]",
+                "consumers[1].client_certs[1]",
+            ]
+        );
     }
 
     #[test]

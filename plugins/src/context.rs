@@ -24,6 +24,9 @@ pub struct PluginCtx {
     pub consumer: Option<Arc<str>>,
     /// The consumer's tier (`consumers[].tier`), for rate-limit rules keyed on tier.
     pub consumer_tier: Option<Arc<str>>,
+    /// The certificate the client presented on a listener with `client_auth`, verified
+    /// there; the `mtls` plugin maps it to a consumer.
+    pub client_cert: Option<Arc<ClientCertificate>>,
     /// The claims of the JWT that authenticated the request, for `jwt:CLAIM` keys.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Headers to add to the response sent to the client, whatever its origin.
@@ -47,4 +50,16 @@ pub struct Answer {
     pub status: http::StatusCode,
     /// Its headers; the body is empty.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A client certificate the listener verified (mutual TLS), as computed once per
+/// connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The subject in RFC 2253 form (`CN=client,O=Acme`).
+    pub subject: String,
+    /// The subject alternative names (`DNS:a.example`, `URI:spiffe://...`).
+    pub sans: Vec<String>,
+    /// The SHA-256 digest of the certificate (DER).
+    pub sha256: [u8; 32],
 }

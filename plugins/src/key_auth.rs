@@ -132,6 +132,7 @@ mod tests {
             scopes: vec!["orders:read".into()],
             tier: Some("gold".into()),
             jwt_subjects: Vec::new(),
+            client_certs: Vec::new(),
         }])
         .expect("valid");
         let mut env = PluginEnv::check();

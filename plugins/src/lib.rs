@@ -27,13 +27,14 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod lookalike;
+pub mod mtls;
 pub mod rate_limit;
 pub mod request_size;
 
 pub use chain::PluginChain;
 use chain::{AuthGuard, Step};
 pub use config::{CompiledPlugins, PluginsConfig};
-pub use context::{Answer, PluginCtx};
+pub use context::{Answer, ClientCertificate, PluginCtx};
 pub use env::{NoTelemetry, PluginEnv, Retained, RetainedSet, Telemetry};
 pub use problem::Problem;
 pub use reject::{ErrorCode, Rejection};

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::default_true;
+use super::ClientAuthConfig;
 
 /// One public listener.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -48,6 +49,8 @@ pub struct ListenerTlsConfig {
     /// Offer HTTP/2 by ALPN (HTTP/1.1 stays available).
     #[serde(default = "default_true")]
     pub http2: bool,
+    /// Client certificates (mutual TLS); absent means clients present none.
+    pub client_auth: Option<ClientAuthConfig>,
 }
 
 /// One certificate chain and its private key, PEM files.

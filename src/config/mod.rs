@@ -6,10 +6,12 @@
 //! turns a [`Config`] into the model the request path reads.
 
 mod cache;
+mod client_auth;
 mod compression;
 mod discovery;
 mod env;
 mod listener;
+mod mirror;
 mod observability;
 mod parse;
 mod protocol;
@@ -30,9 +32,11 @@ use portcullis_plugins::PluginsConfig;
 use serde::Deserialize;
 
 pub use cache::CacheConfig;
+pub use client_auth::{ClientAuthConfig, ClientAuthMode, ClientCertHeadersConfig};
 pub use compression::CompressionConfig;
 pub use discovery::{DiscoveryConfig, DnsConfig};
 pub use listener::{AdminConfig, CertificateConfig, ListenerConfig, ListenerTlsConfig};
+pub use mirror::MirrorConfig;
 pub use observability::{AccessLogConfig, TracingConfig};
 pub use parse::parse;
 pub use portcullis_plugins::Problem;

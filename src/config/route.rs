@@ -23,6 +23,8 @@ pub struct RouteConfig {
     pub upstream: Option<String>,
     /// Canary split: a share of the traffic goes to another pool.
     pub canary: Option<CanaryConfig>,
+    /// A sampled copy of the route's accepted requests, sent to another pool.
+    pub mirror: Option<super::MirrorConfig>,
     /// The pool used when every target of `upstream` is unavailable.
     pub fallback_upstream: Option<String>,
     /// The route's plugins.

@@ -136,6 +136,13 @@ pub struct UpstreamTlsConfig {
     /// Verify the target's certificate chain and name.
     #[serde(default = "default_true")]
     pub verify: bool,
+    /// PEM bundle of the CAs the target's certificate must chain to (a private CA);
+    /// absent means the system's trust store.
+    pub ca: Option<String>,
+    /// PEM certificate (and intermediates) presented to targets that ask for one.
+    pub client_cert: Option<String>,
+    /// The private key of `client_cert`.
+    pub client_key: Option<String>,
 }
 
 /// `upstreams.*.timeouts`.

@@ -24,7 +24,9 @@ use crate::config::{
 };
 use crate::model::cache::RouteCache;
 use crate::model::canary::Canary;
+use crate::model::client_cert;
 use crate::model::compression::CompressionPolicy;
+use crate::model::mirror::Mirror;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
 use crate::model::tls::CertStore;
@@ -58,6 +60,8 @@ pub struct Route {
     pub websocket: Option<WebSocketRoute>,
     /// `portcullis_websocket_connections{route}`.
     pub websocket_connections: IntGauge,
+    /// A sampled copy of the accepted requests to another pool, when configured.
+    pub mirror: Option<Mirror>,
 }
 
 impl Route {
@@ -146,6 +150,9 @@ pub struct Gateway {
     pub admin_allow: IpRules,
     /// Certificates of the TLS listeners, by listener address.
     pub tls: BTreeMap<SocketAddr, CertStore>,
+    /// Headers only the gateway sets (the client-certificate headers of every listener
+    /// and the defaults, `X-Portcullis-Mirror`): removed from every client request.
+    pub reserved_headers: Box<[HeaderName]>,
     /// Settings that need a restart to change.
     pub process: ProcessSettings,
     /// Plugin state (rate-limit counters, key caches) the next configuration may take over.
@@ -299,6 +306,10 @@ impl Gateway {
                 requests,
                 admin_token: config.admin.as_ref().and_then(|admin| admin.token.clone()),
                 admin_allow,
+                reserved_headers: client_cert::reserved_headers(
+                    tls.values()
+                        .filter_map(|store| store.client_auth().map(|auth| &**auth)),
+                ),
                 tls,
                 process,
                 retained: plugin_env.retained.into_set(),
@@ -556,6 +567,17 @@ fn compile_route(
             &mut problems,
         )
     });
+    let mirror = route.mirror.as_ref().and_then(|mirror| {
+        let pool = lookup("mirror.upstream", &mirror.upstream, &mut problems);
+        let compiled = Mirror::compile(
+            mirror,
+            pool,
+            &route.name,
+            metrics,
+            &format!("{path}.mirror"),
+        );
+        noted(compiled, &mut problems)
+    });
     let timeout = route.timeout.and_then(|timeout| {
         let at = format!("{path}.timeout");
         if route.respond.is_some() {
@@ -582,6 +604,7 @@ fn compile_route(
         timeout,
         websocket,
         websocket_connections: websocket::connections_gauge(metrics, &route.name),
+        mirror,
     };
     verdict((matcher, Arc::new(compiled)), problems)
 }

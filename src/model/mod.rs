@@ -4,9 +4,11 @@
 pub mod cache;
 pub mod canary;
 pub mod client_address;
+pub mod client_cert;
 pub mod compression;
 pub mod connections;
 pub mod gateway;
+pub mod mirror;
 pub mod path;
 pub mod request;
 pub mod router;
@@ -15,3 +17,4 @@ pub mod tls;
 pub mod tracing;
 pub mod upstream;
 pub mod websocket;
+pub mod upstream_tls;

@@ -15,6 +15,7 @@ use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::x509::X509;
 
 use crate::config::{noted, verdict, CertificateConfig, ListenerTlsConfig, Problem};
+use crate::model::client_cert::ClientAuth;
 
 /// A certificate chain with its key, parsed.
 pub struct CertifiedKey {
@@ -41,6 +42,8 @@ pub struct CertStore {
     default: Arc<CertifiedKey>,
     /// Each certificate's first DNS name and its notAfter as a Unix time.
     expiries: Vec<(String, i64)>,
+    /// Client certificates asked of every handshake, when configured.
+    client_auth: Option<Arc<ClientAuth>>,
 }
 
 impl CertStore {
@@ -76,6 +79,12 @@ impl CertStore {
             }
             default.get_or_insert(certified);
         }
+        let client_auth = config.client_auth.as_ref().and_then(|client_auth| {
+            noted(
+                ClientAuth::compile(client_auth, &format!("{path}.client_auth")),
+                &mut problems,
+            )
+        });
         let Some(default) = default else {
             return Err(problems);
         };
@@ -85,9 +94,15 @@ impl CertStore {
                 wildcard,
                 default,
                 expiries,
+                client_auth: client_auth.map(Arc::new),
             },
             problems,
         )
+    }
+
+    /// The listener's client-certificate verification, when configured.
+    pub fn client_auth(&self) -> Option<&Arc<ClientAuth>> {
+        self.client_auth.as_ref()
     }
 
     /// Each certificate's first DNS name and when it expires (notAfter, a Unix time).

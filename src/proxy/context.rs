@@ -8,6 +8,7 @@ use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
 use super::span_times::RequestSpans;
+use super::mirror::MirrorCopy;
 use super::trace::TraceContext;
 
 use crate::model::cache::CacheStatus;
@@ -87,6 +88,8 @@ pub struct RequestCtx {
     pub deadline: Option<Duration>,
     /// An upgraded WebSocket, counted while open.
     pub websocket: Option<WebSocketGuard>,
+    /// The copy of a mirrored request, while its body is still arriving.
+    pub mirror: Option<Box<MirrorCopy>>,
 }
 
 impl RequestCtx {
@@ -123,6 +126,7 @@ impl RequestCtx {
             grpc: false,
             deadline: None,
             websocket: None,
+            mirror: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod choice;
 mod client;
+mod client_cert;
 mod compression;
 mod connection;
 mod context;
@@ -13,6 +14,7 @@ mod grpc;
 mod h2;
 mod hygiene;
 mod logging;
+mod mirror;
 mod respond;
 mod retry;
 mod span_times;
@@ -29,6 +31,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+use pingora::connectors::http::Connector;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::Digest;
 use pingora::proxy::{
@@ -58,13 +61,19 @@ const MAX_RANGES: Option<usize> = Some(200);
 pub struct Proxy {
     state: Arc<State>,
     connections: Arc<ConnectionPolicy>,
+    /// The client of the mirror pools (its own connection pool).
+    mirror_connector: Arc<Connector>,
 }
 
 impl Proxy {
     /// Proxy logic serving whatever configuration `state` holds, on client connections
     /// governed by `connections`.
     pub fn new(state: Arc<State>, connections: Arc<ConnectionPolicy>) -> Self {
-        Self { state, connections }
+        Self {
+            state,
+            connections,
+            mirror_connector: Arc::new(Connector::new(None)),
+        }
     }
 }
 
@@ -95,6 +104,7 @@ impl ProxyHttp for Proxy {
         // Off unless the matched route asks for it (errors and 404s stay plain).
         compression::start(session, None);
         let gateway = self.state.gateway();
+        client_cert::identify(session, ctx, &gateway);
         (ctx.request_id, ctx.trace) = trace::identify(session.req_header(), &gateway.tracing);
         spans::begin(ctx);
         ctx.plugins.client_ip = client::client_ip(session, &self.connections);
@@ -162,6 +172,9 @@ impl ProxyHttp for Proxy {
             if let Some(answer) = ctx.plugins.answer.take() {
                 return respond::answer(session, ctx, answer).await;
             }
+        }
+        if route.mirror.is_some() {
+            mirror::start(session, ctx, &self.mirror_connector);
         }
 
         // The canary choice precedes the cache lookup: the cache key includes it.
@@ -315,9 +328,12 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.mirror.is_some() {
+            mirror::body_chunk(ctx, body.as_ref(), end_of_stream, &self.mirror_connector);
+        }
         let Some(chunk) = body else { return Ok(()) };
         ctx.body_bytes += chunk.len() as u64;
         let Some(route) = &ctx.route else {
@@ -439,6 +455,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let peer = client::peer_ip(session);
         forwarding::rewrite(upstream_request, ctx, peer, forwarded_proto(session))?;
+        client_cert::forward(session, upstream_request);
         if let Some(route) = &ctx.route {
             route
                 .plugins

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub upstream_in_flight: IntGaugeVec,
     /// `portcullis_retries_total{upstream,reason}`
     pub retries: IntCounterVec,
+    /// `portcullis_mirror_requests_total{route,result}`
+    pub mirror_requests: IntCounterVec,
     /// `portcullis_config_reloads_total{result}`
     pub config_reloads: IntCounterVec,
     /// `portcullis_config_version`
@@ -122,6 +124,11 @@ impl Metrics {
                 "portcullis_retries_total",
                 "Retries sent to an upstream, by reason.",
                 &["upstream", "reason"],
+            ),
+            mirror_requests: define.counters(
+                "portcullis_mirror_requests_total",
+                "Sampled request copies for a route's mirror, by what became of them.",
+                &["route", "result"],
             ),
             config_reloads: define.counters(
                 "portcullis_config_reloads_total",

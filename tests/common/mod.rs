@@ -31,6 +31,7 @@ mod http;
 mod lint;
 mod listeners;
 mod metrics;
+mod pki;
 mod recorder;
 mod redis;
 mod sockets;
@@ -53,6 +54,7 @@ pub use self::{
     lint::{Answer, Exchanges},
     listeners::edge_config,
     metrics::{metric_value, sample_names},
+    pki::{Pki, Validity},
     recorder::{raw_request, RawAnswer, RawConnection, RawRequest, RecordingUpstream},
     redis::{RedisCluster, RedisServer},
     sockets::{

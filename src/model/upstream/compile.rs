@@ -22,6 +22,7 @@ use crate::config::{noted, verdict, Problem};
 use crate::config::{
     DiscoveryConfig, LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig,
 };
+use crate::model::upstream_tls::UpstreamTls;
 use crate::telemetry::metrics::Metrics;
 
 /// Pingora's weighted selection expands each weight unit into a slot; keep the table small.
@@ -100,9 +101,16 @@ pub fn compile_upstream(
             "a percent: between 0 (off) and 100",
         ));
     }
+    let mut peer = peer_template(config);
+    if let Some(tls) = &config.tls {
+        let compiled = UpstreamTls::compile(tls, &format!("{path}.tls"));
+        if let Some(tls) = noted(compiled, &mut problems) {
+            tls.apply(&mut peer);
+        }
+    }
     let factory = TargetFactory {
         upstream: name.into(),
-        peer: peer_template(config),
+        peer,
         duration: metrics.upstream_duration.clone(),
         ejected: metrics.target_ejected.clone(),
         ejections: metrics.ejections.clone(),
