@@ -16,5 +16,5 @@ pub mod server;
 pub mod tls;
 pub mod tracing;
 pub mod upstream;
-pub mod websocket;
 pub mod upstream_tls;
+pub mod websocket;

@@ -7,8 +7,8 @@ use pingora::protocols::http::compression::Algorithm;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
 use super::connection::Connection;
-use super::span_times::RequestSpans;
 use super::mirror::MirrorCopy;
+use super::span_times::RequestSpans;
 use super::trace::TraceContext;
 
 use crate::model::cache::CacheStatus;

@@ -208,6 +208,7 @@ impl Metrics {
                 "portcullis_upstream_panic_mode_entered_total",
                 "Times the pool entered panic mode.",
                 &["upstream"],
+            ),
             websocket_connections: define.gauges(
                 "portcullis_websocket_connections",
                 "WebSocket connections open through the route (upgraded and not yet closed).",
