@@ -168,6 +168,8 @@ pub fn compile_upstream(
         let compiled = compile_discovery(name, &config.discovery, &names, path, retained);
         noted(compiled, &mut problems)
     };
+    // Health checks reach targets the way requests do (protocol, TLS).
+    let pool_peer = factory.peer.clone();
     let members = PoolMembers::new(
         literals,
         names,
@@ -179,7 +181,7 @@ pub fn compile_upstream(
 
     let health_check = config.health_check.as_ref().and_then(|health| {
         let at = format!("{path}.health_check");
-        let check = build_health_check(name, health, &at, metrics, &peer_template);
+        let check = build_health_check(name, health, &at, metrics, &pool_peer);
         let check = noted(check, &mut problems)?;
         // The same checks of the same pool keep their targets' health across a reload
         // (keyed by address, whatever the weight).
