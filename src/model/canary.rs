@@ -65,18 +65,7 @@ impl Canary {
                 "must be between 0 and 100",
             ));
         }
-        let sticky_on = match config
-            .sticky_on
-            .as_deref()
-            .map(|key| RequestKey::parse(key, KeyUse::Affinity))
-        {
-            None => None,
-            Some(Ok(sticky_on)) => Some(sticky_on),
-            Some(Err(message)) => {
-                problems.push(Problem::new(format!("{path}.sticky_on"), message));
-                None
-            }
-        };
+        let sticky_on = sticky_key(config.sticky_on.as_deref(), path, &mut problems);
         let force_header = match config.force_header.as_deref() {
             None => None,
             Some(name) => match HeaderName::from_bytes(name.as_bytes()) {
@@ -141,6 +130,22 @@ impl Canary {
     /// The force header, which the upstream does not need to see.
     pub fn force_header(&self) -> Option<&HeaderName> {
         self.force_header.as_ref()
+    }
+}
+
+/// The `sticky_on` key at `{path}.sticky_on`, when set; a key that does not parse is a
+/// problem there (canary and mirror sample clients the same way).
+pub(crate) fn sticky_key(
+    value: Option<&str>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<RequestKey> {
+    match RequestKey::parse(value?, KeyUse::Affinity) {
+        Ok(key) => Some(key),
+        Err(message) => {
+            problems.push(Problem::new(format!("{path}.sticky_on"), message));
+            None
+        }
     }
 }
 

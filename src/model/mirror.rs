@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use pingora_http::RequestHeader;
-use portcullis_plugins::{KeyUse, PluginCtx, RequestKey};
+use portcullis_plugins::{PluginCtx, RequestKey};
 use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{verdict, MirrorConfig, Problem};
-use crate::model::canary::sticky_bucket;
+use crate::model::canary::{sticky_bucket, sticky_key};
 use crate::model::upstream::Upstream;
 use crate::telemetry::metrics::Metrics;
 
@@ -68,18 +68,7 @@ impl Mirror {
                 "must be at least 1",
             ));
         }
-        let sticky_on = match config
-            .sticky_on
-            .as_deref()
-            .map(|key| RequestKey::parse(key, KeyUse::Affinity))
-        {
-            None => None,
-            Some(Ok(key)) => Some(key),
-            Some(Err(message)) => {
-                problems.push(Problem::new(format!("{path}.sticky_on"), message));
-                None
-            }
-        };
+        let sticky_on = sticky_key(config.sticky_on.as_deref(), path, &mut problems);
         let Some(upstream) = upstream else {
             return Err(problems);
         };
