@@ -68,11 +68,17 @@ impl RedisCluster {
             .iter()
             .map(|port| {
                 let nodes_file = format!("nodes-{port}.conf");
+                // The bus port defaults to port + 10000, which lies in the kernel's
+                // ephemeral range where any outgoing connection may hold it; a bus port
+                // of the harness's own cannot be taken.
+                let bus_port = free_port().to_string();
                 let cluster = [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     &nodes_file,
+                    "--cluster-port",
+                    &bus_port,
                 ];
                 spawn_redis(*port, &cluster, Some(dir.path()))
             })
