@@ -174,7 +174,11 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_with_capacity(buf_to_rewind, self.body_buf_size);
+    }
+
+    fn prepare_buf_with_capacity(&mut self, buf_to_rewind: &[u8], capacity: usize) {
+        let mut body_buf = BytesMut::with_capacity(capacity.max(buf_to_rewind.len()));
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -246,10 +250,31 @@ impl BodyReader {
                 }
             }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                // A body that is already pre-read needs no room for IO; otherwise the buffer
+                // only has to hold the largest read the rest of this body can take, so a small
+                // body does not cost a `body_buf_size` allocation.
+                let capacity = match cl.checked_sub(buf_to_rewind.len()) {
+                    Some(remaining) if remaining > 0 => self.content_length_read_size(remaining),
+                    _ => 0,
+                };
+                self.prepare_buf_with_capacity(buf_to_rewind, capacity);
                 self.body_state = PS::Partial(0, cl);
             }
         }
+    }
+
+    /// The most one read from IO asks for while `remaining` bytes of a Content-Length body are
+    /// still to come.
+    fn content_length_read_size(&self, remaining: usize) -> usize {
+        // Downstream must leave what follows the body (a pipelined request) on the stream.
+        // Upstream reads one byte past it, which is enough to notice a peer that sends more than
+        // its Content-Length (the connection is then not reused, see `has_bytes_overread`).
+        let wanted = if self.upstream {
+            remaining.saturating_add(1)
+        } else {
+            remaining
+        };
+        wanted.min(self.body_buf_size)
     }
 
     /// Zero-copy variant of [`Self::init_content_length`].
@@ -401,10 +426,8 @@ impl BodyReader {
         let mut n = self.rewind_buf_len;
         self.rewind_buf_len = 0;
 
-        // downstream should not discard remaining data if peer sent more, so cap the read at what
-        // is left of this body and leave anything past it on the stream
         let read_size = match self.body_state {
-            PS::Partial(_, remaining) if !self.upstream => remaining.min(self.body_buf_size),
+            PS::Partial(_, remaining) => self.content_length_read_size(remaining),
             _ => self.body_buf_size,
         };
         if n == 0 {
@@ -437,7 +460,7 @@ impl BodyReader {
                         // and must not warn on every request. Whether they are actually usable
                         // is decided by the caller, which logs when it has to drop them.
                         if self.upstream {
-                            warn!("Peer sent more data than expected: extra {extra} bytes");
+                            warn!("Peer sent more data than expected: at least {extra} extra bytes");
                         } else {
                             debug!("Peer sent {extra} bytes past the end of the request body");
                         }
@@ -2133,6 +2156,118 @@ mod tests {
         let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.body_state, ParseState::Complete(1));
         assert_eq!(&input2[2..], body_reader.get_body(&res));
+    }
+
+    fn body_buf_capacity(body_reader: &BodyReader) -> usize {
+        body_reader.body_buf.as_ref().unwrap().capacity()
+    }
+
+    #[tokio::test]
+    async fn upstream_preread_body_allocates_only_the_preread_bytes() {
+        init_log();
+        let body = [b'x'; 64];
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(body.len(), &body);
+        assert!(body_buf_capacity(&body_reader) < 2 * body.len());
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), &body[..]);
+        assert_eq!(body_reader.body_state, ParseState::Complete(64));
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+        assert!(!body_reader.has_bytes_overread());
+    }
+
+    #[tokio::test]
+    async fn upstream_small_body_read_in_pieces_keeps_its_small_buffer() {
+        init_log();
+        let mut builder = Builder::new();
+        for piece in [&b"ab"[..], b"c", b"defg", b"h", b"ij"] {
+            builder.read(piece);
+        }
+        let mut mock_io = builder.build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(10, b"");
+        let capacity = body_buf_capacity(&body_reader);
+        assert!((11..BODY_BUFFER_SIZE).contains(&capacity), "{capacity}");
+        let mut body = Vec::new();
+        while let Some(res) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            body.extend_from_slice(body_reader.get_body(&res));
+            assert!(body_buf_capacity(&body_reader) <= capacity);
+        }
+        assert_eq!(body, b"abcdefghij");
+        assert_eq!(body_reader.body_state, ParseState::Complete(10));
+        assert!(!body_reader.has_bytes_overread());
+    }
+
+    #[tokio::test]
+    async fn upstream_partly_preread_body_sizes_for_the_rest() {
+        init_log();
+        let mut mock_io = Builder::new().read(b"defgh").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(8, b"abc");
+        assert!(body_buf_capacity(&body_reader) < BODY_BUFFER_SIZE);
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"defgh");
+        assert_eq!(body_reader.body_state, ParseState::Complete(8));
+        assert!(body_buf_capacity(&body_reader) < BODY_BUFFER_SIZE);
+    }
+
+    #[tokio::test]
+    async fn upstream_body_one_byte_over_the_buffer_size_reads_it_whole_then_one_byte() {
+        init_log();
+        let cl = BODY_BUFFER_SIZE + 1;
+        let body = vec![b'y'; cl];
+        let mut mock_io = Builder::new().read(&body).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(cl, b"");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(res, BufRef::new(0, BODY_BUFFER_SIZE));
+        assert_eq!(body_reader.body_state, ParseState::Partial(BODY_BUFFER_SIZE, 1));
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"y");
+        assert_eq!(body_reader.body_state, ParseState::Complete(cl));
+        assert!(!body_reader.has_bytes_overread());
+    }
+
+    #[tokio::test]
+    async fn upstream_sending_past_content_length_is_still_seen_as_overread() {
+        init_log();
+        // the whole answer, and more, in one read after the header
+        let mut mock_io = Builder::new().read(b"abcdefgh").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        assert_eq!(body_reader.body_state, ParseState::Complete(3));
+        assert!(body_reader.has_bytes_overread());
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+        // what was not read stays on the stream, whose connection is not reused
+        let mut rest = Vec::new();
+        mock_io.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"efgh");
+
+        // past Content-Length in the bytes read with the header: kept whole, as before
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(3, b"abcdefgh");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        assert_eq!(body_reader.get_body_overread(), Some(&b"defgh"[..]));
+    }
+
+    #[tokio::test]
+    async fn upstream_short_body_still_ends_in_premature_close() {
+        init_log();
+        let mut mock_io = Builder::new().read(b"ab").read(b"").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(5, b"");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"ab");
+        let err = body_reader.read_body(&mut mock_io).await.unwrap_err();
+        assert_eq!(&ConnectionClosed, err.etype());
+        assert_eq!(body_reader.body_state, ParseState::Done(2));
     }
 
     #[tokio::test]
