@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use std::fmt::Debug;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 #[cfg(unix)]
 pub type UniqueIDType = i32;
@@ -78,6 +79,16 @@ pub trait Peek {
     /// Return `false` if peeking is not supported/allowed.
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
+    }
+
+    /// Poll until a read would find something (data, the end of the stream or an error),
+    /// without reading it, so a caller can put off allocating the buffer it reads into.
+    ///
+    /// `Ready(Ok(true))`: readable, though like any readiness this can be spurious, and the
+    /// read after it pending. `Ready(Ok(false))`: this stream cannot tell (the default); the
+    /// caller reads as it would have without asking.
+    fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        Poll::Ready(Ok(false))
     }
 }
 

@@ -463,6 +463,20 @@ impl BufferedStream {
         self.writer_mut().get_mut()
     }
 
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if let BufferedStream::BufferedRead(reader) = self {
+            if !reader.buffer().is_empty() {
+                return Poll::Ready(Ok(true));
+            }
+        }
+        match &self.get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx).map_ok(|()| true),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx).map_ok(|()| true),
+            RawStream::Virtual(_) => Poll::Ready(Ok(false)),
+        }
+    }
+
     /// Return the raw stream. Anything left in either buffer is lost.
     fn into_inner(self) -> RawStreamWrapper {
         match self {
@@ -749,6 +763,20 @@ impl Peek for Stream {
         // rewind regardless of what is read
         self.rewind(buf);
         Ok(true)
+    }
+
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if !self.rewind_read_buf.is_empty() {
+            return Poll::Ready(Ok(true));
+        }
+        let polled = self.stream_mut().poll_read_ready(cx);
+        // waiting to read is accounted as a pending read
+        if polled.is_pending() {
+            self.read_pending_time.start();
+        } else {
+            self.read_pending_time.stop();
+        }
+        polled
     }
 }
 

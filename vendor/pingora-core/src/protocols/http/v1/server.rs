@@ -29,6 +29,9 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -160,6 +163,28 @@ pub struct HttpSession {
     pipelined_idle_bytes_stashed: bool,
 }
 
+/// Read from `stream` into `buf`. An empty `buf` without capacity gets its
+/// [`INIT_HEADER_BUF_SIZE`] bytes only once the stream is readable, so a keep-alive connection
+/// that waits for its next request holds no header buffer. Waiting for readiness first costs
+/// no system call: the read that follows is the one that would have been made anyway.
+fn poll_read_header_buf(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut allocated_on_readiness = false;
+    if buf.capacity() == 0 {
+        allocated_on_readiness = ready!(stream.poll_read_ready(cx))?;
+        buf.reserve(INIT_HEADER_BUF_SIZE);
+    }
+    let polled = pin!(stream.read_buf(&mut *buf)).poll(cx);
+    if polled.is_pending() && allocated_on_readiness {
+        // The readiness was stale; the stream now waits for a real one, without the buffer.
+        *buf = BytesMut::new();
+    }
+    polled
+}
+
 impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
     /// The created session needs to call [`Self::read_request()`] first before performing
@@ -215,7 +240,8 @@ impl HttpSession {
         already_read: usize,
     ) -> Result<Option<usize>> {
         let read_result = {
-            let read_event = self.underlying_stream.read_buf(buf);
+            let stream = &mut self.underlying_stream;
+            let read_event = std::future::poll_fn(|cx| poll_read_header_buf(stream, cx, buf));
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
@@ -300,7 +326,7 @@ impl HttpSession {
             .pipelined_prefix
             .take()
             .filter(|prefix| !prefix.is_empty())
-            .unwrap_or_else(|| BytesMut::with_capacity(INIT_HEADER_BUF_SIZE));
+            .unwrap_or_default();
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
@@ -4591,5 +4617,84 @@ mod test_pipelining {
         }
 
         assert!(prefix.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod test_lazy_header_buf {
+    use super::*;
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn connected() -> (Stream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Box::new(L4Stream::from(server)), client)
+    }
+
+    /// Poll once: `None` when pending.
+    async fn poll_once(stream: &mut Stream, buf: &mut BytesMut) -> Option<usize> {
+        std::future::poll_fn(|cx| {
+            Poll::Ready(match poll_read_header_buf(stream, cx, buf) {
+                Poll::Ready(read) => Some(read.unwrap()),
+                Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_header_buffer() {
+        let (mut stream, mut client) = connected().await;
+        let mut buf = BytesMut::new();
+        assert_eq!(poll_once(&mut stream, &mut buf).await, None);
+        assert_eq!(buf.capacity(), 0);
+
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let read = std::future::poll_fn(|cx| poll_read_header_buf(&mut stream, cx, &mut buf))
+            .await
+            .unwrap();
+        assert_eq!(read, 18);
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n\r\n");
+        assert!(buf.capacity() >= INIT_HEADER_BUF_SIZE);
+    }
+
+    #[tokio::test]
+    async fn a_stale_readiness_gives_the_buffer_back() {
+        let (mut stream, mut client) = connected().await;
+        // exactly one full buffer: the read that fills it does not clear the readiness
+        let head = vec![b'a'; INIT_HEADER_BUF_SIZE];
+        client.write_all(&head).await.unwrap();
+        let mut buf = BytesMut::new();
+        let mut read = 0;
+        while read < head.len() {
+            read += std::future::poll_fn(|cx| poll_read_header_buf(&mut stream, cx, &mut buf))
+                .await
+                .unwrap();
+        }
+        let mut next = BytesMut::new();
+        assert_eq!(poll_once(&mut stream, &mut next).await, None);
+        assert_eq!(next.capacity(), 0);
+
+        client.write_all(b"x").await.unwrap();
+        let read = std::future::poll_fn(|cx| poll_read_header_buf(&mut stream, cx, &mut next))
+            .await
+            .unwrap();
+        assert_eq!(read, 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_cannot_tell_reads_as_before() {
+        let mut stream: Stream = Box::new(tokio_test::io::Builder::new().wait(Duration::from_millis(50)).read(b"GET").build());
+        let mut buf = BytesMut::new();
+        assert_eq!(poll_once(&mut stream, &mut buf).await, None);
+        assert!(buf.capacity() >= INIT_HEADER_BUF_SIZE);
+        let read = std::future::poll_fn(|cx| poll_read_header_buf(&mut stream, cx, &mut buf))
+            .await
+            .unwrap();
+        assert_eq!(read, 3);
     }
 }
