@@ -12,7 +12,9 @@ shift
 [ -f "vendor/$crate/Cargo.toml" ] || { echo "no vendor/$crate" >&2; exit 1; }
 copy="${TMPDIR:-/tmp}/portcullis-vendor-tests/$crate"
 mkdir -p "$copy"
-rsync -a --delete --exclude Cargo.lock --exclude target "vendor/$crate/" "$copy/"
+# by content, and without the sources' times: a file changed since the last run is newer than
+# that build, so cargo rebuilds it
+rsync -rlp --checksum --delete --exclude Cargo.lock --exclude target "vendor/$crate/" "$copy/"
 export CARGO_TARGET_DIR="$PWD/target/vendor-tests"
 cd "$copy"
 exec cargo test "$@"
