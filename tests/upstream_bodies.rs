@@ -142,13 +142,11 @@ struct Answer {
 
 impl Answer {
     fn content_length(&self) -> Option<usize> {
-        self.head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
+        self.head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
     }
 
     fn chunked(&self) -> bool {
@@ -240,7 +238,11 @@ fn content_length_bodies_of_every_size_come_back_whole_on_one_connection() {
     for n in [0, 1, 64, 4096, 65_535, 65_536, 65_537, 200_000] {
         let answer = client.request("GET", &format!("/cl/{n}"));
         assert_eq!(answer.status, 200, "{n}: {}", answer.head);
-        assert!(answer.body == pattern(n), "/cl/{n}: {} bytes", answer.body.len());
+        assert!(
+            answer.body == pattern(n),
+            "/cl/{n}: {} bytes",
+            answer.body.len()
+        );
         let answer = client.request("GET", &format!("/split/{}", n.min(3000)));
         assert!(answer.body == pattern(n.min(3000)), "/split/{n}");
     }

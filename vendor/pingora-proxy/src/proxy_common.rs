@@ -616,7 +616,10 @@ mod tests {
             assert_eq!(wire, b"Host: a\r\nX-Keep: 1\r\n", "{name}");
         }
 
-        let all: Vec<_> = STANDARD_HOP_BY_HOP.iter().map(|name| (*name, "v")).collect();
+        let all: Vec<_> = STANDARD_HOP_BY_HOP
+            .iter()
+            .map(|name| (*name, "v"))
+            .collect();
         let mut request = request_with_headers(&all);
         request.append_header("X-Keep", "1").unwrap();
         strip_standard_hop_by_hop_headers(&mut request);
@@ -626,7 +629,12 @@ mod tests {
 
     #[test]
     fn a_request_without_hop_by_hop_fields_is_left_as_it_is() {
-        let headers = [("Host", "a"), ("Keep", "1"), ("X-Upgrade", "2"), ("Tee", "3")];
+        let headers = [
+            ("Host", "a"),
+            ("Keep", "1"),
+            ("X-Upgrade", "2"),
+            ("Tee", "3"),
+        ];
         let mut request = request_with_headers(&headers);
         strip_standard_hop_by_hop_headers(&mut request);
         let mut wire = Vec::new();

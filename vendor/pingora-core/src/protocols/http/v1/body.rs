@@ -460,7 +460,9 @@ impl BodyReader {
                         // and must not warn on every request. Whether they are actually usable
                         // is decided by the caller, which logs when it has to drop them.
                         if self.upstream {
-                            warn!("Peer sent more data than expected: at least {extra} extra bytes");
+                            warn!(
+                                "Peer sent more data than expected: at least {extra} extra bytes"
+                            );
                         } else {
                             debug!("Peer sent {extra} bytes past the end of the request body");
                         }
@@ -2224,7 +2226,10 @@ mod tests {
         body_reader.init_content_length(cl, b"");
         let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(res, BufRef::new(0, BODY_BUFFER_SIZE));
-        assert_eq!(body_reader.body_state, ParseState::Partial(BODY_BUFFER_SIZE, 1));
+        assert_eq!(
+            body_reader.body_state,
+            ParseState::Partial(BODY_BUFFER_SIZE, 1)
+        );
         let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&res), b"y");
         assert_eq!(body_reader.body_state, ParseState::Complete(cl));

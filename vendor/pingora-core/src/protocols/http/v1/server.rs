@@ -4688,7 +4688,12 @@ mod test_lazy_header_buf {
 
     #[tokio::test]
     async fn a_stream_that_cannot_tell_reads_as_before() {
-        let mut stream: Stream = Box::new(tokio_test::io::Builder::new().wait(Duration::from_millis(50)).read(b"GET").build());
+        let mut stream: Stream = Box::new(
+            tokio_test::io::Builder::new()
+                .wait(Duration::from_millis(50))
+                .read(b"GET")
+                .build(),
+        );
         let mut buf = BytesMut::new();
         assert_eq!(poll_once(&mut stream, &mut buf).await, None);
         assert!(buf.capacity() >= INIT_HEADER_BUF_SIZE);
