@@ -603,6 +603,13 @@ mod tests {
         "HTTP2-Settings",
     ];
 
+    /// The fields as they would be written, in order (both header maps agree).
+    fn wire_lowercase(request: &RequestHeader) -> String {
+        let mut wire = Vec::new();
+        request.header_to_h1_wire(&mut wire);
+        String::from_utf8(wire).unwrap().to_ascii_lowercase()
+    }
+
     #[test]
     fn every_standard_hop_by_hop_field_is_stripped_alone_or_together() {
         for name in STANDARD_HOP_BY_HOP {
@@ -611,9 +618,11 @@ mod tests {
             strip_standard_hop_by_hop_headers(&mut request);
             assert!(request.headers.get(name).is_none(), "{name}");
             assert_eq!(request.headers.len(), 2, "{name}");
-            let mut wire = Vec::new();
-            request.header_to_h1_wire(&mut wire);
-            assert_eq!(wire, b"Host: a\r\nX-Keep: 1\r\n", "{name}");
+            assert_eq!(
+                wire_lowercase(&request),
+                "host: a\r\nx-keep: 1\r\n",
+                "{name}"
+            );
         }
 
         let all: Vec<_> = STANDARD_HOP_BY_HOP
@@ -637,9 +646,10 @@ mod tests {
         ];
         let mut request = request_with_headers(&headers);
         strip_standard_hop_by_hop_headers(&mut request);
-        let mut wire = Vec::new();
-        request.header_to_h1_wire(&mut wire);
-        assert_eq!(wire, b"Host: a\r\nKeep: 1\r\nX-Upgrade: 2\r\nTee: 3\r\n");
+        assert_eq!(
+            wire_lowercase(&request),
+            "host: a\r\nkeep: 1\r\nx-upgrade: 2\r\ntee: 3\r\n"
+        );
     }
 
     #[test]
