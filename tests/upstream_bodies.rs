@@ -1,6 +1,6 @@
 //! Upstream response bodies through the gateway, framed every way an HTTP/1.1 origin frames
-//! them: Content-Length bodies around the body reader's 64 KiB buffer (0, 1, 64 KiB, 64 KiB
-//! + 1, larger), a body trickled in many small writes, chunked bodies, HEAD, 204 and 304
+//! them: Content-Length bodies around the body reader's 64 KiB buffer (0, 1, 64 KiB, one
+//! byte more, larger), a body trickled in many small writes, chunked bodies, HEAD, 204 and 304
 //! answers, and an origin that sends more than its Content-Length. Each answer comes back
 //! whole on a keep-alive client connection, and the request after it is answered correctly
 //! (pingora-core's body reader sizes its buffer to the Content-Length; vendor/README.md).
