@@ -1595,7 +1595,7 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        Box::pin(self.process_request(session, ctx)).await
+        self.process_request(session, ctx).await
     }
 
     async fn http_cleanup(&self) {
