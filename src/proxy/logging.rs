@@ -68,7 +68,7 @@ fn entry<'a>(
     let req = session.req_header();
     Entry {
         ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        request_id: &ctx.request_id,
+        request_id: ctx.request_id(),
         trace_id: ctx
             .trace
             .as_ref()
