@@ -330,7 +330,7 @@ mod tests {
             format!("01-{TRACE}-00f067aa0ba902b7-01x"),
             format!("01-{TRACE}-00f067aa0ba902b7-01-\u{e9}"),
             format!("00-{TRACE}-00f067aa0ba902b7-01\u{a0}"),
-            format!("00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
             String::new(),
             "-".repeat(55),
         ] {
