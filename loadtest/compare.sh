@@ -28,13 +28,21 @@ if [[ ${1:-} == --quick ]]; then
 	WARMUP="${WARMUP:-1s}"
 	K6_DURATION="${K6_DURATION:-3s}"
 	use_profile debug
-	ROWS="${ROWS:-direct nginx portcullis-plain portcullis-edge grpc-direct portcullis-grpc}"
+	ROWS="${ROWS:-direct nginx caddy portcullis-plain portcullis-edge grpc-direct portcullis-grpc}"
+	RSS_CONNECTIONS="${RSS_CONNECTIONS:-200}"
+	RSS_DURATION="${RSS_DURATION:-2s}"
 fi
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 K6_RATE="${K6_RATE:-2000}"
 K6_DURATION="${K6_DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-50}"
+# After its measured run each HTTP/1.1 row gets RSS_CONNECTIONS concurrent keep-alive
+# connections for RSS_DURATION; the table's last RSS column is the proxy's peak RSS then
+# (the issue's "peak RSS at 1,000 connections"). RSS_CONNECTIONS=0 skips it.
+RSS_CONNECTIONS="${RSS_CONNECTIONS:-1000}"
+RSS_DURATION="${RSS_DURATION:-5s}"
+PINGAP_BIN="${PINGAP_BIN:-$(command -v pingap || echo /opt/pingap/bin/pingap)}"
 PROXY_CPU=0
 LOAD_CPU=1
 BARE_BIN="$(dirname "$GATEWAY_BIN")/examples/bare_proxy"
@@ -56,6 +64,10 @@ GRPC_BIN="$(dirname "$GATEWAY_BIN")/examples/grpc_upstream"
 #   h2load      measured with h2load (nghttp2-client) over HTTP/2 instead of wrk over HTTP/1.1:
 #               -c CONNECTIONS clients, 10 streams each, no k6 run; h2load reports no
 #               percentiles, so p50/p99 show its mean and max
+# caddy: Caddy (Debian caddy) reverse_proxy with GOMAXPROCS=1. pingap: the closest peer, another
+# Pingora gateway, one thread; a hand-run row (`cargo install pingap --locked` needs
+# protobuf-compiler), skipped with a note when PINGAP_BIN (default: pingap on PATH, then
+# /opt/pingap/bin/pingap) is absent.
 #   grpc        gRPC-shaped unary calls (POST, content-type application/grpc, te: trailers,
 #               one framed 64-byte message) to examples/grpc_upstream, which runs for the row
 # A row whose name ends in -tls is measured over HTTPS (nginx and portcullis with the same
@@ -64,6 +76,8 @@ ROW_TABLE="
 direct                      upstream    -                     /
 nginx                       nginx       -                     /
 haproxy                     haproxy     -                     /
+caddy                       caddy       -                     /
+pingap                      pingap      -                     /
 pingora-bare                bare        -                     /
 portcullis-plain            portcullis  plain.yaml            /
 portcullis-tracing-down     portcullis  tracing-down.yaml     /
@@ -88,6 +102,8 @@ portcullis-grpc             portcullis  grpc.yaml             $GRPC_PATH  h2load
 ROWS="${ROWS:-$(awk 'NF { printf "%s ", $1 }' <<<"$ROW_TABLE")}"
 
 begin_run compare
+# wrk's RSS_CONNECTIONS sockets, and a proxy's two per connection.
+ulimit -n "$(ulimit -Hn)"
 CERT_DIR="$WORK/certs"
 CLK_TCK="$(getconf CLK_TCK)"
 GATEWAY_OK=1
@@ -113,6 +129,7 @@ prepare() {
 	done
 	ensure_tools wrk:wrk nginx:nginx-light\|nginx haproxy:haproxy curl:curl taskset:util-linux
 	((K6_RATE == 0)) || ensure_k6
+	[[ " $ROWS " == *" caddy "* ]] && ensure_tools caddy:caddy
 	[[ $(nproc) -ge 2 ]] || note "only $(nproc) CPU: the CPU 0 / CPU 1 split is meaningless"
 	if [[ ${SKIP_BUILD:-0} != 1 ]] && ! build_release; then
 		[[ -x $UPSTREAM_BIN ]] || die "build failed and there is no upstream binary"
@@ -249,6 +266,61 @@ EOF
 	start_bg "$row" "$PROXY_CPU" TERM "$WORK/$row.log" haproxy -db -f "$dir/haproxy.cfg"
 	PROXY_PID=$STARTED_PID
 	wait_http "$(row_url "$row" /)" "$PROXY_PID" 10
+}
+
+# Caddy (Debian caddy): reverse_proxy on one OS thread for Go code (GOMAXPROCS=1), no admin
+# endpoint, no automatic HTTPS, no access log (Caddy logs none unless asked).
+start_caddy() {
+	local row="$1" dir="$WORK/$1"
+	command -v caddy >/dev/null || return 1
+	reserve_port PROXY_PORT
+	mkdir -p "$dir"
+	cat >"$dir/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+}
+http://127.0.0.1:$PROXY_PORT {
+    bind 127.0.0.1
+    reverse_proxy 127.0.0.1:${PORT[upstream]}
+}
+EOF
+	# Caddy keeps state under XDG_DATA_HOME/XDG_CONFIG_HOME: keep it in the run's directory.
+	start_bg "$row" "$PROXY_CPU" TERM "$WORK/$row.log" env GOMAXPROCS=1 \
+		XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" \
+		caddy run --adapter caddyfile --config "$dir/Caddyfile"
+	PROXY_PID=$STARTED_PID
+	wait_http "$(row_url "$row" /)" "$PROXY_PID" 20
+}
+
+# pingap: one server, one location, one upstream, one thread, logs at error level.
+start_pingap() {
+	local row="$1" dir="$WORK/$1"
+	[[ -x $PINGAP_BIN ]] || return 1
+	reserve_port PROXY_PORT
+	mkdir -p "$dir"
+	cat >"$dir/pingap.toml" <<EOF
+[basic]
+name = "bench"
+threads = 1
+log_level = "ERROR"
+pid_file = "$dir/pingap.pid"
+upgrade_sock = "$dir/pingap_upgrade.sock"
+
+[upstreams.app]
+addrs = ["127.0.0.1:${PORT[upstream]}"]
+
+[locations.all]
+upstream = "app"
+path = "/"
+
+[servers.bench]
+addr = "127.0.0.1:$PROXY_PORT"
+locations = ["all"]
+EOF
+	start_bg "$row" "$PROXY_CPU" INT "$WORK/$row.log" "$PINGAP_BIN" -c "$dir/pingap.toml"
+	PROXY_PID=$STARTED_PID
+	wait_http "$(row_url "$row" /)" "$PROXY_PID" 20
 }
 
 # start_grpc_upstream — examples/grpc_upstream on PORT[grpc_upstream] (once), on the load CPU.
@@ -403,8 +475,24 @@ measure() {
 	if ((K6_RATE > 0)); then
 		read -r k6_p50 k6_p99 < <(k6_latency "$name" "$url")
 	fi
-	TABLE_ROWS+=("$name|$rps|$p50|$p99|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|$k6_p50|$k6_p99|$errcol")
+	local many_rss=n/a
+	((RSS_CONNECTIONS > 0)) && many_rss="$(rss_at_many_connections "$name" "$url" "$pid")"
+	TABLE_ROWS+=("$name|$rps|$p50|$p99|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|$many_rss|$k6_p50|$k6_p99|$errcol")
 	log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} µs CPU/req; at $K6_RATE req/s p50 $k6_p50 ms, p99 $k6_p99 ms"
+}
+
+# rss_at_many_connections NAME URL PID — the proxy's peak RSS (MiB) after RSS_CONNECTIONS
+# keep-alive connections sent it requests for RSS_DURATION.
+rss_at_many_connections() {
+	local name="$1" url="$2" pid="$3" out="$WORK/wrk-$1-rss.txt"
+	local header=()
+	[[ -n $REQUEST_HEADER ]] && header=(-H "$REQUEST_HEADER")
+	taskset -c "$LOAD_CPU" wrk -t1 -c"$RSS_CONNECTIONS" -d"$RSS_DURATION" "${header[@]}" "$url" >"$out" 2>&1 ||
+		note "$name: wrk with $RSS_CONNECTIONS connections failed"
+	local errors
+	errors="$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")"
+	((${errors:-0} == 0)) || note "$name: $errors socket errors with $RSS_CONNECTIONS connections"
+	awk -v k="$(peak_rss_kib "$pid")" 'BEGIN {printf "%.1f", k / 1024}'
 }
 
 # measure_h2load NAME URL PID NEEDS — warm-up and a measured h2load run over HTTP/2 (gRPC
@@ -434,7 +522,7 @@ measure_h2load() {
 		'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "n/a" }')"
 	local failed=$((${requests:-0} - ${succeeded:-0}))
 	((failed == 0 && ${succeeded:-0} > 0)) || note "$name: $failed of ${requests:-0} h2load requests failed"
-	TABLE_ROWS+=("$name|${rps:-n/a}|$mean|$max|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|n/a|n/a|$failed / 0")
+	TABLE_ROWS+=("$name|${rps:-n/a}|$mean|$max|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|n/a|n/a|n/a|$failed / 0")
 	log "$name (h2load): ${rps:-n/a} req/s, mean ${mean} ms, max ${max} ms, ${cpu_us} µs CPU/req"
 }
 
@@ -452,7 +540,7 @@ print("%.3f %.3f" % (d["med"], d["p(99)"]))' "$summary" 2>/dev/null || echo "n/a
 }
 
 skip_row() {
-	TABLE_ROWS+=("$1|n/a|n/a|n/a|n/a|n/a|n/a|n/a|${2//|//}")
+	TABLE_ROWS+=("$1|n/a|n/a|n/a|n/a|n/a|n/a|n/a|n/a|${2//|//}")
 	note "$1: $2"
 }
 
@@ -468,6 +556,14 @@ start_row() {
 	fi
 	if [[ $server == varnish ]] && ! command -v varnishd >/dev/null; then
 		SKIP_REASON="varnishd is not installed (Debian varnish)"
+		return 1
+	fi
+	if [[ $server == caddy ]] && ! command -v caddy >/dev/null; then
+		SKIP_REASON="caddy is not installed (Debian caddy)"
+		return 1
+	fi
+	if [[ $server == pingap && ! -x $PINGAP_BIN ]]; then
+		SKIP_REASON="no pingap binary at $PINGAP_BIN (hand-run row: cargo install pingap --locked; set PINGAP_BIN)"
 		return 1
 	fi
 	[[ $conf == - ]] || render_conf "$LOADTEST_DIR/conf/$conf" "$rendered"
@@ -521,7 +617,7 @@ run_row() {
 
 render_table() {
 	# Ratios are against nginx, and for the TLS rows against nginx-tls.
-	local row name rps p50 p99 cpu rss k6p50 k6p99 errs ratio cpu_ratio ref
+	local row name rps p50 p99 cpu rss many_rss k6p50 k6p99 errs ratio cpu_ratio ref
 	declare -A ref_rps ref_cpu
 	for row in "${TABLE_ROWS[@]}"; do
 		IFS='|' read -r name rps p50 p99 cpu _ <<<"$row"
@@ -530,18 +626,57 @@ render_table() {
 			ref_cpu[$name]="$cpu"
 		fi
 	done
-	echo "| name | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | k6 p50 ms @${K6_RATE}/s | k6 p99 ms @${K6_RATE}/s | req/s vs nginx | CPU/req vs nginx | non-2xx / socket errors |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| name | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MiB | peak RSS MiB @${RSS_CONNECTIONS} conns | k6 p50 ms @${K6_RATE}/s | k6 p99 ms @${K6_RATE}/s | req/s vs nginx | CPU/req vs nginx | non-2xx / socket errors |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for row in "${TABLE_ROWS[@]}"; do
-		IFS='|' read -r name rps p50 p99 cpu rss k6p50 k6p99 errs <<<"$row"
+		IFS='|' read -r name rps p50 p99 cpu rss many_rss k6p50 k6p99 errs <<<"$row"
 		ref=nginx
 		[[ $name == *-tls ]] && ref=nginx-tls
 		[[ $name == *-h2-tls ]] && ref=nginx-h2-tls
 		[[ $name == *grpc* ]] && ref=grpc-direct
 		ratio="$(awk -v a="$rps" -v b="${ref_rps[$ref]:-}" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
 		cpu_ratio="$(awk -v a="$cpu" -v b="${ref_cpu[$ref]:-}" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else print "n/a" }')"
-		echo "| $name | $rps | $p50 | $p99 | $cpu | $rss | $k6p50 | $k6p99 | $ratio | $cpu_ratio | $errs |"
+		echo "| $name | $rps | $p50 | $p99 | $cpu | $rss | $many_rss | $k6p50 | $k6p99 | $ratio | $cpu_ratio | $errs |"
 	done
+}
+
+# render_targets — issue #18's targets as ratios of this run's rows (rows not run: n/a).
+render_targets() {
+	declare -A rps cpu many
+	local row name r p50 p99 c rss m _
+	for row in "${TABLE_ROWS[@]}"; do
+		IFS='|' read -r name r p50 p99 c rss m _ <<<"$row"
+		rps[$name]="$r"
+		cpu[$name]="$c"
+		many[$name]="$m"
+	done
+	# target LABEL VALUE GOAL — one line; VALUE is a ratio or n/a.
+	ratio() {
+		awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'
+	}
+	target() {
+		local verdict="n/a"
+		[[ $2 != n/a ]] && verdict="$(awk -v v="$2" -v goal="$3" -v op="$4" 'BEGIN {
+			met = (op == ">=") ? (v + 0 >= goal + 0) : (v + 0 <= goal + 0)
+			print (met ? "met" : "missed") }')"
+		echo "| $1 | $2 | $4 $3 | $verdict |"
+	}
+	echo
+	echo "Targets (issue #18), ratios within this run:"
+	echo
+	echo "| target | value | goal | |"
+	echo "|---|---:|---:|---|"
+	target "plain req/s ÷ pingap req/s" "$(ratio "${rps[portcullis-plain]:-}" "${rps[pingap]:-}")" 1.1 ">="
+	target "plain CPU/req ÷ pingap CPU/req" "$(ratio "${cpu[portcullis-plain]:-}" "${cpu[pingap]:-}")" 1.0 "<="
+	target "plain req/s ÷ nginx req/s (stretch)" "$(ratio "${rps[portcullis-plain]:-}" "${rps[nginx]:-}")" 0.8 ">="
+	target "full req/s ÷ plain req/s" "$(ratio "${rps[portcullis-full]:-}" "${rps[portcullis-plain]:-}")" 0.9 ">="
+	target "plain req/s ÷ pingora-bare req/s" "$(ratio "${rps[portcullis-plain]:-}" "${rps[pingora-bare]:-}")" 0.95 ">="
+	target "plain CPU/req ÷ pingora-bare CPU/req" "$(ratio "${cpu[portcullis-plain]:-}" "${cpu[pingora-bare]:-}")" 1.05 "<="
+	target "plain peak RSS MiB @$RSS_CONNECTIONS conns" "${many[portcullis-plain]:-n/a}" 40 "<="
+	target "cache hit req/s ÷ varnish (identity, /)" "$(ratio "${rps[portcullis-cache]:-}" "${rps[varnish]:-}")" 1.2 ">="
+	target "cache hit req/s ÷ plain" "$(ratio "${rps[portcullis-cache]:-}" "${rps[portcullis-plain]:-}")" 2.0 ">="
+	target "gzip hit req/s ÷ varnish-gzip" "$(ratio "${rps[portcullis-cache-gzip]:-}" "${rps[varnish-gzip]:-}")" 1.2 ">="
+	target "gzip hit req/s ÷ identity hit (/doc.json)" "$(ratio "${rps[portcullis-cache-gzip]:-}" "${rps[portcullis-cache-json]:-}")" 0.9 ">="
 }
 
 render_report() {
@@ -554,10 +689,14 @@ render_report() {
 	echo "- host: $(nproc) CPU ${cpu_model:-?}, kernel $(uname -r)"
 	echo "- $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -n1 | awk '{print "HAProxy " $3}'), portcullis $(git -C "$REPO_DIR" describe --always --dirty 2>/dev/null || echo "(no commit)")"
 	echo "- direct: CPU and RSS columns are the upstream's own; edge row: $EDGE_PATH with routing, metrics, JSON access log to a file; cache row: the plain route with its edge cache on, every measured request a hit (target: ≥ 2× portcullis-plain); tls rows: HTTP/1.1 keep-alive over TLS with the same certificate; pingora-bare: Pingora with no logic (examples/bare_proxy), the ceiling for a Pingora-based gateway"
+	command -v caddy >/dev/null && echo "- caddy $(caddy version 2>/dev/null | awk '{print $1}') (GOMAXPROCS=1)"
+	[[ -x $PINGAP_BIN ]] && echo "- $("$PINGAP_BIN" --version 2>/dev/null | head -n1) (threads = 1)"
+	echo "- peak RSS @N conns: after the row's measured run, wrk -c$RSS_CONNECTIONS -d$RSS_DURATION on the same URL; VmHWM of the proxy's processes"
 	echo "- auth row: the edge row's route with key_auth + jwt (RS256 JWKS file); requests carry one bearer token and no API key"
 	echo "- compressed cache rows (/doc.json, the upstream's 16 KiB JSON): portcullis-cache-json an identity hit, portcullis-cache-gzip a gzip hit (Accept-Encoding: gzip; compressed once on insert), varnish / varnish-gzip the same with Varnish (beresp.do_gzip on the -gzip row); targets: gzip hit ≥ 0.9× identity hit, cache hit ≥ 1.2× Varnish"
 	echo
 	render_table
+	render_targets
 	if ((${#NOTES[@]})); then
 		echo
 		echo "Notes:"
