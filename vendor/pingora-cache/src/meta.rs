@@ -603,7 +603,7 @@ mod internal_meta {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct CacheMetaInner {
     // http header and Internal meta have different ways of serialization, so keep them separated
     pub(crate) internal: InternalMeta,
@@ -614,7 +614,11 @@ pub(crate) struct CacheMetaInner {
 }
 
 /// The cacheable response header and cache metadata
-#[derive(Debug)]
+///
+/// `Clone` lets an in-memory storage keep the metadata it was given and hand out copies on
+/// lookup, instead of serialising it on write and deserialising (zstd-decompressing and
+/// re-parsing the header) on every hit. A clone carries the extensions too.
+#[derive(Debug, Clone)]
 pub struct CacheMeta(pub(crate) Box<CacheMetaInner>);
 
 impl CacheMeta {
