@@ -7,7 +7,7 @@ use pingora_http::RequestHeader;
 use portcullis::config::MatchConfig;
 use portcullis::model::router::{Matcher, Router};
 use portcullis::proxy::forwarding::{add_forwarded, remove_hop_by_hop};
-use portcullis::proxy::trace::{new_request_id, valid_request_id, TraceContext};
+use portcullis::proxy::trace::{new_request_id_value, valid_request_id, TraceContext};
 
 /// 100 routes of the mixes a real edge config has: exact paths, prefixes, regexes, hosts,
 /// method and header conditions.
@@ -59,7 +59,7 @@ fn headers(c: &mut Criterion) {
     group.bench_function("traceparent_continue", |b| {
         b.iter(|| TraceContext::continue_or_start(Some(black_box(incoming)), None).header())
     });
-    group.bench_function("request_id_new", |b| b.iter(new_request_id));
+    group.bench_function("request_id_new", |b| b.iter(new_request_id_value));
     group.bench_function("request_id_validate", |b| {
         b.iter(|| valid_request_id(black_box(b"7f3a2b1c-9d8e-4f00-a1b2-c3d4e5f60718")))
     });

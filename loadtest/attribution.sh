@@ -32,12 +32,17 @@ STAMP="$(date +%Y%m%d-%H%M%S)${TAG:+-$TAG}"
 # Extra arguments of the bare row's examples/bare_proxy.
 read -ra BARE_EXTRA <<<"${BARE_ARGS:-}"
 
-# row: server, config template (portcullis), measured path; the rows of compare.sh.
+# row: server, config template (portcullis), measured path, needs (gzip: every request
+# carries Accept-Encoding: gzip); the rows of compare.sh. The cache rows measure hits only
+# (the warm-up requests fill the cache).
 ROW_TABLE="
 bare   bare        -           /
 plain  portcullis  plain.yaml  /
 edge   portcullis  edge.yaml   /api/v1/items/42
 full   portcullis  full.yaml   /api/v1/items/42
+cache       portcullis  cache.yaml       /
+cache-json  portcullis  cache-gzip.yaml  /doc.json
+cache-gzip  portcullis  cache-gzip.yaml  /doc.json  gzip
 "
 ROWS="${ROWS:-bare plain full}"
 
@@ -82,8 +87,8 @@ callgrind_do() {
 }
 
 run_row() {
-	local row="$1" server conf path
-	read -r server conf path < <(awk -v r="$row" '$1 == r { print $2, $3, $4 }' <<<"$ROW_TABLE")
+	local row="$1" server conf path needs
+	read -r server conf path needs < <(awk -v r="$row" '$1 == r { print $2, $3, $4, $5 }' <<<"$ROW_TABLE")
 	[[ -n $server ]] || die "unknown row $row"
 	local out="$RESULTS_DIR/attribution-$row-$STAMP" port wake header=()
 	if [[ $server == bare ]]; then
@@ -96,6 +101,7 @@ run_row() {
 	else
 		render_conf "$LOADTEST_DIR/conf/$conf" "$WORK/$conf"
 		port=${PORT[listen]}
+		[[ $needs == *gzip* ]] && header=(-H "Accept-Encoding: gzip")
 		if grep -q jwks "$WORK/$conf"; then
 			local token
 			token="$("$FIXTURE_BIN" "$WORK/${conf%.yaml}-jwks.json")" || die "auth_fixture failed"

@@ -150,7 +150,11 @@ impl PluginChain {
             .map_err(|refusal| (FAILURE_LIMIT_RULE, refusal))?;
         let mut refusals = Vec::new();
         for step in group {
-            match step.plugin.request(req, ctx).await {
+            let verdict = match step.plugin.request_now(req, ctx) {
+                Some(verdict) => verdict,
+                None => step.plugin.request(req, ctx).await,
+            };
+            match verdict {
                 Ok(()) => return Ok(step.name),
                 // Credentials the upstream could read differently end the group: no
                 // other plugin may accept the request.
@@ -245,7 +249,10 @@ async fn run_until_answered(
         let start = (step.phase == Phase::RateLimit)
             .then(|| ctx.times.now())
             .flatten();
-        let verdict = step.plugin.request(req, ctx).await;
+        let verdict = match step.plugin.request_now(req, ctx) {
+            Some(verdict) => verdict,
+            None => step.plugin.request(req, ctx).await,
+        };
         if let Some(start) = start {
             // Several rate_limit steps (global and route) make one phase.
             let began = ctx.times.rate_limit.map_or(start, |phase| phase.start);
@@ -294,6 +301,33 @@ mod tests {
                 None => Ok(()),
                 Some(refusal) => Err(refusal.clone()),
             }
+        }
+    }
+
+    /// A plugin that decides now (`Some`) or only when awaited (`None`: refuses then).
+    struct NowOrLater(Option<Result<(), Rejection>>);
+
+    #[async_trait::async_trait]
+    impl Plugin for NowOrLater {
+        async fn request(&self, _: &mut RequestHeader, _: &mut PluginCtx) -> Result<(), Rejection> {
+            assert!(self.0.is_none(), "awaited although it decided now");
+            Err(Rejection::new(ErrorCode::Forbidden, "decided later"))
+        }
+
+        fn request_now(
+            &self,
+            _: &mut RequestHeader,
+            _: &mut PluginCtx,
+        ) -> Option<Result<(), Rejection>> {
+            self.0.clone()
+        }
+    }
+
+    fn now_or_later(phase: Phase, verdict: Option<Result<(), Rejection>>) -> Step {
+        Step {
+            name: "now_or_later",
+            phase,
+            plugin: Arc::new(NowOrLater(verdict)),
         }
     }
 
@@ -450,5 +484,25 @@ mod tests {
         let counted_before = counted.0.lock().expect("lock").len();
         assert!(run(&open).await.is_ok());
         assert_eq!(counted.0.lock().expect("lock").len(), counted_before);
+    }
+
+    #[tokio::test]
+    async fn a_verdict_given_now_is_not_awaited_and_one_that_waits_is() {
+        let telemetry = Arc::new(Counted::default());
+        for phase in [Phase::Auth, Phase::RateLimit] {
+            let now = chain(vec![now_or_later(phase, Some(Ok(())))], &telemetry, 10);
+            assert!(run(&now).await.is_ok());
+            let refused = Rejection::new(ErrorCode::RateLimited, "now");
+            let now = chain(
+                vec![now_or_later(phase, Some(Err(refused)))],
+                &telemetry,
+                10,
+            );
+            let verdict = run(&now).await;
+            assert_eq!(verdict.map_err(|r| r.code), Err(ErrorCode::RateLimited));
+            let later = chain(vec![now_or_later(phase, None)], &telemetry, 10);
+            let verdict = run(&later).await;
+            assert_eq!(verdict.map_err(|r| r.code), Err(ErrorCode::Forbidden));
+        }
     }
 }

@@ -124,9 +124,9 @@ impl Entry for ConcurrencyLimit {
     }
 }
 
-#[async_trait::async_trait]
-impl Plugin for ConcurrencyLimit {
-    async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+impl ConcurrencyLimit {
+    /// The request hook's verdict; never waits.
+    fn decide(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let mut key = Vec::with_capacity(64);
         write_counter_key(&self.key, self.route_level, req, ctx, &mut key);
         match self.in_flight.try_acquire(&key, self.max) {
@@ -140,6 +140,16 @@ impl Plugin for ConcurrencyLimit {
             )
             .retry_after(1)),
         }
+    }
+}
+
+impl Plugin for ConcurrencyLimit {
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        Some(self.decide(req, ctx))
     }
 }
 

@@ -258,9 +258,9 @@ impl Cors {
     }
 }
 
-#[async_trait::async_trait]
-impl Plugin for Cors {
-    async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+impl Cors {
+    /// The request hook's verdict; never waits.
+    fn decide(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let Some(origin) = req.headers.get(ORIGIN).cloned() else {
             return Ok(()); // not a cross-origin request
         };
@@ -286,6 +286,16 @@ impl Plugin for Cors {
             }
         }
         Ok(())
+    }
+}
+
+impl Plugin for Cors {
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        Some(self.decide(req, ctx))
     }
 }
 

@@ -102,13 +102,9 @@ impl Entry for IpRestriction {
     }
 }
 
-#[async_trait::async_trait]
-impl Plugin for IpRestriction {
-    async fn request(
-        &self,
-        _req: &mut RequestHeader,
-        ctx: &mut PluginCtx,
-    ) -> Result<(), Rejection> {
+impl IpRestriction {
+    /// The request hook's verdict; never waits.
+    fn decide(&self, _req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         if self.rules.permits(ctx.client_ip) {
             Ok(())
         } else {
@@ -117,6 +113,16 @@ impl Plugin for IpRestriction {
                 "client address not allowed on this route",
             ))
         }
+    }
+}
+
+impl Plugin for IpRestriction {
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        Some(self.decide(req, ctx))
     }
 }
 

@@ -92,9 +92,19 @@ impl KeyAuth {
     }
 }
 
-#[async_trait::async_trait]
 impl Plugin for KeyAuth {
-    async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        Some(self.authenticate(req, ctx))
+    }
+}
+
+impl KeyAuth {
+    /// The key's consumer, or the refusal; never waits.
+    fn authenticate(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let key = self.key(req)?;
         // Hidden whatever the outcome: a key never reaches the upstream, even when
         // another auth plugin of the route accepts the request.

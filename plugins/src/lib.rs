@@ -94,13 +94,21 @@ pub trait Entry: Plugin + Sized + 'static {
 #[async_trait]
 pub trait Plugin: Send + Sync {
     /// Request phase, after routing. Returning a [`Rejection`] ends the request with that
-    /// error response; nothing is proxied.
-    async fn request(
+    /// error response; nothing is proxied. By default, [`Plugin::request_now`]'s verdict.
+    async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+        self.request_now(req, ctx).unwrap_or(Ok(()))
+    }
+
+    /// The request phase without waiting: `Some(verdict)` when the plugin can decide this
+    /// request now, and the chain then skips [`Plugin::request`] (and the boxed future
+    /// every call of it costs); `None`, with nothing done, when it may have to wait (a
+    /// Redis round trip, a key fetch).
+    fn request_now(
         &self,
         _req: &mut RequestHeader,
         _ctx: &mut PluginCtx,
-    ) -> Result<(), Rejection> {
-        Ok(())
+    ) -> Option<Result<(), Rejection>> {
+        None
     }
 
     /// Called for each chunk of the request body as it streams through; `total` is the

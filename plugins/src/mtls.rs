@@ -47,9 +47,9 @@ fn refusal(reason: &'static str, message: &str) -> Rejection {
     Rejection::new(ErrorCode::Unauthorized, message).auth_failure(reason)
 }
 
-#[async_trait::async_trait]
-impl Plugin for Mtls {
-    async fn request(&self, _: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
+impl Mtls {
+    /// The request hook's verdict; never waits.
+    fn decide(&self, _: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         let Some(cert) = &ctx.client_cert else {
             return Err(refusal(
                 MISSING,
@@ -75,6 +75,16 @@ impl Plugin for Mtls {
         ctx.consumer = Some(Arc::clone(&consumer.id));
         ctx.consumer_tier = consumer.tier.clone();
         Ok(())
+    }
+}
+
+impl Plugin for Mtls {
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        Some(self.decide(req, ctx))
     }
 }
 

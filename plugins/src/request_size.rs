@@ -63,13 +63,9 @@ impl RequestSize {
     }
 }
 
-#[async_trait::async_trait]
-impl Plugin for RequestSize {
-    async fn request(
-        &self,
-        req: &mut RequestHeader,
-        _ctx: &mut PluginCtx,
-    ) -> Result<(), Rejection> {
+impl RequestSize {
+    /// The request hook's verdict; never waits.
+    fn decide(&self, req: &mut RequestHeader, _ctx: &mut PluginCtx) -> Result<(), Rejection> {
         if let Some(limit) = self.max_headers {
             if req.headers.len() > limit {
                 return Err(Rejection::new(
@@ -97,6 +93,16 @@ impl Plugin for RequestSize {
             }
         }
         Ok(())
+    }
+}
+
+impl Plugin for RequestSize {
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        Some(self.decide(req, ctx))
     }
 
     fn request_body(&self, total: u64, _ctx: &mut PluginCtx) -> Result<(), Rejection> {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
 use pingora::protocols::http::compression::Algorithm;
 use portcullis_plugins::{ErrorCode, PluginCtx, Rejection};
 
@@ -36,8 +37,9 @@ pub struct RequestCtx {
     /// Whether the connection's peer is a trusted proxy (`server.trusted_proxies`), whose
     /// `X-Forwarded-Host` and other `X-Forwarded-*` headers are kept; a client's never are.
     pub peer_trusted: bool,
-    /// The request id (kept from the client or generated).
-    pub request_id: String,
+    /// The request id (kept from the client or generated): one value shared by the
+    /// upstream request, the response and the access log.
+    pub request_id: HeaderValue,
     /// The W3C trace context.
     pub trace: Option<TraceContext>,
     /// When the phases ran, for an exported trace only (boxed: most requests have none).
@@ -103,7 +105,7 @@ impl RequestCtx {
             strip_len: None,
             client_target: None,
             peer_trusted: false,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             trace: None,
             spans: None,
             plugins: PluginCtx::default(),
@@ -128,6 +130,14 @@ impl RequestCtx {
             websocket: None,
             mirror: None,
         }
+    }
+}
+
+impl RequestCtx {
+    /// The request id as text (empty before the request was identified).
+    pub fn request_id(&self) -> &str {
+        // Always visible ASCII: a checked client id or hex digits.
+        self.request_id.to_str().unwrap_or_default()
     }
 }
 

@@ -114,7 +114,10 @@ pub(super) fn rejection_for(e: &Error, ctx: &RequestCtx) -> Rejection {
             ),
             ErrorSource::Downstream => (ErrorCode::BadRequest, "malformed request".to_string()),
             ErrorSource::Internal | ErrorSource::Unset => {
-                log::error!("request {} failed inside the gateway: {e}", ctx.request_id);
+                log::error!(
+                    "request {} failed inside the gateway: {e}",
+                    ctx.request_id()
+                );
                 (ErrorCode::Internal, "internal error".to_string())
             }
         },

@@ -13,6 +13,7 @@ use pingora_http::RequestHeader;
 use portcullis_plugins::lookalike::remove_lookalikes;
 
 use super::context::RequestCtx;
+use super::trace::TraceContext;
 use crate::model::gateway::RouteAction;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -59,12 +60,17 @@ pub(super) fn rewrite(
     if let Some(gateway) = &ctx.gateway {
         req.insert_header(
             gateway.tracing.request_id_header.clone(),
-            ctx.request_id.as_str(),
+            ctx.request_id.clone(),
         )?;
     }
     let propagate = ctx.gateway.as_ref().is_some_and(|g| g.tracing.traceparent);
-    if let Some(trace) = ctx.trace.as_ref().filter(|_| propagate) {
-        req.insert_header(TRACEPARENT, trace.header())?;
+    if let Some(traceparent) = ctx
+        .trace
+        .as_ref()
+        .filter(|_| propagate)
+        .and_then(TraceContext::header)
+    {
+        req.insert_header(TRACEPARENT, traceparent)?;
     }
     req.remove_header(&VARIANT);
     if let Some(variant) = ctx.variant.filter(|_| has_canary(ctx)) {

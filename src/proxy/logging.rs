@@ -1,7 +1,7 @@
 //! The request's record, written once it is done: the metrics it counts in (and its
 //! route's plugins' and cache's), and its access log line.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pingora::proxy::Session;
 use portcullis_plugins::ErrorCode;
@@ -67,13 +67,13 @@ fn entry<'a>(
 ) -> Entry<'a> {
     let req = session.req_header();
     Entry {
-        ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        request_id: &ctx.request_id,
+        ts: SystemTime::now(),
+        request_id: ctx.request_id(),
         trace_id: ctx
             .trace
             .as_ref()
             .map_or("", |trace| trace.trace_id.as_str()),
-        client_ip: ctx.plugins.client_ip.map(|ip| ip.to_string()),
+        client_ip: ctx.plugins.client_ip,
         method: req.method.as_str(),
         host: request_host(req),
         path: req.uri.path(),

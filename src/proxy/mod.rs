@@ -586,8 +586,11 @@ impl ProxyHttp for Proxy {
 
     /// A request head Pingora could not read still gets a JSON error, with a request id.
     fn invalid_request_response(&self, e: &Error) -> Option<(ResponseHeader, Bytes)> {
-        let request_id = trace::new_request_id();
-        let (mut header, body) = error_response(&errors::unreadable_request(e), &request_id);
+        let request_id = trace::new_request_id_value();
+        let (mut header, body) = error_response(
+            &errors::unreadable_request(e),
+            request_id.to_str().unwrap_or_default(),
+        );
         let id_header = self.state.gateway().tracing.request_id_header.clone();
         header.insert_header(id_header, request_id).ok()?;
         Some((header, body))

@@ -18,7 +18,7 @@ pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     if let Some(gateway) = &ctx.gateway {
         let _ = resp.insert_header(
             gateway.tracing.request_id_header.clone(),
-            ctx.request_id.as_str(),
+            ctx.request_id.clone(),
         );
     }
     if let Some(cache) = ctx.cache {
@@ -52,7 +52,7 @@ pub(super) async fn reject(
             .await?;
         return Ok(true);
     }
-    let (header, body) = error_response(&rejection, &ctx.request_id);
+    let (header, body) = error_response(&rejection, ctx.request_id());
     send(session, ctx, header, body).await
 }
 

@@ -89,8 +89,8 @@ pub fn export(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duratio
         return;
     };
     let (Ok(trace_id), Ok(server_id)) = (
-        TraceId::from_hex(&trace.trace_id),
-        SpanId::from_hex(&trace.span_id),
+        TraceId::from_hex(trace.trace_id.as_str()),
+        SpanId::from_hex(trace.span_id.as_str()),
     ) else {
         return;
     };
@@ -106,7 +106,7 @@ pub fn export(session: &Session, ctx: &RequestCtx, status: u16, elapsed: Duratio
     let mut attributes = vec![
         KeyValue::new("http.request.method", method.clone()),
         KeyValue::new("url.path", req.uri.path().to_string()),
-        KeyValue::new("portcullis.request_id", ctx.request_id.clone()),
+        KeyValue::new("portcullis.request_id", ctx.request_id().to_string()),
     ];
     if let Some(route) = &route {
         attributes.push(KeyValue::new("http.route", route.clone()));

@@ -110,12 +110,17 @@ impl Jwt {
             }
             verified => verified?,
         };
+        Self::accept(&verified, ctx);
+        Ok(())
+    }
+
+    /// Records the verified token's consumer and claims.
+    fn accept(verified: &Verified, ctx: &mut PluginCtx) {
         if let Some(consumer) = &verified.consumer {
             ctx.consumer = Some(Arc::clone(&consumer.id));
             ctx.consumer_tier = consumer.tier.clone();
         }
         ctx.claims = Some(Arc::clone(&verified.claims));
-        Ok(())
     }
 
     /// The key set in service.
@@ -170,6 +175,42 @@ impl Plugin for Jwt {
             ));
         };
         self.authenticate(&token, ctx).await
+    }
+
+    /// Decided now unless the token names a key the remote set lacks (a rotation, which
+    /// waits for a refetch in [`Plugin::request`]).
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        let token = match self.token(req) {
+            Ok(Some(token)) => token,
+            Ok(None) => {
+                return Some(Err(auth::bearer_refusal(
+                    auth::MISSING,
+                    "a bearer token is required",
+                )))
+            }
+            Err(refusal) => return Some(Err(refusal)),
+        };
+        let keys = match self.keys() {
+            Ok(keys) => keys,
+            Err(refusal) => return Some(Err(refusal)),
+        };
+        match self.verified(&token, &keys) {
+            Err(refusal)
+                if refusal.auth_reason == Some(UNKNOWN_KID)
+                    && matches!(self.keys, KeySource::Remote(_)) =>
+            {
+                None
+            }
+            Err(refusal) => Some(Err(refusal)),
+            Ok(verified) => {
+                Self::accept(&verified, ctx);
+                Some(Ok(()))
+            }
+        }
     }
 
     /// Inbound copies of the `claims_to_headers` headers (underscored look-alikes

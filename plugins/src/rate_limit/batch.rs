@@ -110,6 +110,23 @@ pub enum Verdict {
     BackendDown,
 }
 
+/// [`count`] when every rule counts locally, which never waits; `None` when a rule
+/// counts in Redis.
+pub fn count_local(rules: &[Rule], keys: &Keys, tier: Option<&str>) -> Option<Verdict> {
+    if rules
+        .iter()
+        .any(|rule| matches!(rule.store, Store::Redis(_)))
+    {
+        return None;
+    }
+    let stages = Stages { rules, keys, tier };
+    let mut outcomes = Vec::with_capacity(rules.len());
+    Some(match stages.count_local(&mut outcomes) {
+        Ok(_) => Verdict::Counted(outcomes),
+        Err(verdict) => verdict,
+    })
+}
+
 /// Counts one request under `rules` (whose keys are `keys`), in every rule or in none.
 pub async fn count(
     rules: &[Rule],

@@ -190,6 +190,8 @@ pub struct RateLimit {
     /// Route-level rules count per route (their key values are prefixed by the route);
     /// rules of the global `plugins` section share their counters across every route.
     route_level: bool,
+    /// Some rule counts in Redis: the request hook may wait.
+    in_redis: bool,
     telemetry: Arc<dyn Telemetry>,
 }
 
@@ -226,9 +228,13 @@ impl Entry for RateLimit {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let in_redis = rules
+            .iter()
+            .any(|rule| matches!(rule.store, Store::Redis(_)));
         Ok(Self {
             rules,
             route_level: level == Level::Route,
+            in_redis,
             telemetry: Arc::clone(&env.telemetry),
         })
     }
@@ -418,12 +424,7 @@ fn closer(candidate: &Outcome, current: &Outcome) -> bool {
 #[async_trait::async_trait]
 impl Plugin for RateLimit {
     async fn request(&self, req: &mut RequestHeader, ctx: &mut PluginCtx) -> Result<(), Rejection> {
-        let mut keys = batch::Keys::default();
-        let mut key = Vec::with_capacity(64);
-        for rule in &self.rules {
-            write_counter_key(&rule.key, self.route_level, req, ctx, &mut key);
-            keys.push(&key);
-        }
+        let keys = self.keys(req, ctx);
         let verdict = batch::count(
             &self.rules,
             &keys,
@@ -432,6 +433,45 @@ impl Plugin for RateLimit {
             &mut ctx.times,
         )
         .await;
+        self.conclude(verdict, ctx)
+    }
+
+    /// Rules that all count locally decide without waiting.
+    fn request_now(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Option<Result<(), Rejection>> {
+        if self.in_redis {
+            return None;
+        }
+        let keys = self.keys(req, ctx);
+        let verdict = batch::count_local(&self.rules, &keys, ctx.consumer_tier.as_deref())?;
+        Some(self.conclude(verdict, ctx))
+    }
+
+    fn response(&self, resp: &mut ResponseHeader, ctx: &mut PluginCtx) {
+        if let Some(headers) = ctx.extensions.get::<RateLimitHeaders>() {
+            headers.apply(resp);
+        }
+    }
+}
+
+impl RateLimit {
+    /// The counter key of each rule for this request.
+    fn keys(&self, req: &RequestHeader, ctx: &PluginCtx) -> batch::Keys {
+        let mut keys = batch::Keys::default();
+        let mut key = Vec::with_capacity(64);
+        for rule in &self.rules {
+            write_counter_key(&rule.key, self.route_level, req, ctx, &mut key);
+            keys.push(&key);
+        }
+        keys
+    }
+
+    /// The request's fate from the rules' verdict: headers for the response of the rule
+    /// closest to its limit, or the refusal.
+    fn conclude(&self, verdict: batch::Verdict, ctx: &mut PluginCtx) -> Result<(), Rejection> {
         match verdict {
             batch::Verdict::Counted(outcomes) => {
                 let closest = outcomes
@@ -479,12 +519,6 @@ impl Plugin for RateLimit {
                 "the rate-limit backend is unavailable",
             )
             .retry_after(1)),
-        }
-    }
-
-    fn response(&self, resp: &mut ResponseHeader, ctx: &mut PluginCtx) {
-        if let Some(headers) = ctx.extensions.get::<RateLimitHeaders>() {
-            headers.apply(resp);
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
 use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
@@ -17,7 +18,7 @@ use super::discovery::{
 use super::health::{build_health_check, ActiveHealth};
 use super::least_request::{LeastRequest, PeakEwmaCost, PowerOfTwoChoices};
 use super::protocol;
-use super::{Balancer, OutlierPolicy, RetryBudget, RetryPolicy, TargetState, Upstream};
+use super::{Balancer, Choice, OutlierPolicy, RetryBudget, RetryPolicy, TargetState, Upstream};
 use crate::config::{noted, verdict, Problem};
 use crate::config::{
     DiscoveryConfig, LoadBalancing, RetriesConfig, RetryCondition, UpstreamConfig,
@@ -220,9 +221,12 @@ pub fn compile_upstream(
             PeakEwmaCost,
         )),
     };
+    let choice = ArcSwap::from_pointee(Choice::of(&balancer.members()));
     Ok(Upstream {
         name: name.into(),
         balancer,
+        choice,
+        round_robin: config.load_balancing == LoadBalancing::RoundRobin,
         discovery,
         hash_on,
         retries,

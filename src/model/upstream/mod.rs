@@ -12,11 +12,13 @@ mod peak_ewma;
 mod protocol;
 mod retry_budget;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
 use portcullis_plugins::RequestKey;
@@ -130,6 +132,11 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// The pool's members (literal and discovered targets), health and selection.
     balancer: Box<dyn Balancer>,
+    /// The members as an array, replaced whenever the membership changes: a one-target
+    /// pool, and round robin, choose from it without the balancer.
+    choice: ArcSwap<Choice>,
+    /// `load_balancing: round_robin`.
+    round_robin: bool,
     /// DNS discovery of hostname targets, when the pool has any.
     pub discovery: Option<Discovery>,
     /// The balancing key.
@@ -155,6 +162,60 @@ pub struct Upstream {
     panic: AtomicBool,
     panic_gauge: IntGauge,
     panic_entered: IntCounter,
+}
+
+/// The pool's members in the balancer's order (by address), for the choices that need
+/// no `LoadBalancer::select` (which builds a `HashSet`, a boxed iterator and clones of
+/// the chosen `Backend` on every call).
+struct Choice {
+    targets: Box<[Arc<Target>]>,
+    /// Round robin: each target's index repeated by its weight, as pingora's `Weighted`
+    /// lays them out.
+    weighted: Box<[u16]>,
+    /// Round robin's counter, restarted with each membership as pingora's is.
+    next: AtomicUsize,
+}
+
+/// Bound on the targets visited per round-robin choice (the balancer's bound).
+const MAX_ITERATIONS: usize = 256;
+
+impl Choice {
+    fn of(members: &BTreeSet<Backend>) -> Self {
+        let targets: Box<[Arc<Target>]> = members.iter().filter_map(target_of).cloned().collect();
+        // Pingora's `Weighted` holds at most 2^16 backends; a larger pool (not
+        // configurable: 1024 addresses per name at most) keeps the balancer.
+        let weighted = if targets.len() <= usize::from(u16::MAX) {
+            (0u16..)
+                .zip(targets.iter())
+                .flat_map(|(index, target)| std::iter::repeat_n(index, target.weight as usize))
+                .collect()
+        } else {
+            Box::default()
+        };
+        Self {
+            targets,
+            weighted,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Pingora's weighted round robin: the first candidate from the weighted slots, the
+    /// next ones from the targets, each step advancing the shared counter.
+    fn round_robin(&self, accept: impl Fn(&Arc<Target>) -> bool) -> Option<&Arc<Target>> {
+        if self.weighted.is_empty() {
+            return None;
+        }
+        let first = self.next.fetch_add(1, Ordering::Relaxed) % self.weighted.len();
+        let mut candidate = &self.targets[usize::from(self.weighted[first])];
+        for _ in 0..MAX_ITERATIONS {
+            if accept(candidate) {
+                return Some(candidate);
+            }
+            let next = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+            candidate = &self.targets[next];
+        }
+        None
+    }
 }
 
 /// A slot in an upstream's bulkhead, released when dropped (on every path: success, error
@@ -276,17 +337,14 @@ impl Upstream {
         // Each pass either succeeds or adds a bit to `skip` (a probe taken by a
         // concurrent request): 65 passes cover every bit, so this ends.
         for _ in 0..=64 {
-            let accept = |backend: &Backend, healthy: bool| {
+            let accept = |target: &Target, healthy: bool| {
                 healthy
-                    && target_of(backend).is_some_and(|target| {
-                        skip & bit(target.slot) == 0
-                            && self.availability(target) != Availability::Ejected
-                    })
+                    && skip & bit(target.slot) == 0
+                    && self.availability(target) != Availability::Ejected
             };
-            let backend = self.balancer.select(key, &accept)?;
-            let target = target_of(&backend)?;
+            let target = self.choose(key, &accept)?;
             let state = &target.state;
-            let probe = match self.availability(target) {
+            let probe = match self.availability(&target) {
                 Availability::InService => false,
                 Availability::ProbeDue if state.outlier.claim_probe() => true,
                 _ => {
@@ -297,7 +355,7 @@ impl Upstream {
             state.in_flight.fetch_add(1, Ordering::Relaxed);
             return Some(TargetSlot {
                 upstream: Arc::clone(self),
-                target: Arc::clone(target),
+                target,
                 probe,
                 recorded: false,
             });
@@ -305,17 +363,37 @@ impl Upstream {
         None
     }
 
+    /// The first target, in the pool's balancing order for `key`, that `accept` takes
+    /// (it also receives the target's active-health verdict). A one-target pool and
+    /// round robin choose from the member array; the other algorithms ask the balancer.
+    fn choose(&self, key: &[u8], accept: &dyn Fn(&Target, bool) -> bool) -> Option<Arc<Target>> {
+        let choice = self.choice.load();
+        let accept_target =
+            |target: &Arc<Target>| accept(target, self.balancer.healthy(&target.backend));
+        match &*choice.targets {
+            [] => return None,
+            // Every algorithm's only candidate.
+            [only] => return accept_target(only).then(|| Arc::clone(only)),
+            _ if self.round_robin && !choice.weighted.is_empty() => {
+                return choice.round_robin(accept_target).cloned();
+            }
+            _ => {}
+        }
+        let accept_backend = |backend: &Backend, healthy: bool| {
+            target_of(backend).is_some_and(|target| accept(target, healthy))
+        };
+        let backend = self.balancer.select(key, &accept_backend)?;
+        target_of(&backend).cloned()
+    }
+
     /// Panic mode: any target not yet tried, whatever its health or ejection.
     fn select_in_panic(self: &Arc<Self>, key: &[u8], tried: u64) -> Option<TargetSlot> {
-        let accept = |backend: &Backend, _healthy: bool| {
-            target_of(backend).is_some_and(|target| tried & bit(target.slot) == 0)
-        };
-        let backend = self.balancer.select(key, &accept)?;
-        let target = target_of(&backend)?;
+        let accept = |target: &Target, _healthy: bool| tried & bit(target.slot) == 0;
+        let target = self.choose(key, &accept)?;
         target.state.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(TargetSlot {
             upstream: Arc::clone(self),
-            target: Arc::clone(target),
+            target,
             probe: false,
             recorded: false,
         })
@@ -374,7 +452,11 @@ impl Upstream {
     /// Re-reads the pool's membership from its discovery (after a DNS pass): added
     /// targets start taking traffic, removed ones take no new requests.
     pub async fn refresh_members(&self) -> pingora_error::Result<()> {
-        self.balancer.update().await
+        let updated = self.balancer.update().await;
+        // Read back whatever the balancer now holds (a concurrent refresh included).
+        self.choice
+            .store(Arc::new(Choice::of(&self.balancer.members())));
+        updated
     }
 
     /// Whether active health checks consider the target healthy (always true without them).
@@ -482,4 +564,99 @@ pub fn test_pool(name: &str) -> Upstream {
         &portcullis_plugins::Retained::fresh(),
     )
     .unwrap_or_else(|problems| panic!("test pool: {problems:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use pingora::lb::discovery::Static;
+    use pingora::lb::selection::RoundRobin;
+    use pingora::lb::{Backends, LoadBalancer};
+
+    use super::*;
+
+    fn pool(yaml: &str) -> Arc<Upstream> {
+        let config: crate::config::UpstreamConfig =
+            serde_yaml::from_str(yaml).expect("valid test pool");
+        let metrics = crate::telemetry::metrics::Metrics::new();
+        let retained = portcullis_plugins::Retained::fresh();
+        let pool = compile_upstream("t", &config, "t", &metrics, &retained);
+        Arc::new(pool.unwrap_or_else(|problems| panic!("test pool: {problems:?}")))
+    }
+
+    /// pingora-load-balancing's weighted round robin over the same members.
+    fn reference(pool: &Upstream) -> LoadBalancer<RoundRobin> {
+        let members = Static::new((*pool.balancer.members()).clone());
+        let balancer = LoadBalancer::from_backends(Backends::new(members));
+        {
+            let mut update = std::pin::pin!(balancer.update());
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(update.as_mut().poll(&mut context).is_ready());
+        }
+        balancer
+    }
+
+    #[test]
+    fn round_robin_chooses_what_pingoras_weighted_round_robin_chooses() {
+        let pool = pool(
+            "targets: [{address: 127.0.0.1:9003, weight: 2}, {address: 127.0.0.1:9001}, \
+             {address: 127.0.0.1:9002, weight: 3}]\nload_balancing: round_robin",
+        );
+        let reference = reference(&pool);
+        let choice = pool.choice.load();
+        assert_eq!(choice.targets.len(), 3);
+        let refused: [Option<u16>; 3] = [None, Some(9002), Some(9001)];
+        for refused in refused {
+            for _ in 0..100 {
+                let ours = choice
+                    .round_robin(|target| Some(target.address.port()) != refused)
+                    .map(|target| target.address);
+                let theirs = reference
+                    .select_with(b"", MAX_ITERATIONS, |backend, _| {
+                        backend.addr.as_inet().map(|addr| addr.port()) != refused
+                    })
+                    .map(|backend| backend.addr);
+                assert_eq!(ours, theirs.and_then(|addr| addr.as_inet().copied()));
+            }
+        }
+        // Nothing acceptable: both give up.
+        assert!(choice.round_robin(|_| false).is_none());
+    }
+
+    #[test]
+    fn one_target_pools_choose_their_target_unless_tried_or_refused() {
+        for algorithm in ["round_robin", "random", "least_request", "peak_ewma"] {
+            let pool = pool(&format!(
+                "targets: [{{address: 127.0.0.1:9001}}]\nload_balancing: {algorithm}"
+            ));
+            let slot = pool.select(b"", 0).expect("the only target");
+            assert_eq!(slot.target().address.port(), 9001);
+            assert_eq!(slot.target().state.in_flight.load(Ordering::Relaxed), 1);
+            let tried = slot.tried_bit();
+            drop(slot);
+            assert!(pool.select(b"", tried).is_none(), "{algorithm}");
+        }
+        let hashed = pool(
+            "targets: [{address: 127.0.0.1:9001}]\nload_balancing: consistent_hash\n\
+             hash_on: header:x-user",
+        );
+        assert!(hashed.select(b"user-1", 0).is_some());
+    }
+
+    #[test]
+    fn the_member_array_follows_the_balancers_members() {
+        let pool = pool("targets: [{address: 127.0.0.1:9001}, {address: 127.0.0.1:9002}]");
+        let addresses: Vec<_> = pool
+            .choice
+            .load()
+            .targets
+            .iter()
+            .map(|t| t.address)
+            .collect();
+        let members: Vec<_> = pool.targets().iter().map(|t| t.address).collect();
+        assert_eq!(addresses, members);
+        let weighted = &pool.choice.load().weighted;
+        assert_eq!(&weighted[..], &[0, 1]);
+    }
 }
