@@ -58,9 +58,23 @@ fn class(size: usize) -> usize {
     (usize::BITS - size.saturating_sub(1).leading_zeros()).min(CLASSES as u32 - 1) as usize
 }
 
+/// Live bytes in all, and the most there were since the last [`reset_peak`].
+static LIVE_TOTAL: AtomicI64 = AtomicI64::new(0);
+static PEAK: AtomicI64 = AtomicI64::new(0);
+
 fn live(size: usize, blocks: i64) {
     LIVE[class(size)].fetch_add(blocks, Relaxed);
     LIVE_BYTES[class(size)].fetch_add(blocks * size as i64, Relaxed);
+    let delta = blocks * size as i64;
+    let total = LIVE_TOTAL.fetch_add(delta, Relaxed) + delta;
+    PEAK.fetch_max(total, Relaxed);
+}
+
+/// Starts a new peak at the live bytes of now, and returns them.
+fn reset_peak() -> i64 {
+    let now = LIVE_TOTAL.load(Relaxed);
+    PEAK.store(now, Relaxed);
+    now
 }
 
 thread_local! {
@@ -235,11 +249,13 @@ fn idle_connections(args: &Args, listen: &str, request: &[u8]) -> Result<(), Str
     let before = live_snapshot();
     let rss_before = rss_kib();
     let mut idle = Client::open(listen, args.idle, request)?;
+    let live_before_requests = reset_peak();
     if args.concurrent {
         idle.concurrent_round()?;
     } else {
         idle.send(args.idle as u64)?;
     }
+    let peak = PEAK.load(Relaxed) - live_before_requests;
     // Let the gateway settle (pool returns, timers) before looking.
     std::thread::sleep(Duration::from_secs(2));
     let after = live_snapshot();
@@ -271,6 +287,10 @@ fn idle_connections(args: &Args, listen: &str, request: &[u8]) -> Result<(), Str
         }
     }
     println!("| total | | {:.0} |", total as f64 / n);
+    println!(
+        "peak heap while the requests ran: +{:.0} bytes/conn over the open connections",
+        peak as f64 / n
+    );
     println!(
         "process RSS +{:.1} KiB/conn (includes this process's client and upstream)",
         (rss_kib() - rss_before) as f64 / n

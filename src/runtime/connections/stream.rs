@@ -146,4 +146,8 @@ impl Peek for TimedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
+
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        self.inner.poll_read_ready(cx)
+    }
 }

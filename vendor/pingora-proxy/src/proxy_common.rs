@@ -175,7 +175,28 @@ impl ConnectionNominations {
     }
 }
 
+fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        KEEP_ALIVE
+            | PROXY_CONNECTION
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "connection"
+            | "upgrade"
+            | HTTP2_SETTINGS
+    )
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    // Most requests carry none of them: one pass over the names they do carry is cheaper
+    // than ten hashed look-ups.
+    if !req.headers.keys().any(is_standard_hop_by_hop) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -183,6 +204,12 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(&header::TE);
     req.remove_header(&header::TRAILER);
     req.remove_header(&header::TRANSFER_ENCODING);
+    req.remove_header(&header::CONNECTION);
+    req.remove_header(&header::UPGRADE);
+    req.remove_header(HTTP2_SETTINGS);
+}
+
+fn strip_upgrade_headers(req: &mut RequestHeader) {
     req.remove_header(&header::CONNECTION);
     req.remove_header(&header::UPGRADE);
     req.remove_header(HTTP2_SETTINGS);
@@ -358,20 +385,22 @@ pub(crate) fn sanitize_h1_upstream_request(
         strip_standard_hop_by_hop_headers(req);
     }
 
+    // The standard hop-by-hop fields include the upgrade ones: nothing is left to remove.
+    let strip_upgrade = !policy.strip_hop_by_hop;
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if strip_upgrade {
+                strip_upgrade_headers(req);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
         H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if strip_upgrade {
+                strip_upgrade_headers(req);
+            }
         }
         H1UpgradePolicy::Preserve => {}
     }
@@ -559,6 +588,68 @@ mod tests {
                 .unwrap();
         }
         request
+    }
+
+    const STANDARD_HOP_BY_HOP: [&str; 10] = [
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Proxy-Authenticate",
+        "PROXY-AUTHORIZATION",
+        "te",
+        "Trailer",
+        "Transfer-Encoding",
+        "Connection",
+        "Upgrade",
+        "HTTP2-Settings",
+    ];
+
+    /// The fields as they would be written, in order (both header maps agree).
+    fn wire_lowercase(request: &RequestHeader) -> String {
+        let mut wire = Vec::new();
+        request.header_to_h1_wire(&mut wire);
+        String::from_utf8(wire).unwrap().to_ascii_lowercase()
+    }
+
+    #[test]
+    fn every_standard_hop_by_hop_field_is_stripped_alone_or_together() {
+        for name in STANDARD_HOP_BY_HOP {
+            let mut request =
+                request_with_headers(&[("Host", "a"), (name, "x"), ("X-Keep", "1"), (name, "y")]);
+            strip_standard_hop_by_hop_headers(&mut request);
+            assert!(request.headers.get(name).is_none(), "{name}");
+            assert_eq!(request.headers.len(), 2, "{name}");
+            assert_eq!(
+                wire_lowercase(&request),
+                "host: a\r\nx-keep: 1\r\n",
+                "{name}"
+            );
+        }
+
+        let all: Vec<_> = STANDARD_HOP_BY_HOP
+            .iter()
+            .map(|name| (*name, "v"))
+            .collect();
+        let mut request = request_with_headers(&all);
+        request.append_header("X-Keep", "1").unwrap();
+        strip_standard_hop_by_hop_headers(&mut request);
+        assert_eq!(request.headers.len(), 1);
+        assert_eq!(request.headers["x-keep"], "1");
+    }
+
+    #[test]
+    fn a_request_without_hop_by_hop_fields_is_left_as_it_is() {
+        let headers = [
+            ("Host", "a"),
+            ("Keep", "1"),
+            ("X-Upgrade", "2"),
+            ("Tee", "3"),
+        ];
+        let mut request = request_with_headers(&headers);
+        strip_standard_hop_by_hop_headers(&mut request);
+        assert_eq!(
+            wire_lowercase(&request),
+            "host: a\r\nkeep: 1\r\nx-upgrade: 2\r\ntee: 3\r\n"
+        );
     }
 
     #[test]
