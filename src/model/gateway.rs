@@ -105,8 +105,21 @@ pub struct Tracing {
     pub traceparent: bool,
     /// The request id header name.
     pub request_id_header: HeaderName,
+    /// How the request id header is written: the name as parsed (lower case), made once
+    /// here so inserts on every request neither parse nor copy it.
+    pub request_id_spelled: Bytes,
     /// Span export (`tracing.otlp`), when configured.
     pub otlp: Option<Otlp>,
+}
+
+impl Tracing {
+    /// The request id header as an insert key: parsed, with its spelling.
+    pub fn request_id_key(&self) -> (HeaderName, Bytes) {
+        (
+            self.request_id_header.clone(),
+            self.request_id_spelled.clone(),
+        )
+    }
 }
 
 /// Settings that only a restart (or graceful upgrade) can change.
@@ -427,6 +440,7 @@ fn compile_tracing(
         Ok(request_id_header) => verdict(
             Tracing {
                 traceparent: config.traceparent,
+                request_id_spelled: Bytes::copy_from_slice(request_id_header.as_str().as_bytes()),
                 request_id_header,
                 otlp,
             },

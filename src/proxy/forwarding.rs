@@ -19,8 +19,6 @@ use crate::model::gateway::RouteAction;
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
-/// W3C `traceparent`.
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
@@ -32,6 +30,35 @@ pub const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 
 /// Tells the upstream which variant of a canary split the request is (`stable|canary`).
 pub const VARIANT: HeaderName = HeaderName::from_static("x-portcullis-variant");
+
+/// A header the gateway inserts on every request, as an insert key: the parsed name and
+/// its spelling (the lower-case name), both static, so the insert neither parses the name
+/// again nor copies it for the case map (vendored pingora-http's `(HeaderName, Bytes)` key).
+pub(super) struct KnownHeader {
+    name: HeaderName,
+    spelled: Bytes,
+}
+
+impl KnownHeader {
+    const fn new(lower_case: &'static str) -> Self {
+        Self {
+            name: HeaderName::from_static(lower_case),
+            spelled: Bytes::from_static(lower_case.as_bytes()),
+        }
+    }
+
+    pub(super) fn key(&self) -> (HeaderName, Bytes) {
+        (self.name.clone(), self.spelled.clone())
+    }
+}
+
+const KNOWN_X_FORWARDED_FOR: KnownHeader = KnownHeader::new("x-forwarded-for");
+const KNOWN_X_FORWARDED_PROTO: KnownHeader = KnownHeader::new("x-forwarded-proto");
+const KNOWN_X_FORWARDED_HOST: KnownHeader = KnownHeader::new("x-forwarded-host");
+/// W3C `traceparent`.
+const KNOWN_TRACEPARENT: KnownHeader = KnownHeader::new("traceparent");
+/// `X-Cache` on responses of cached routes.
+pub(super) const KNOWN_X_CACHE: KnownHeader = KnownHeader::new("x-cache");
 
 /// Turns the client's request into the one sent upstream; `peer` is the connection's
 /// peer and `proto` the client's protocol (`http` or `https`).
@@ -58,10 +85,7 @@ pub(super) fn rewrite(
     add_forwarded(req, peer, proto);
     set_forwarded_host(req, ctx.peer_trusted);
     if let Some(gateway) = &ctx.gateway {
-        req.insert_header(
-            gateway.tracing.request_id_header.clone(),
-            ctx.request_id.clone(),
-        )?;
+        req.insert_header(gateway.tracing.request_id_key(), ctx.request_id.clone())?;
     }
     let propagate = ctx.gateway.as_ref().is_some_and(|g| g.tracing.traceparent);
     if let Some(traceparent) = ctx
@@ -70,7 +94,7 @@ pub(super) fn rewrite(
         .filter(|_| propagate)
         .and_then(TraceContext::header)
     {
-        req.insert_header(TRACEPARENT, traceparent)?;
+        req.insert_header(KNOWN_TRACEPARENT.key(), traceparent)?;
     }
     req.remove_header(&VARIANT);
     if let Some(variant) = ctx.variant.filter(|_| has_canary(ctx)) {
@@ -126,7 +150,7 @@ fn set_forwarded_host(req: &mut RequestHeader, peer_trusted: bool) {
     }
     match req.headers.get(HOST).cloned() {
         Some(host) => {
-            let _ = req.insert_header(X_FORWARDED_HOST, host);
+            let _ = req.insert_header(KNOWN_X_FORWARDED_HOST.key(), host);
         }
         None => {
             req.remove_header(&X_FORWARDED_HOST);
@@ -197,10 +221,13 @@ pub fn add_forwarded(req: &mut RequestHeader, peer: Option<IpAddr>, proto: &'sta
         // An IP address is always a valid header value; the buffer becomes it without a copy.
         let _ = write!(chain, "{ip}");
         if let Ok(chain) = HeaderValue::from_maybe_shared(Bytes::from(chain)) {
-            let _ = req.insert_header(X_FORWARDED_FOR, chain);
+            let _ = req.insert_header(KNOWN_X_FORWARDED_FOR.key(), chain);
         }
     }
-    let _ = req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let _ = req.insert_header(
+        KNOWN_X_FORWARDED_PROTO.key(),
+        HeaderValue::from_static(proto),
+    );
 }
 
 /// The upstream path after `strip_prefix` removed `strip_len` bytes of the path (the query

@@ -10,19 +10,17 @@ use portcullis_plugins::{Answer, Rejection};
 
 use super::context::RequestCtx;
 use super::errors::{error_response, grpc_error_response, rejection_for};
+use super::forwarding::KNOWN_X_CACHE;
 use crate::model::gateway::FixedResponse;
 
 /// Adds what every response carries: the request id, the plugins' response headers and
 /// the route plugins' response hooks.
 pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     if let Some(gateway) = &ctx.gateway {
-        let _ = resp.insert_header(
-            gateway.tracing.request_id_header.clone(),
-            ctx.request_id.clone(),
-        );
+        let _ = resp.insert_header(gateway.tracing.request_id_key(), ctx.request_id.clone());
     }
     if let Some(cache) = ctx.cache {
-        let _ = resp.insert_header("x-cache", cache.header());
+        let _ = resp.insert_header(KNOWN_X_CACHE.key(), cache.header());
     }
     for (name, value) in ctx.plugins.response_headers.drain(..) {
         let _ = resp.append_header(name, value);
