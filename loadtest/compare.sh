@@ -175,6 +175,12 @@ cpu_ticks() { proc_sum "$1" stat '{ sub(/^.*\) /, ""); print $12 + $13 }'; }
 
 peak_rss_kib() { proc_sum "$1" status '/^VmHWM:/ { print $2 }'; }
 
+# peak_rss_mib PID — peak_rss_kib in MiB, one decimal, as the table shows it.
+peak_rss_mib() { awk -v k="$(peak_rss_kib "$1")" 'BEGIN {printf "%.1f", k / 1024}'; }
+
+# wrk_socket_errors FILE — connect, read, write and timeout errors of a wrk report.
+wrk_socket_errors() { awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$1"; }
+
 # --- servers ----------------------------------------------------------------------------------
 # start_SERVER ROW CONF — starts what serves a row, its output in $WORK/ROW.log, and sets
 # PROXY_PID and PROXY_PORT; fails when it does not come up.
@@ -458,14 +464,14 @@ measure() {
 	t1="$(cpu_ticks "$pid")"
 	kill -0 "$pid" 2>/dev/null || note "$name: process exited during the run"
 
-	local rps requests p50 p99 errors non2xx rss_kib
+	local rps requests p50 p99 errors non2xx rss_mib
 	rps="$(awk '/^Requests\/sec:/ {print $2}' "$out")"
 	requests="$(awk '/requests in/ {print $1}' "$out")"
 	p50="$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")"
 	p99="$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
 	non2xx="$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")"
-	errors="$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")"
-	rss_kib="$(peak_rss_kib "$pid")"
+	errors="$(wrk_socket_errors "$out")"
+	rss_mib="$(peak_rss_mib "$pid")"
 	local cpu_us
 	cpu_us="$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="${requests:-0}" \
 		'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "n/a" }')"
@@ -477,7 +483,7 @@ measure() {
 	fi
 	local many_rss=n/a
 	((RSS_CONNECTIONS > 0)) && many_rss="$(rss_at_many_connections "$name" "$url" "$pid")"
-	TABLE_ROWS+=("$name|$rps|$p50|$p99|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|$many_rss|$k6_p50|$k6_p99|$errcol")
+	TABLE_ROWS+=("$name|$rps|$p50|$p99|$cpu_us|$rss_mib|$many_rss|$k6_p50|$k6_p99|$errcol")
 	log "$name: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} µs CPU/req; at $K6_RATE req/s p50 $k6_p50 ms, p99 $k6_p99 ms"
 }
 
@@ -490,9 +496,9 @@ rss_at_many_connections() {
 	taskset -c "$LOAD_CPU" wrk -t1 -c"$RSS_CONNECTIONS" -d"$RSS_DURATION" "${header[@]}" "$url" >"$out" 2>&1 ||
 		note "$name: wrk with $RSS_CONNECTIONS connections failed"
 	local errors
-	errors="$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}' "$out")"
+	errors="$(wrk_socket_errors "$out")"
 	((${errors:-0} == 0)) || note "$name: $errors socket errors with $RSS_CONNECTIONS connections"
-	awk -v k="$(peak_rss_kib "$pid")" 'BEGIN {printf "%.1f", k / 1024}'
+	peak_rss_mib "$pid"
 }
 
 # measure_h2load NAME URL PID NEEDS — warm-up and a measured h2load run over HTTP/2 (gRPC
@@ -512,17 +518,17 @@ measure_h2load() {
 	fi
 	t1="$(cpu_ticks "$pid")"
 	kill -0 "$pid" 2>/dev/null || note "$name: process exited during the run"
-	local rps requests succeeded mean max rss_kib cpu_us
+	local rps requests succeeded mean max rss_mib cpu_us
 	rps="$(awk '/^finished in/ { gsub(/,/, ""); print $4 }' "$out")"
 	read -r requests succeeded < <(awk '/^requests:/ { print $2, $8 }' "$out")
 	mean="$(to_ms "$(awk '/^time for request:/ { print $6 }' "$out")")"
 	max="$(to_ms "$(awk '/^time for request:/ { print $5 }' "$out")")"
-	rss_kib="$(peak_rss_kib "$pid")"
+	rss_mib="$(peak_rss_mib "$pid")"
 	cpu_us="$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="${succeeded:-0}" \
 		'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / n; else print "n/a" }')"
 	local failed=$((${requests:-0} - ${succeeded:-0}))
 	((failed == 0 && ${succeeded:-0} > 0)) || note "$name: $failed of ${requests:-0} h2load requests failed"
-	TABLE_ROWS+=("$name|${rps:-n/a}|$mean|$max|$cpu_us|$(awk -v k="$rss_kib" 'BEGIN {printf "%.1f", k / 1024}')|n/a|n/a|n/a|$failed / 0")
+	TABLE_ROWS+=("$name|${rps:-n/a}|$mean|$max|$cpu_us|$rss_mib|n/a|n/a|n/a|$failed / 0")
 	log "$name (h2load): ${rps:-n/a} req/s, mean ${mean} ms, max ${max} ms, ${cpu_us} µs CPU/req"
 }
 
