@@ -23,7 +23,7 @@ use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
@@ -376,18 +376,19 @@ impl HttpSession {
                 ));
             }
 
-            if self
-                .response_header_read_buf
-                .capacity()
-                .saturating_sub(self.response_header_read_buf.len())
-                < INIT_HEADER_BUF_SIZE
+            // An empty buffer is given its capacity by `poll_read_header_buf` once the
+            // upstream's answer is readable, not while the request waits for it.
+            let capacity = self.response_header_read_buf.capacity();
+            if capacity != 0
+                && capacity.saturating_sub(self.response_header_read_buf.len())
+                    < INIT_HEADER_BUF_SIZE
             {
                 self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
             }
 
-            let read_fut = self
-                .underlying_stream
-                .read_buf(&mut self.response_header_read_buf);
+            let stream = &mut self.underlying_stream;
+            let buf = &mut self.response_header_read_buf;
+            let read_fut = std::future::poll_fn(|cx| poll_read_header_buf(stream, cx, buf));
             let read_result = match self.read_timeout {
                 Some(t) => match timeout(t, read_fut).await {
                     Ok(res) => res,
@@ -2824,6 +2825,40 @@ hello";
         }
 
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(0));
+    }
+}
+
+#[cfg(test)]
+mod test_lazy_response_header_buf {
+    use super::*;
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tokio::test]
+    async fn a_request_waiting_for_its_answer_holds_no_header_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut upstream, _) = listener.accept().await.unwrap();
+        let mut session = HttpSession::new(Box::new(L4Stream::from(stream)));
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        session.write_request_header(Box::new(req)).await.unwrap();
+        let mut received = [0u8; 64];
+        let n = upstream.read(&mut received).await.unwrap();
+        assert!(received[..n].starts_with(b"GET / HTTP/1.1\r\n"));
+
+        let waiting = timeout(Duration::from_millis(50), session.read_response()).await;
+        assert!(waiting.is_err(), "no answer yet");
+        assert_eq!(session.response_header_read_buf.capacity(), 0);
+
+        upstream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        session.read_response().await.unwrap();
+        assert_eq!(session.resp_header().unwrap().status, 200);
     }
 }
 

@@ -14,14 +14,20 @@
 
 //! Common functions and constants
 
+use bytes::BytesMut;
 use http::{header, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use std::future::Future;
+use std::pin::pin;
 use std::str;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 use super::body::BodyWriter;
+use crate::protocols::Stream;
 use crate::utils::KVRef;
 
 pub(super) const MAX_HEADERS: usize = 256;
@@ -430,6 +436,29 @@ pub(crate) fn content_length_is_single_token(headers: &HMap) -> bool {
         (Some(value), None) => !value.as_bytes().contains(&b','),
         _ => false,
     }
+}
+
+/// Read from `stream` into `buf`. An empty `buf` without capacity gets its
+/// [`INIT_HEADER_BUF_SIZE`] bytes only once the stream is readable, so a keep-alive connection
+/// that waits for its next request, or a request that waits for its upstream's answer, holds
+/// no header buffer. Waiting for readiness first costs no system call: the read that follows
+/// is the one that would have been made anyway.
+pub(super) fn poll_read_header_buf(
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut allocated_on_readiness = false;
+    if buf.capacity() == 0 {
+        allocated_on_readiness = ready!(stream.poll_read_ready(cx))?;
+        buf.reserve(INIT_HEADER_BUF_SIZE);
+    }
+    let polled = pin!(stream.read_buf(&mut *buf)).poll(cx);
+    if polled.is_pending() && allocated_on_readiness {
+        // The readiness was stale; the stream now waits for a real one, without the buffer.
+        *buf = BytesMut::new();
+    }
+    polled
 }
 
 #[cfg(test)]

@@ -29,9 +29,7 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::pin;
-use std::task::{ready, Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -161,28 +159,6 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
-}
-
-/// Read from `stream` into `buf`. An empty `buf` without capacity gets its
-/// [`INIT_HEADER_BUF_SIZE`] bytes only once the stream is readable, so a keep-alive connection
-/// that waits for its next request holds no header buffer. Waiting for readiness first costs
-/// no system call: the read that follows is the one that would have been made anyway.
-fn poll_read_header_buf(
-    stream: &mut Stream,
-    cx: &mut Context<'_>,
-    buf: &mut BytesMut,
-) -> Poll<std::io::Result<usize>> {
-    let mut allocated_on_readiness = false;
-    if buf.capacity() == 0 {
-        allocated_on_readiness = ready!(stream.poll_read_ready(cx))?;
-        buf.reserve(INIT_HEADER_BUF_SIZE);
-    }
-    let polled = pin!(stream.read_buf(&mut *buf)).poll(cx);
-    if polled.is_pending() && allocated_on_readiness {
-        // The readiness was stale; the stream now waits for a real one, without the buffer.
-        *buf = BytesMut::new();
-    }
-    polled
 }
 
 impl HttpSession {
