@@ -1595,7 +1595,9 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // Boxed so that this future, which a keep-alive connection holds while it waits
+        // for its next request in `handle_new_request`, is not as large as the request's.
+        Box::pin(self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {
