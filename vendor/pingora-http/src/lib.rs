@@ -400,6 +400,25 @@ impl RequestHeader {
     pub fn as_owned_parts(&self) -> ReqParts {
         clone_req_parts(&self.base)
     }
+
+    /// A copy, as [Clone] makes it, whose header maps have room for `additional` more
+    /// headers: a proxy adding X-Forwarded-For, a request id or a `traceparent` to the copy
+    /// it sends upstream then grows neither map. [Clone] copies both maps at their length,
+    /// and the first inserts each grow them, reallocating and re-indexing both.
+    pub fn clone_with_room(&self, additional: usize) -> Result<Self> {
+        let mut base = clone_req_parts_without_headers(&self.base);
+        base.headers = copy_with_room(&self.base.headers, additional)?;
+        let header_name_map = match &self.header_name_map {
+            Some(map) => Some(copy_with_room(map, additional)?),
+            None => None,
+        };
+        Ok(Self {
+            base,
+            header_name_map,
+            raw_target: self.raw_target.clone(),
+            send_end_stream: self.send_end_stream,
+        })
+    }
 }
 
 impl Clone for RequestHeader {
@@ -796,6 +815,12 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
 }
 
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
+    let mut parts = clone_req_parts_without_headers(me);
+    parts.headers = me.headers.clone();
+    parts
+}
+
+fn clone_req_parts_without_headers(me: &ReqParts) -> ReqParts {
     let mut parts = ReqBuilder::new()
         .method(me.method.clone())
         .uri(me.uri.clone())
@@ -804,9 +829,21 @@ fn clone_req_parts(me: &ReqParts) -> ReqParts {
         .unwrap()
         .into_parts()
         .0;
-    parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
+}
+
+/// `map`'s headers in a map sized for `additional` more, in the same order (the value map
+/// and the case map of a header stay in step).
+fn copy_with_room<T: Clone>(map: &HMap<T>, additional: usize) -> Result<HMap<T>> {
+    let mut copy = HMap::with_capacity(http_header_map_upper_bound(Some(
+        map.keys_len().saturating_add(additional),
+    )));
+    for (name, value) in map {
+        copy.try_append(name.clone(), value.clone())
+            .or_err(InvalidHTTPHeader, "header map size overflows MAX_SIZE")?;
+    }
+    Ok(copy)
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
@@ -1052,6 +1089,38 @@ mod tests {
         assert_eq!(8, http_header_map_upper_bound(None));
         assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+    }
+
+    #[test]
+    fn clone_with_room_is_the_same_request_with_room_to_add() {
+        let mut req = RequestHeader::build("POST", b"/a?b=c", Some(3)).unwrap();
+        req.append_header("Host", "example.com").unwrap();
+        req.append_header("X-Multi", "1").unwrap();
+        req.append_header("Accept", "*/*").unwrap();
+        req.append_header("x-MULTI", "2").unwrap();
+        req.append_header("X-Gone", "3").unwrap();
+        req.remove_header("x-gone");
+        let mut no_case = RequestHeader::build_no_case("GET", b"/", Some(1)).unwrap();
+        no_case.append_header("a", "1").unwrap();
+
+        for req in [req, no_case] {
+            let mut copy = req.clone_with_room(8).unwrap();
+            let (mut wire, mut copy_wire) = (vec![], vec![]);
+            req.header_to_h1_wire(&mut wire);
+            copy.header_to_h1_wire(&mut copy_wire);
+            assert_eq!(copy_wire, wire);
+            assert_eq!(copy.as_owned_parts().headers, req.headers);
+            assert_eq!((copy.method.clone(), copy.uri.clone()), (req.method.clone(), req.uri.clone()));
+            assert_eq!(copy.raw_path(), req.raw_path());
+            assert_eq!(copy.has_case(), req.has_case());
+
+            let capacity = copy.headers.capacity();
+            assert!(capacity >= req.headers.keys_len() + 8);
+            for i in 0..8 {
+                copy.insert_header(format!("x-added-{i}"), "v").unwrap();
+            }
+            assert_eq!(copy.headers.capacity(), capacity, "no map grew");
+        }
     }
 
     #[test]

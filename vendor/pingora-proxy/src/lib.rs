@@ -1553,6 +1553,17 @@ impl SubrequestSpawner {
     }
 }
 
+/// Headers a proxy commonly adds to the request it sends upstream (`X-Forwarded-For`,
+/// `-Proto`, `-Host`, a request id, `traceparent`, ...), for which the copy has room.
+const UPSTREAM_REQUEST_HEADER_ROOM: usize = 8;
+
+/// The request to send upstream, before `upstream_request_filter` changes it: a copy of the
+/// downstream request whose header maps need not grow for the headers the filter adds.
+pub(crate) fn upstream_request_copy(req: &RequestHeader) -> RequestHeader {
+    req.clone_with_room(UPSTREAM_REQUEST_HEADER_ROOM)
+        .unwrap_or_else(|_| req.clone())
+}
+
 #[async_trait]
 impl<SV, C> HttpServerApp for HttpProxy<SV, C>
 where
