@@ -5,6 +5,7 @@
 //! `HeaderValue`: the upstream request, the response and the access log share it without
 //! formatting or copying it per use.
 
+use bytes::Bytes;
 use http::HeaderValue;
 use pingora_http::RequestHeader;
 use rand::Rng;
@@ -54,10 +55,12 @@ pub fn new_request_id() -> String {
     String::from(Hex::from_u128(rand::thread_rng().gen::<u128>()).as_str())
 }
 
-/// [`new_request_id`] as a header value (one allocation: the value's bytes).
+/// [`new_request_id`] as a header value: one allocation, holding the digits, which the
+/// copies for the upstream request and the response share (a value made from a `Vec`
+/// would allocate again on its first clone).
 pub fn new_request_id_value() -> HeaderValue {
     let id = Hex::from_u128(rand::thread_rng().gen::<u128>());
-    HeaderValue::from_bytes(id.as_bytes()).unwrap_or(HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(Bytes::from_owner(id)).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// `N` lowercase hex digits: an id as it is written in headers and logs.
@@ -102,6 +105,12 @@ impl<const N: usize> Hex<N> {
     pub fn as_str(&self) -> &str {
         // Only ever built from hex digits (ASCII).
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> AsRef<[u8]> for Hex<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 

@@ -35,10 +35,6 @@ pub(super) const MAX_HEADERS: usize = 256;
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
-/// Room in a parsed response header for the headers a proxy commonly adds before passing it
-/// on (a request id, `X-Cache`, `Via`, ...), so that adding them grows neither header map.
-pub(super) const RESPONSE_HEADER_ROOM: usize = 4;
-
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
 pub const CRLF: &[u8; 2] = b"\r\n";

@@ -29,7 +29,6 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -4599,6 +4598,7 @@ mod test_pipelining {
 #[cfg(test)]
 mod test_lazy_header_buf {
     use super::*;
+    use std::task::Poll;
     use crate::protocols::l4::stream::Stream as L4Stream;
     use tokio::net::{TcpListener, TcpStream};
 
