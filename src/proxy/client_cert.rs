@@ -16,8 +16,16 @@ use crate::model::gateway::Gateway;
 /// certificate for the plugins.
 pub fn identify(session: &mut Session, ctx: &mut RequestCtx, gateway: &Gateway) {
     let req = session.req_header_mut();
-    for name in gateway.reserved_headers.iter() {
-        req.remove_header(name);
+    // Usually none is there: one look over the request's names costs less than a hashed
+    // removal of each reserved name.
+    if req
+        .headers
+        .keys()
+        .any(|name| gateway.reserved_headers.contains(name))
+    {
+        for name in gateway.reserved_headers.iter() {
+            req.remove_header(name);
+        }
     }
     ctx.plugins.client_cert = verified(session).map(|client| Arc::clone(&client.certificate));
 }
