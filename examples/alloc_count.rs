@@ -63,9 +63,9 @@ static LIVE_TOTAL: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
 
 fn live(size: usize, blocks: i64) {
-    LIVE[class(size)].fetch_add(blocks, Relaxed);
-    LIVE_BYTES[class(size)].fetch_add(blocks * size as i64, Relaxed);
     let delta = blocks * size as i64;
+    LIVE[class(size)].fetch_add(blocks, Relaxed);
+    LIVE_BYTES[class(size)].fetch_add(delta, Relaxed);
     let total = LIVE_TOTAL.fetch_add(delta, Relaxed) + delta;
     PEAK.fetch_max(total, Relaxed);
 }

@@ -26,6 +26,7 @@ use crate::model::cache::RouteCache;
 use crate::model::canary::Canary;
 use crate::model::client_cert;
 use crate::model::compression::CompressionPolicy;
+use crate::model::header_key::HeaderKey;
 use crate::model::mirror::Mirror;
 use crate::model::request::RequestLimits;
 use crate::model::router::{Matcher, Router};
@@ -103,23 +104,10 @@ pub struct FixedResponse {
 pub struct Tracing {
     /// Continue or start `traceparent`.
     pub traceparent: bool,
-    /// The request id header name.
-    pub request_id_header: HeaderName,
-    /// How the request id header is written: the name as parsed (lower case), made once
-    /// here so inserts on every request neither parse nor copy it.
-    pub request_id_spelled: Bytes,
+    /// The request id header name, as an insert key.
+    pub request_id_header: HeaderKey,
     /// Span export (`tracing.otlp`), when configured.
     pub otlp: Option<Otlp>,
-}
-
-impl Tracing {
-    /// The request id header as an insert key: parsed, with its spelling.
-    pub fn request_id_key(&self) -> (HeaderName, Bytes) {
-        (
-            self.request_id_header.clone(),
-            self.request_id_spelled.clone(),
-        )
-    }
 }
 
 /// Settings that only a restart (or graceful upgrade) can change.
@@ -440,8 +428,7 @@ fn compile_tracing(
         Ok(request_id_header) => verdict(
             Tracing {
                 traceparent: config.traceparent,
-                request_id_spelled: Bytes::copy_from_slice(request_id_header.as_str().as_bytes()),
-                request_id_header,
+                request_id_header: HeaderKey::new(request_id_header),
                 otlp,
             },
             problems,

@@ -8,6 +8,7 @@ pub mod client_cert;
 pub mod compression;
 pub mod connections;
 pub mod gateway;
+pub mod header_key;
 pub mod mirror;
 pub mod path;
 pub mod request;

@@ -15,6 +15,7 @@ use portcullis_plugins::lookalike::remove_lookalikes;
 use super::context::RequestCtx;
 use super::trace::TraceContext;
 use crate::model::gateway::RouteAction;
+use crate::model::header_key::HeaderKey;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -31,34 +32,13 @@ pub const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 /// Tells the upstream which variant of a canary split the request is (`stable|canary`).
 pub const VARIANT: HeaderName = HeaderName::from_static("x-portcullis-variant");
 
-/// A header the gateway inserts on every request, as an insert key: the parsed name and
-/// its spelling (the lower-case name), both static, so the insert neither parses the name
-/// again nor copies it for the case map (vendored pingora-http's `(HeaderName, Bytes)` key).
-pub(super) struct KnownHeader {
-    name: HeaderName,
-    spelled: Bytes,
-}
-
-impl KnownHeader {
-    const fn new(lower_case: &'static str) -> Self {
-        Self {
-            name: HeaderName::from_static(lower_case),
-            spelled: Bytes::from_static(lower_case.as_bytes()),
-        }
-    }
-
-    pub(super) fn key(&self) -> (HeaderName, Bytes) {
-        (self.name.clone(), self.spelled.clone())
-    }
-}
-
-const KNOWN_X_FORWARDED_FOR: KnownHeader = KnownHeader::new("x-forwarded-for");
-const KNOWN_X_FORWARDED_PROTO: KnownHeader = KnownHeader::new("x-forwarded-proto");
-const KNOWN_X_FORWARDED_HOST: KnownHeader = KnownHeader::new("x-forwarded-host");
+const KNOWN_X_FORWARDED_FOR: HeaderKey = HeaderKey::from_static("x-forwarded-for");
+const KNOWN_X_FORWARDED_PROTO: HeaderKey = HeaderKey::from_static("x-forwarded-proto");
+const KNOWN_X_FORWARDED_HOST: HeaderKey = HeaderKey::from_static("x-forwarded-host");
 /// W3C `traceparent`.
-const KNOWN_TRACEPARENT: KnownHeader = KnownHeader::new("traceparent");
+const KNOWN_TRACEPARENT: HeaderKey = HeaderKey::from_static("traceparent");
 /// `X-Cache` on responses of cached routes.
-pub(super) const KNOWN_X_CACHE: KnownHeader = KnownHeader::new("x-cache");
+pub(super) const KNOWN_X_CACHE: HeaderKey = HeaderKey::from_static("x-cache");
 
 /// Turns the client's request into the one sent upstream; `peer` is the connection's
 /// peer and `proto` the client's protocol (`http` or `https`).
@@ -85,7 +65,10 @@ pub(super) fn rewrite(
     add_forwarded(req, peer, proto);
     set_forwarded_host(req, ctx.peer_trusted);
     if let Some(gateway) = &ctx.gateway {
-        req.insert_header(gateway.tracing.request_id_key(), ctx.request_id.clone())?;
+        req.insert_header(
+            gateway.tracing.request_id_header.key(),
+            ctx.request_id.clone(),
+        )?;
     }
     let propagate = ctx.gateway.as_ref().is_some_and(|g| g.tracing.traceparent);
     if let Some(traceparent) = ctx
@@ -117,7 +100,7 @@ fn remove_client_statements(req: &mut RequestHeader, ctx: &RequestCtx) {
     let request_id = ctx
         .gateway
         .as_ref()
-        .map(|gateway| gateway.tracing.request_id_header.as_str());
+        .map(|gateway| gateway.tracing.request_id_header.name().as_str());
     remove_lookalikes(req, |name| {
         is_gateway_header(name) || Some(name) == request_id || name == "traceparent"
     });

@@ -591,7 +591,7 @@ impl ProxyHttp for Proxy {
             &errors::unreadable_request(e),
             request_id.to_str().unwrap_or_default(),
         );
-        let id_header = self.state.gateway().tracing.request_id_key();
+        let id_header = self.state.gateway().tracing.request_id_header.key();
         header.insert_header(id_header, request_id).ok()?;
         Some((header, body))
     }

@@ -17,7 +17,10 @@ use crate::model::gateway::FixedResponse;
 /// the route plugins' response hooks.
 pub(super) fn decorate(resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     if let Some(gateway) = &ctx.gateway {
-        let _ = resp.insert_header(gateway.tracing.request_id_key(), ctx.request_id.clone());
+        let _ = resp.insert_header(
+            gateway.tracing.request_id_header.key(),
+            ctx.request_id.clone(),
+        );
     }
     if let Some(cache) = ctx.cache {
         let _ = resp.insert_header(KNOWN_X_CACHE.key(), cache.header());

@@ -27,7 +27,7 @@ pub(super) fn identify(
     req: &RequestHeader,
     tracing: &Tracing,
 ) -> (HeaderValue, Option<TraceContext>) {
-    let id = match req.headers.get(&tracing.request_id_header) {
+    let id = match req.headers.get(tracing.request_id_header.name()) {
         // The client's bytes, shared (the header map holds them already).
         Some(id) if valid_request_id(id.as_bytes()) => id.clone(),
         _ => new_request_id_value(),
