@@ -266,14 +266,80 @@ impl Fleet {
 
     /// Writes `value` at `PREFIX/config` directly, as `etcdctl put` would: no validation.
     fn raw_put(&self, value: impl Into<Vec<u8>>) {
-        let endpoint = format!("http://{}", self.etcd.endpoint());
         let key = format!("/{PREFIX}/config");
         runtime().block_on(async {
-            let mut client = etcd_client::Client::connect([endpoint], None)
-                .await
-                .expect("connect to etcd");
+            let mut client = self.etcd_client().await;
             client.put(key, value, None).await.expect("raw put");
         });
+    }
+
+    /// The etcd store's current revision.
+    fn revision(&self) -> i64 {
+        runtime().block_on(async {
+            let mut client = self.etcd_client().await;
+            let response = client.get("/", None).await.expect("read etcd");
+            response.header().expect("a header").revision()
+        })
+    }
+
+    /// The ids under `PREFIX/nodes/` now.
+    fn node_ids(&self) -> Vec<String> {
+        let prefix = format!("/{PREFIX}/nodes/");
+        runtime().block_on(async {
+            let mut client = self.etcd_client().await;
+            let options = etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_keys_only();
+            let response = client
+                .get(prefix.as_str(), Some(options))
+                .await
+                .expect("read");
+            let id = |kv: &etcd_client::KeyValue| {
+                let key = String::from_utf8_lossy(kv.key());
+                key.strip_prefix(&prefix).unwrap_or(&key).to_string()
+            };
+            response.kvs().iter().map(id).collect()
+        })
+    }
+
+    /// Every write under `PREFIX/nodes/` after `revision`, in order: ("PUT" or "DELETE",
+    /// node id). etcd replays them from its history.
+    fn node_events_since(&self, revision: i64) -> Vec<(&'static str, String)> {
+        let prefix = format!("/{PREFIX}/nodes/");
+        runtime().block_on(async {
+            let mut client = self.etcd_client().await;
+            let options = etcd_client::WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
+            let mut stream = client
+                .watch(prefix.as_str(), Some(options))
+                .await
+                .expect("watch");
+            let mut events = Vec::new();
+            // The replay arrives at once; a quiet half second means it is complete.
+            while let Ok(Ok(Some(message))) =
+                tokio::time::timeout(Duration::from_millis(500), stream.message()).await
+            {
+                for event in message.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key());
+                    let id = key.strip_prefix(&prefix).unwrap_or(&key).to_string();
+                    let kind = match event.event_type() {
+                        etcd_client::EventType::Put => "PUT",
+                        etcd_client::EventType::Delete => "DELETE",
+                    };
+                    events.push((kind, id));
+                }
+            }
+            events
+        })
+    }
+
+    async fn etcd_client(&self) -> etcd_client::Client {
+        let endpoint = format!("http://{}", self.etcd.endpoint());
+        etcd_client::Client::connect([endpoint], None)
+            .await
+            .expect("connect to etcd")
     }
 
     /// Keep-alive client loops on `path` of every node. The loops use a `respond` route,
@@ -509,10 +575,11 @@ fn with_etcd_down_a_node_starts_from_its_cache_or_exits_clearly() {
 
 #[test]
 fn a_graceful_upgrade_reads_its_configuration_from_etcd() {
-    let fleet = Fleet::start();
+    let mut fleet = Fleet::start();
+    let before = fleet.revision();
     let node = &fleet.nodes[0];
     let traffic = vec![Traffic::start(&node.url("/items"), 2)];
-    let old_pid = node.admin_json("/status")["pid"].as_u64();
+    let old_pid = node.admin_json("/status")["pid"].as_u64().expect("pid");
 
     let upgraded = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["upgrade", "--config-source"])
@@ -531,11 +598,44 @@ fn a_graceful_upgrade_reads_its_configuration_from_etcd() {
     assert!(upgraded.success(), "{upgraded}: {upgrade_log}");
 
     eventually!(
-        node.admin_json("/status")["pid"].as_u64() != old_pid,
+        node.admin_json("/status")["pid"].as_u64() != Some(old_pid),
         "the new process never answered"
     );
+    // Both processes accept until Pingora's close timeout ends: `--wait` waits for both,
+    // so a new connection gets the new route from either.
     let pushed = fleet.push(&fleet.document(NEW_ROUTE), &["--wait", "--timeout", "10s"]);
     assert!(pushed.status.success(), "{}", text(&pushed));
-    assert_eq!(node.status_of("/new", &[]), 200);
+    for _ in 0..20 {
+        assert_eq!(node.status_of("/new", &[]), 200);
+    }
     assert_no_failures(traffic);
+
+    let old = fleet.nodes[0].child.as_mut().expect("the old process");
+    eventually!(
+        within(Duration::from_secs(20)),
+        old.try_wait().is_ok_and(|exited| exited.is_some()),
+        "the old process never exited"
+    );
+    // The old process reported apart from the moment it handed over, revoked that report
+    // before it exited (a lease left to expire would still be there), and never touched
+    // the new process's report.
+    let draining = format!("node-a/draining-{old_pid}");
+    let events = fleet.node_events_since(before);
+    let moved = events.iter().position(|e| *e == ("PUT", draining.clone()));
+    let revoked = events
+        .iter()
+        .rposition(|e| *e == ("DELETE", draining.clone()));
+    assert!(
+        moved.is_some() && revoked > moved,
+        "{draining} was not published and then revoked: {events:?}"
+    );
+    let new_report = events
+        .iter()
+        .rposition(|e| *e == ("PUT", "node-a".to_string()))
+        .expect("the new process reported as node-a");
+    assert!(
+        !events[new_report..].contains(&("DELETE", "node-a".to_string())),
+        "{events:?}"
+    );
+    assert_eq!(fleet.node_ids(), ["node-a", "node-b", "node-c"]);
 }

@@ -26,6 +26,8 @@ use crate::model::gateway::{CompileContext, Gateway};
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// Longest the access log gets to write its last lines before the process exits.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a stopping process waits for etcd to revoke its status key's lease.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Activates the configuration at start, declares the process ready once it can serve,
 /// drains and exits at shutdown.
@@ -120,6 +122,10 @@ impl Lifecycle {
     /// writes out the access log and exits, instead of sleeping out the whole grace period.
     async fn drain(&self) {
         let started = Instant::now();
+        if let Some(source) = self.state.config_source() {
+            // No new connections from here on: the fleet stops waiting for this process.
+            source.release(LEASE_RELEASE_TIMEOUT).await;
+        }
         let connections = &self.state.metrics.downstream_connections;
         while connections.get() > 0 {
             tokio::time::sleep(DRAIN_POLL).await;
@@ -271,6 +277,7 @@ impl Signals {
     ) -> ShutdownSignal {
         tokio::select! {
             _ = quit.recv() => {
+                self.state.mark_handed_over();
                 log::info!("stopping on SIGQUIT: handing the listening sockets over, then draining");
                 ShutdownSignal::GracefulUpgrade
             }

@@ -30,6 +30,7 @@ pub struct State {
     health_checked: tokio::sync::watch::Sender<bool>,
     serving: AtomicBool,
     draining: AtomicBool,
+    handed_over: tokio::sync::watch::Sender<bool>,
     last_refusal: ArcSwapOption<ReloadRefusal>,
     config_source: OnceLock<Arc<SourceStatus>>,
 }
@@ -61,6 +62,7 @@ impl State {
             health_checked: tokio::sync::watch::Sender::new(false),
             serving: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            handed_over: tokio::sync::watch::Sender::new(false),
             last_refusal: ArcSwapOption::empty(),
             config_source: OnceLock::new(),
         }
@@ -133,6 +135,23 @@ impl State {
     /// Records that the process is shutting down (see [`super::lifecycle`]).
     pub fn mark_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Records that a graceful upgrade began: the listening sockets go to a new process,
+    /// and this one serves alongside it until Pingora stops its accepting.
+    pub fn mark_handed_over(&self) {
+        self.handed_over.send_replace(true);
+    }
+
+    /// Returns once a graceful upgrade began (see [`Self::mark_handed_over`]).
+    pub async fn handed_over(&self) {
+        let mut handed_over = self.handed_over.subscribe();
+        let _ = handed_over.wait_for(|handed_over| *handed_over).await;
+    }
+
+    /// Whether a graceful upgrade began.
+    pub fn is_handed_over(&self) -> bool {
+        *self.handed_over.borrow()
     }
 
     /// Ready to take traffic: listeners accepting, first health checks done, not draining.

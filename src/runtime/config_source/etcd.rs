@@ -8,13 +8,20 @@
 //! backoff (0.2 s doubling to 5 s). Starting each session with a full read is what makes
 //! a node catch up after an outage, and a watch that was compacted away ends the session
 //! the same way.
+//!
+//! A graceful upgrade runs two processes under one node id: the old one keeps accepting
+//! for Pingora's close timeout after handing its sockets over, and keeps following the
+//! document meanwhile. So that `config push --wait` waits for both, the old process moves
+//! its report to `PREFIX/nodes/<id>/draining-<pid>` when the upgrade begins (leaving
+//! `PREFIX/nodes/<id>` to the new process), and revokes its lease when it stops
+//! accepting ([`super::SourceStatus::release`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchOptions};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
@@ -57,6 +64,17 @@ impl EtcdWatcher {
             .node_id
             .clone()
             .unwrap_or_else(|| default_node_id(self.first_listener().map_or(0, |a| a.port())))
+    }
+
+    /// The key this process reports under: the node's, or once a graceful upgrade began,
+    /// its own next to the new process's.
+    fn report_key(&self) -> String {
+        let node_key = format!("{}{}", self.status.source.nodes_prefix(), self.node_id());
+        if self.state.is_handed_over() {
+            format!("{node_key}/draining-{}", std::process::id())
+        } else {
+            node_key
+        }
     }
 
     fn first_listener(&self) -> Option<std::net::SocketAddr> {
@@ -183,6 +201,34 @@ impl EtcdWatcher {
         Ok(())
     }
 
+    fn reports_as_draining(&self, key: &str) -> bool {
+        self.state.is_handed_over() && key == self.report_key()
+    }
+
+    /// Moves this process's report from `node_key` to `draining_key`. The node key is
+    /// deleted only while it is still bound to this process's lease: the new process may
+    /// have written its own report there already.
+    async fn hand_over(
+        &self,
+        client: &mut Client,
+        node_key: &str,
+        draining_key: &str,
+        lease: i64,
+    ) -> Result<(), SessionError> {
+        let ours = Compare::lease(node_key, CompareOp::Equal, lease);
+        client
+            .txn(
+                Txn::new()
+                    .when([ours])
+                    .and_then([TxnOp::delete(node_key, None)]),
+            )
+            .await
+            .map_err(|e| format!("cannot hand {node_key} over: {e}"))?;
+        self.publish(client, draining_key, lease).await?;
+        log::info!("handing over: reporting as {draining_key} until this process stops");
+        Ok(())
+    }
+
     /// Reads the whole document and applies it; returns the revision to watch after.
     async fn sync(&self, client: &mut Client) -> Result<i64, SessionError> {
         let source = &self.status.source;
@@ -218,12 +264,13 @@ impl EtcdWatcher {
     async fn session(&self) -> Result<(), SessionError> {
         let source = &self.status.source;
         let mut client = connect(source, &self.status.bootstrap).await?;
-        let node_key = format!("{}{}", source.nodes_prefix(), self.node_id());
+        let mut node_key = self.report_key();
         let lease = client
             .lease_grant(LEASE_TTL_SECONDS, None)
             .await
             .map_err(|e| format!("{source} is unreachable: {e}"))?
             .id();
+        self.status.set_lease(&client, lease);
         let (mut keeper, mut keep_alives) = client
             .lease_keep_alive(lease)
             .await
@@ -293,6 +340,11 @@ impl EtcdWatcher {
                 () = self.status.resync_requested() => {
                     read_at = read_at.max(self.sync(&mut client).await?);
                     self.publish(&mut client, &node_key, lease).await?;
+                }
+                () = self.state.handed_over(), if !self.reports_as_draining(&node_key) => {
+                    let draining_key = self.report_key();
+                    self.hand_over(&mut client, &node_key, &draining_key, lease).await?;
+                    node_key = draining_key;
                 }
             }
         }

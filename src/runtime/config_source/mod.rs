@@ -71,6 +71,8 @@ pub struct SourceStatus {
     up: AtomicBool,
     refusal: ArcSwapOption<Refusal>,
     resync: Notify,
+    /// The connection and lease of the watcher's current session, revoked on the way out.
+    lease: std::sync::Mutex<Option<(Client, i64)>>,
 }
 
 impl SourceStatus {
@@ -90,6 +92,7 @@ impl SourceStatus {
             up: AtomicBool::new(false),
             refusal: ArcSwapOption::empty(),
             resync: Notify::new(),
+            lease: std::sync::Mutex::new(None),
         }
     }
 
@@ -121,6 +124,32 @@ impl SourceStatus {
             args.push(path.clone().into_os_string());
         }
         args
+    }
+
+    /// Revokes the lease of the node's status key, so the key goes now rather than when
+    /// the lease runs out (10 s after the process): `config push --wait` no longer waits
+    /// for a process that is on its way out. Bounded by `timeout`; best effort.
+    pub async fn release(&self, timeout: Duration) {
+        let held = self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some((mut client, lease)) = held else {
+            return;
+        };
+        match tokio::time::timeout(timeout, client.lease_revoke(lease)).await {
+            Ok(Ok(_)) => log::debug!("revoked the lease of this node's status key"),
+            Ok(Err(e)) => log::debug!("cannot revoke the status key's lease: {e}"),
+            Err(_) => log::debug!("revoking the status key's lease timed out"),
+        }
+    }
+
+    fn set_lease(&self, client: &Client, lease: i64) {
+        *self
+            .lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((client.clone(), lease));
     }
 
     fn set_applied(&self, revision: i64) {
