@@ -335,3 +335,89 @@ fn sigusr2_hands_the_sockets_to_a_new_process_of_the_same_binary() {
         "the new process keeps its pid file"
     );
 }
+
+#[test]
+fn failed_requests_are_logged_a_few_lines_a_second_and_client_hang_ups_not_at_all() {
+    let slow = Upstream::start("slow");
+    slow.set_delay(Duration::from_millis(1500));
+    let nothing_listens = free_port();
+    let base = BASE_CONFIG.replace(
+        "  threads: 2\n",
+        "  threads: 2\n  request_header_timeout: 1s\n",
+    );
+    let gateway = Gateway::start_with_default_log(&format!(
+        "{base}upstreams:
+  down:
+    targets: [{{ address: \"127.0.0.1:{nothing_listens}\" }}]
+    retries: {{ attempts: 0 }}
+  slow:
+    targets: [{{ address: \"{slow}\" }}]
+routes:
+{ping}  - name: down
+    match: {{ path_prefix: /down }}
+    upstream: down
+  - name: slow
+    match: {{ path_prefix: /slow }}
+    upstream: slow
+",
+        slow = slow.addr(),
+        ping = common::PING_ROUTE,
+    ));
+
+    // A pool that refuses every connection, asked 200 times as fast as one client can.
+    let started = Instant::now();
+    for _ in 0..200 {
+        assert_eq!(gateway.get("/down").status, 502);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(gateway.get("/down").status, 502);
+
+    // Clients that hang up: mid-head, while the upstream answers, and one that never
+    // finishes its head (closed by request_header_timeout).
+    for _ in 0..5 {
+        let mut half = common::connect(&gateway.addr());
+        std::io::Write::write_all(&mut half, b"GET /ping HTTP/1.1\r\nHo").expect("write");
+        drop(half);
+        let mut waiting = common::connect(&gateway.addr());
+        std::io::Write::write_all(&mut waiting, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("write");
+        drop(waiting);
+    }
+    let mut stalled = common::connect(&gateway.addr());
+    std::io::Write::write_all(&mut stalled, b"GET /ping HTTP/1.1\r\n").expect("write");
+    assert!(
+        common::time_until_closed(&mut stalled, Duration::from_secs(5)).is_some(),
+        "the header timeout closed the connection"
+    );
+    eventually!(
+        slow.requests() == 5,
+        "the upstream saw the hung-up requests"
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(gateway.wait_for_access_log(206).len(), 206);
+
+    let stderr = gateway.stderr();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("ERROR"))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .all(|line| line.contains("Fail to proxy") && line.contains("/down")),
+        "only the refused pool's failures are errors:\n{stderr}"
+    );
+    let budget = 10 * (seconds as usize + 1);
+    assert!(
+        !errors.is_empty() && errors.len() <= budget,
+        "{} error lines for 201 failures in {seconds} s (at most {budget}):\n{stderr}",
+        errors.len()
+    );
+    assert!(
+        errors
+            .last()
+            .is_some_and(|line| line.contains("failures not logged since the last line")),
+        "the line after a full second counts what was left out:\n{stderr}"
+    );
+}

@@ -9,6 +9,7 @@ mod connection;
 mod context;
 mod deadline;
 mod errors;
+mod failure_log;
 pub mod forwarding;
 mod grpc;
 mod h2;
@@ -63,6 +64,7 @@ pub struct Proxy {
     connections: Arc<ConnectionPolicy>,
     /// The client of the mirror pools (its own connection pool).
     mirror_connector: Arc<Connector>,
+    failure_log: failure_log::FailureLog,
 }
 
 impl Proxy {
@@ -73,6 +75,7 @@ impl Proxy {
             state,
             connections,
             mirror_connector: Arc::new(Connector::new(None)),
+            failure_log: failure_log::FailureLog::default(),
         }
     }
 }
@@ -445,6 +448,21 @@ impl ProxyHttp for Proxy {
     ) -> bool {
         // Every retry is counted in portcullis_retries_total; no log line per request.
         matches!(context, ProxyWarnLogContext::UpstreamRetry)
+    }
+
+    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        // Pingora's line is replaced by this bounded one (see `failure_log`).
+        if *e.esource() == ErrorSource::Downstream {
+            log::debug!("client side: {e}, {}", self.request_summary(session, ctx));
+        } else if let Some(left_out) = self.failure_log.admit() {
+            let summary = self.request_summary(session, ctx);
+            if left_out == 0 {
+                log::error!("Fail to proxy: {e}, {summary}");
+            } else {
+                log::error!("Fail to proxy: {e}, {summary} ({left_out} failures not logged since the last line)");
+            }
+        }
+        true
     }
 
     async fn upstream_request_filter(
