@@ -225,6 +225,11 @@ fn serve(
         Gate::new(proxy, Arc::clone(&admission)),
     );
     proxy_service.endpoints().set_pre_tls_callback(admission);
+    // The PROXY header, the ClientHello and the rest of the TLS handshake, all within the
+    // head deadline of the connection (Pingora's default is 60 s).
+    proxy_service
+        .endpoints()
+        .set_handshake_timeout(connections.request_header_timeout);
     let process = state.gateway().process.clone();
     for address in &process.listeners {
         match process.tls_listeners.iter().find(|(tls, _)| tls == address) {

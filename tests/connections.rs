@@ -10,6 +10,8 @@ use std::net::{IpAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
+use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
+
 use common::{
     connect, connect_from, edge_config, exchange_on, free_port, http_agent, keep_alive_get,
     make_cert, send, time_until_closed, trickle, wait_until, Gateway, TestDir, EVENTUALLY,
@@ -188,6 +190,34 @@ fn a_stalled_tls_handshake_is_closed_at_the_head_deadline() {
         Duration::from_secs(4),
     );
 
+    // A real ClientHello, then nothing: the server's flight is sent and never answered.
+    // The rest of the handshake has the same deadline (Pingora alone would wait 60 s).
+    let hello_only = connect(&format!("127.0.0.1:{tls_port}"));
+    let mut server_side = hello_only.try_clone().expect("clone the socket");
+    let connector = SslConnector::builder(SslMethod::tls())
+        .expect("TLS client")
+        .build();
+    let started = std::time::Instant::now();
+    let halfway = match connector.connect("edge.test", NeverReads(hello_only)) {
+        Err(HandshakeError::WouldBlock(halfway)) => halfway,
+        other => panic!("the client stops after its ClientHello: {other:?}"),
+    };
+    assert!(
+        time_until_closed(&mut server_side, Duration::from_secs(4)).is_some(),
+        "the connection was still open 4 s after its ClientHello"
+    );
+    let closed = started.elapsed();
+    assert!(
+        closed >= Duration::from_millis(800),
+        "closed after {closed:?}, before the deadline"
+    );
+    drop(halfway);
+    let stderr = gateway.stderr();
+    assert!(
+        !stderr.contains("ERROR"),
+        "a client's stalled handshake is not the gateway's error:\n{stderr}"
+    );
+
     let output = Command::new("curl")
         .args(["-sk", "--max-time", "10", "--resolve"])
         .arg(format!("edge.test:{tls_port}:127.0.0.1"))
@@ -196,6 +226,27 @@ fn a_stalled_tls_handshake_is_closed_at_the_head_deadline() {
         .expect("run curl (apt-get install curl)");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "ok", "{output:?}");
     assert_served(&gateway);
+}
+
+/// A TLS client's transport that sends what the client writes and never gives it an
+/// answer, so its handshake stops after the ClientHello.
+#[derive(Debug)]
+struct NeverReads(TcpStream);
+
+impl std::io::Read for NeverReads {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl Write for NeverReads {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Opens `count` connections and has each served once, so all are surely admitted, then

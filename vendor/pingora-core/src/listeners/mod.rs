@@ -81,7 +81,7 @@ use crate::server::ListenFds;
 
 use async_trait::async_trait;
 use pingora_error::Result;
-use std::{any::Any, fs::Permissions, sync::Arc};
+use std::{any::Any, fs::Permissions, sync::Arc, time::Duration};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
 use tls::{Acceptor, TlsSettings};
@@ -168,6 +168,7 @@ struct TransportStackBuilder {
     #[cfg(feature = "connection_filter")]
     connection_filter: Option<Arc<dyn ConnectionFilter>>,
     pre_tls_callback: Option<PreTlsCallback>,
+    handshake_timeout: Duration,
 }
 
 impl TransportStackBuilder {
@@ -195,6 +196,7 @@ impl TransportStackBuilder {
             tls: self.tls.take().map(|tls| Arc::new(tls.build())),
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
+            handshake_timeout: self.handshake_timeout,
         })
     }
 }
@@ -283,11 +285,18 @@ pub(crate) struct TransportStack {
     tls: Option<Arc<Acceptor>>,
     l4_buffer: L4BufferSettings,
     pre_tls_callback: Option<PreTlsCallback>,
+    handshake_timeout: Duration,
 }
 
 impl TransportStack {
     pub fn as_str(&self) -> &str {
         self.l4.as_str()
+    }
+
+    /// How long an accepted connection gets for its handshake (the pre-TLS callback and
+    /// the TLS handshake), counted from the accept.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
     }
 
     pub async fn accept(&self) -> Result<UninitializedStream> {
@@ -336,12 +345,17 @@ impl UninitializedStream {
     }
 }
 
+/// How long an accepted connection gets for its handshake unless
+/// [`Listeners::set_handshake_timeout`] says otherwise.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The struct to hold one more multiple listening endpoints
 pub struct Listeners {
     stacks: Vec<TransportStackBuilder>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Option<Arc<dyn ConnectionFilter>>,
     pre_tls_callback: Option<PreTlsCallback>,
+    handshake_timeout: Duration,
 }
 
 impl Listeners {
@@ -352,6 +366,7 @@ impl Listeners {
             #[cfg(feature = "connection_filter")]
             connection_filter: None,
             pre_tls_callback: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
     /// Create a new [`Listeners`] with a TCP server endpoint from the given string.
@@ -458,6 +473,7 @@ impl Listeners {
             #[cfg(feature = "connection_filter")]
             connection_filter: self.connection_filter.clone(),
             pre_tls_callback: self.pre_tls_callback.clone(),
+            handshake_timeout: self.handshake_timeout,
         });
     }
 
@@ -490,6 +506,17 @@ impl Listeners {
         }
     }
 
+    /// Set how long an accepted connection gets for its handshake, for all endpoints in
+    /// this listener collection: the pre-TLS callback and the TLS handshake together,
+    /// counted from the accept ([`DEFAULT_HANDSHAKE_TIMEOUT`] unless set). A client that
+    /// stops halfway through a handshake holds its connection this long.
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
+        for stack in &mut self.stacks {
+            stack.handshake_timeout = timeout;
+        }
+    }
+
     /// Add the given [`ServerAddress`] to `self` with the given [`TlsSettings`] if provided.
     pub fn add_endpoint(&mut self, l4: ServerAddress, tls: Option<TlsSettings>) {
         self.stacks.push(TransportStackBuilder {
@@ -499,6 +526,7 @@ impl Listeners {
             #[cfg(feature = "connection_filter")]
             connection_filter: self.connection_filter.clone(),
             pre_tls_callback: self.pre_tls_callback.clone(),
+            handshake_timeout: self.handshake_timeout,
         })
     }
 
