@@ -1,7 +1,7 @@
 //! Hostile connections (issue #13): silent and slowloris clients, idle keep-alive and
-//! HTTP/2 connections, stalled TLS handshakes, and the caps per listener and per client
-//! address. Every test ends by checking that a clean request on a new connection is
-//! served.
+//! HTTP/2 connections, stalled TLS handshakes and request bodies, and the caps per
+//! listener and per client address. Every test ends by checking that a clean request on
+//! a new connection is served.
 
 mod common;
 
@@ -14,7 +14,8 @@ use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
 
 use common::{
     connect, connect_from, edge_config, exchange_on, free_port, http_agent, keep_alive_get,
-    make_cert, send, time_until_closed, trickle, wait_until, Gateway, TestDir, EVENTUALLY,
+    make_cert, send, time_until_closed, trickle, wait_until, Gateway, RecordingUpstream, TestDir,
+    EVENTUALLY,
 };
 
 const ROUTES: &str = r#"
@@ -386,5 +387,77 @@ fn idle_keep_alive_connections_hold_no_request_sized_buffer() {
         "{per_connection} KiB resident per idle keep-alive connection"
     );
     drop(idle);
+    assert_served(&gateway);
+}
+
+#[test]
+fn a_stalled_request_body_gets_408_at_body_read_timeout_on_http1_and_http2() {
+    let upstream = RecordingUpstream::start();
+    let gateway = Gateway::start_raw(&edge_config(
+        "  body_read_timeout: 1s\n",
+        "",
+        "",
+        &format!(
+            "{ROUTES}  - name: upload\n    match: {{ path: /upload }}\n    upstream: app\n\
+             upstreams:\n  app:\n    targets: [{{ address: \"{}\" }}]\n",
+            upstream.addr()
+        ),
+    ));
+
+    // HTTP/1.1: five of the 100 body bytes, then nothing.
+    let mut h1 = connect(&gateway.addr());
+    h1.write_all(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nhello")
+        .expect("write");
+    let started = std::time::Instant::now();
+    h1.set_read_timeout(Some(Duration::from_secs(4)))
+        .expect("read timeout");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut h1, &mut answer);
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        (Duration::from_millis(800)..Duration::from_secs(4)).contains(&took),
+        "closed after {took:?}"
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("REQUEST_TIMEOUT"),
+        "{answer}"
+    );
+
+    // HTTP/2 (h2c): a stream whose body starts and never ends.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (ended, took) = runtime.block_on(async {
+        let socket = tokio::net::TcpStream::connect(gateway.addr())
+            .await
+            .expect("connect");
+        let (mut client, connection) = h2::client::handshake(socket).await.expect("h2c");
+        tokio::spawn(connection);
+        let request = http::Request::post(format!("http://{}/upload", gateway.addr()))
+            .header("content-length", "100")
+            .body(())
+            .expect("request");
+        let started = std::time::Instant::now();
+        let (response, mut body) = client.send_request(request, false).expect("stream");
+        body.send_data(bytes::Bytes::from_static(b"hello"), false)
+            .expect("data");
+        let ended = tokio::time::timeout(Duration::from_secs(4), response).await;
+        // The stream stays open on the client's side until here.
+        drop(body);
+        (ended, started.elapsed())
+    });
+    let response = ended
+        .expect("the stalled HTTP/2 stream was still open after 4 s")
+        .expect("an answer on the stream");
+    assert!(took >= Duration::from_millis(800), "ended after {took:?}");
+    assert_eq!(response.status(), 408, "{response:?}");
+
+    assert!(
+        upstream.requests().is_empty(),
+        "no truncated body became a request: {}",
+        upstream.all_bytes()
+    );
     assert_served(&gateway);
 }

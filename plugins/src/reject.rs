@@ -10,6 +10,8 @@ pub enum ErrorCode {
     Forbidden,
     RouteNotFound,
     PayloadTooLarge,
+    /// 408: the request body stopped arriving for `server.body_read_timeout`.
+    RequestTimeout,
     /// 414: the request target is over `server.max_request_target`.
     UriTooLong,
     /// 431: the request's header block is over `server.max_header_bytes` or
@@ -42,6 +44,7 @@ impl ErrorCode {
             Self::Forbidden => "FORBIDDEN",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::UriTooLong => "URI_TOO_LONG",
             Self::HeadersTooLarge => "REQUEST_HEADERS_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
@@ -64,6 +67,7 @@ impl ErrorCode {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited | Self::ConcurrencyLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -10,7 +10,8 @@ use crate::runtime::connections;
 
 /// The request head has arrived: its deadline is met, and the connection's keep-alive
 /// (unless Pingora already turned it off for a shutdown) and body read timeout are set.
-/// HTTP/2 sessions ignore both timeouts.
+/// An HTTP/2 stream takes the body read timeout (vendored, see `vendor/README.md`); its
+/// connection's idle time is Pingora's `h2_idle_timeout`.
 pub(super) fn head_received(session: &mut Session, policy: &ConnectionPolicy) {
     connections::head_received();
     if session.get_keepalive().is_some() {

@@ -100,6 +100,11 @@ pub(super) fn rejection_for(e: &Error, ctx: &RequestCtx) -> Rejection {
             ErrorCode::UpstreamUnavailable,
             format!("{upstream} has no healthy target"),
         ),
+        // The client's side: its request body stopped arriving (`server.body_read_timeout`).
+        ErrorType::ReadTimedout if e.esource() == &ErrorSource::Downstream => (
+            ErrorCode::RequestTimeout,
+            "the request body stopped arriving".to_string(),
+        ),
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => (
             ErrorCode::UpstreamTimeout,
             format!("{upstream} did not answer in time"),

@@ -291,6 +291,8 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     // How long to wait when draining (discarding) request body
     total_drain_timeout: Option<Duration>,
+    // How long one read of the request body may wait for data
+    read_timeout: Option<Duration>,
 }
 
 /// The outcome of accepting the next event on an HTTP/2 downstream connection.
@@ -499,6 +501,7 @@ impl HttpSession {
             digest,
             write_timeout: None,
             total_drain_timeout: None,
+            read_timeout: None,
         })))
     }
 
@@ -520,8 +523,15 @@ impl HttpSession {
 
     /// Read request body bytes. `None` when there is no more body to read.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // TODO: timeout
-        let data = self.request_body_reader.data().await.transpose().or_err(
+        let data = match self.read_timeout {
+            Some(t) => timeout(t, self.request_body_reader.data())
+                .await
+                .map_err(|_| {
+                    Error::explain(ErrorType::ReadTimedout, "while reading request body")
+                })?,
+            None => self.request_body_reader.data().await,
+        };
+        let data = data.transpose().or_err(
             ErrorType::ReadError,
             "while reading downstream request body",
         )?;
@@ -589,6 +599,18 @@ impl HttpSession {
 
     /// Sets the downstream write timeout. This will trigger if we're unable
     /// to write to the stream after `timeout`.
+    /// Sets how long one read of the request body may wait for data (`None`: no limit,
+    /// the default). A client that opens a stream and stops sending its body otherwise
+    /// holds the stream, and the upstream request behind it, for as long as it likes.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Gets the request body read timeout, if set.
+    pub fn get_read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
     }
