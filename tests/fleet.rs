@@ -294,11 +294,11 @@ impl Fleet {
                 .get(prefix.as_str(), Some(options))
                 .await
                 .expect("read");
-            let id = |kv: &etcd_client::KeyValue| {
-                let key = String::from_utf8_lossy(kv.key());
-                key.strip_prefix(&prefix).unwrap_or(&key).to_string()
-            };
-            response.kvs().iter().map(id).collect()
+            response
+                .kvs()
+                .iter()
+                .map(|kv| node_id(&prefix, kv))
+                .collect()
         })
     }
 
@@ -322,8 +322,7 @@ impl Fleet {
             {
                 for event in message.events() {
                     let Some(kv) = event.kv() else { continue };
-                    let key = String::from_utf8_lossy(kv.key());
-                    let id = key.strip_prefix(&prefix).unwrap_or(&key).to_string();
+                    let id = node_id(&prefix, kv);
                     let kind = match event.event_type() {
                         etcd_client::EventType::Put => "PUT",
                         etcd_client::EventType::Delete => "DELETE",
@@ -352,6 +351,12 @@ impl Fleet {
             .map(|node| Traffic::start(&node.url(path), 2))
             .collect()
     }
+}
+
+/// The node id of a key under `prefix` (`PREFIX/nodes/`).
+fn node_id(prefix: &str, kv: &etcd_client::KeyValue) -> String {
+    let key = String::from_utf8_lossy(kv.key());
+    key.strip_prefix(prefix).unwrap_or(&key).to_string()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -11,8 +11,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    bind_test_port, eventually, free_port, make_cert, render_config, Gateway, OneRoute, TestDir,
-    Upstream, BASE_CONFIG,
+    bind_test_port, eventually, extend_section, free_port, make_cert, render_config, Gateway,
+    OneRoute, TestDir, Upstream, BASE_CONFIG,
 };
 
 /// Longer than any start-up that fails should take (a busy port is retried for 1 s here).
@@ -341,10 +341,7 @@ fn failed_requests_are_logged_a_few_lines_a_second_and_client_hang_ups_not_at_al
     let slow = Upstream::start("slow");
     slow.set_delay(Duration::from_millis(1500));
     let nothing_listens = free_port();
-    let base = BASE_CONFIG.replace(
-        "  threads: 2\n",
-        "  threads: 2\n  request_header_timeout: 1s\n",
-    );
+    let base = extend_section(BASE_CONFIG, "server", "  request_header_timeout: 1s\n");
     let gateway = Gateway::start_with_default_log(&format!(
         "{base}upstreams:
   down:

@@ -66,11 +66,11 @@ impl EtcdWatcher {
             .unwrap_or_else(|| default_node_id(self.first_listener().map_or(0, |a| a.port())))
     }
 
-    /// The key this process reports under: the node's, or once a graceful upgrade began,
-    /// its own next to the new process's.
-    fn report_key(&self) -> String {
+    /// The key this process reports under: the node's, or once a graceful upgrade began
+    /// (`draining`), its own next to the new process's.
+    fn report_key(&self, draining: bool) -> String {
         let node_key = format!("{}{}", self.status.source.nodes_prefix(), self.node_id());
-        if self.state.is_handed_over() {
+        if draining {
             format!("{node_key}/draining-{}", std::process::id())
         } else {
             node_key
@@ -201,10 +201,6 @@ impl EtcdWatcher {
         Ok(())
     }
 
-    fn reports_as_draining(&self, key: &str) -> bool {
-        self.state.is_handed_over() && key == self.report_key()
-    }
-
     /// Moves this process's report from `node_key` to `draining_key`. The node key is
     /// deleted only while it is still bound to this process's lease: the new process may
     /// have written its own report there already.
@@ -264,7 +260,8 @@ impl EtcdWatcher {
     async fn session(&self) -> Result<(), SessionError> {
         let source = &self.status.source;
         let mut client = connect(source, &self.status.bootstrap).await?;
-        let mut node_key = self.report_key();
+        let mut draining = self.state.is_handed_over();
+        let mut node_key = self.report_key(draining);
         let lease = client
             .lease_grant(LEASE_TTL_SECONDS, None)
             .await
@@ -341,10 +338,11 @@ impl EtcdWatcher {
                     read_at = read_at.max(self.sync(&mut client).await?);
                     self.publish(&mut client, &node_key, lease).await?;
                 }
-                () = self.state.handed_over(), if !self.reports_as_draining(&node_key) => {
-                    let draining_key = self.report_key();
+                () = self.state.handed_over(), if !draining => {
+                    let draining_key = self.report_key(true);
                     self.hand_over(&mut client, &node_key, &draining_key, lease).await?;
                     node_key = draining_key;
+                    draining = true;
                 }
             }
         }

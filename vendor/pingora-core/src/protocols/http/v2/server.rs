@@ -597,8 +597,6 @@ impl HttpSession {
         }
     }
 
-    /// Sets the downstream write timeout. This will trigger if we're unable
-    /// to write to the stream after `timeout`.
     /// Sets how long one read of the request body may wait for data (`None`: no limit,
     /// the default). A client that opens a stream and stops sending its body otherwise
     /// holds the stream, and the upstream request behind it, for as long as it likes.
@@ -611,6 +609,8 @@ impl HttpSession {
         self.read_timeout
     }
 
+    /// Sets the downstream write timeout. This will trigger if we're unable
+    /// to write to the stream after `timeout`.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
     }
